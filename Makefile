@@ -1,0 +1,34 @@
+# The README's commands. `make test` and `make demo` install what they need themselves.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.spn-installed
+PYTEST_ARGS ?=
+
+.PHONY: install test bench demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h)
+	test -x $(PY) || python3 -m venv $(VENV)
+	# torch first, pinned: the CPU wheel on this machine (any other spelling pulls a CUDA build)
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q numpy pillow safetensors tqdm setuptools wheel ninja
+	$(PIP) install -q --no-build-isolation -e .
+	$(PIP) install -q pytest hypothesis pytest-timeout
+	# dense CRF peer (optional extra `crf`); builds from source in about a minute
+	$(PIP) install -q pydensecrf2 || echo "warning: pydensecrf2 did not install; dense-CRF tests will be skipped"
+	$(PY) -c "import spn.ops as o; print('spn backend:', o.active_backend())"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(PY) benchmarks/bench_propagation.py
+
+demo: install
+	$(VENV)/bin/spn demo
+
+clean:
+	rm -rf build src/*.egg-info src/spn/_C*.so $(VENV)

@@ -1,0 +1,5 @@
+import sys
+
+from spn.cli import main
+
+sys.exit(main())

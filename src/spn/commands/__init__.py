@@ -1,0 +1,1 @@
+"""Subcommands of the ``spn`` console script (see :mod:`spn.cli`)."""

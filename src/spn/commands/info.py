@@ -1,0 +1,44 @@
+"""``spn info``: version, active backend and threads."""
+from __future__ import annotations
+
+import json
+
+HELP = "show the version, the active propagation backend and the thread count"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--json", action="store_true", help="print as JSON")
+
+
+def collect() -> dict:
+    import platform
+
+    import torch
+
+    import spn
+    from spn.ops import _backend
+
+    info = {
+        "spn": spn.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "backend_cpu": _backend.active_backend("cpu"),
+        "extension_error": _backend.extension_error(),
+        "threads": torch.get_num_threads(),
+        "cuda_available": torch.cuda.is_available(),
+    }
+    if torch.cuda.is_available():
+        info["backend_cuda"] = _backend.active_backend("cuda")
+    return info
+
+
+def run(args) -> int:
+    info = collect()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for k, v in info.items():
+            if k == "extension_error" and v is None:
+                continue
+            print(f"{k:16s} {v}")
+    return 0

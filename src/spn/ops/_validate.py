@@ -1,0 +1,66 @@
+"""Input checks shared by every backend: clear Python errors, never a crash in C++."""
+from __future__ import annotations
+
+import torch
+
+DIRECTIONS = ("left_to_right", "right_to_left", "top_to_bottom", "bottom_to_top")
+
+
+def direction_index(direction) -> int:
+    """Map a direction name (or index 0..3) to its index in :data:`DIRECTIONS`."""
+    if isinstance(direction, bool):
+        raise TypeError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    if isinstance(direction, int):
+        if 0 <= direction < 4:
+            return direction
+        raise ValueError(f"unknown direction index {direction}; valid are 0..3 for {DIRECTIONS}")
+    if isinstance(direction, str):
+        try:
+            return DIRECTIONS.index(direction)
+        except ValueError:
+            raise ValueError(
+                f"unknown direction {direction!r}; valid directions are {', '.join(DIRECTIONS)}"
+            ) from None
+    raise TypeError(f"direction must be a string, one of {DIRECTIONS}, got {type(direction).__name__}")
+
+
+def _check_tensor(name: str, t) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if not t.dtype.is_floating_point:
+        raise TypeError(f"{name} must have a floating dtype (float32/float64), got {t.dtype}")
+
+
+def check_pair(x: torch.Tensor, gates: torch.Tensor, n_dirs: int | None = None) -> tuple[int, int]:
+    """Validate ``x`` (B, C, H, W) against gates (B, K, Cg, H, W) or, when ``n_dirs`` is
+    given, (B, n_dirs, K, Cg, H, W). Returns ``(K, Cg)``."""
+    _check_tensor("x", x)
+    _check_tensor("gates", gates)
+    if x.dim() != 4:
+        raise ValueError(f"x must be 4-D (B, C, H, W), got shape {tuple(x.shape)}")
+    want = 5 if n_dirs is None else 6
+    layout = "(B, K, Cg, H, W)" if n_dirs is None else f"(B, {n_dirs}, K, Cg, H, W)"
+    if gates.dim() != want:
+        raise ValueError(f"gates must be {want}-D {layout}, got shape {tuple(gates.shape)}")
+    if x.dtype != gates.dtype:
+        raise TypeError(f"x and gates must share a dtype, got x {x.dtype} and gates {gates.dtype}")
+    if x.device != gates.device:
+        raise ValueError(f"x and gates must be on one device, got x on {x.device} and gates on {gates.device}")
+    B, C, H, W = x.shape
+    if n_dirs is not None:
+        if gates.shape[1] != n_dirs:
+            raise ValueError(f"gates must have {n_dirs} directions in dim 1 {layout}, got shape {tuple(gates.shape)}")
+        gb, K, Cg, gh, gw = gates.shape[0], gates.shape[2], gates.shape[3], gates.shape[4], gates.shape[5]
+    else:
+        gb, K, Cg, gh, gw = gates.shape
+    if K not in (1, 3):
+        raise ValueError(f"gates must have K = 1 (one-way) or K = 3 (three-way) connections, got K = {K}")
+    if gb != B:
+        raise ValueError(f"batch size mismatch: x has B = {B}, gates have B = {gb}")
+    if (gh, gw) != (H, W):
+        raise ValueError(f"spatial size mismatch: x is {H}x{W}, gates are {gh}x{gw}")
+    if Cg not in (1, C):
+        raise ValueError(f"gates must have Cg = 1 (shared) or Cg = C = {C} channels, got Cg = {Cg}")
+    if B == 0 or C == 0 or H == 0 or W == 0:
+        raise ValueError(f"x must be non-empty, got shape {tuple(x.shape)}")
+    return K, Cg
