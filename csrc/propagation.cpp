@@ -28,183 +28,189 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 namespace spn {
 namespace {
 
-struct Geom {
-  int64_t H, W, L, n, ls, ks;  // lines, line length, line stride, lateral stride
-  bool reverse;
-  Geom(int64_t H_, int64_t W_, int64_t dir) : H(H_), W(W_) {
-    const bool vert = dir >= 2;
-    L = vert ? H : W;
-    n = vert ? W : H;
-    ls = vert ? W : 1;
-    ks = vert ? 1 : W;
-    reverse = (dir == 1 || dir == 3);
-  }
-  inline int64_t line(int64_t t) const { return (reverse ? L - 1 - t : t) * ls; }
-};
-
 // ---------------------------------------------------------------------------------------------
-// forward of one plane, one direction
-template <typename T, int K, int64_t KS>
-inline void fwd_line(const T* __restrict__ xr, const T* __restrict__ hp, T* __restrict__ hr,
-                     const T* __restrict__ g0, const T* __restrict__ g1, const T* __restrict__ g2,
-                     int64_t n, int64_t ks_rt) {
-  const int64_t ks = KS > 0 ? KS : ks_rt;
-  if (K == 1) {
-    for (int64_t k = 0; k < n; ++k) {
-      const int64_t i = k * ks;
-      const T xv = xr[i];
-      hr[i] = xv + g0[i] * (hp[i] - xv);
+// Scans over planes whose scan lines are rows: L lines of n contiguous values. Horizontal
+// directions are brought to this form by transposing the plane into per-thread scratch, so
+// every inner loop runs over contiguous memory and vectorises.
+
+template <typename T>
+inline void transpose_plane(const T* __restrict__ src, int64_t rows, int64_t cols, T* __restrict__ dst) {
+  // dst[c * rows + r] = src[r * cols + c]
+  constexpr int64_t BS = 16;
+  for (int64_t r0 = 0; r0 < rows; r0 += BS) {
+    const int64_t r1 = std::min(rows, r0 + BS);
+    for (int64_t c0 = 0; c0 < cols; c0 += BS) {
+      const int64_t c1 = std::min(cols, c0 + BS);
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t c = c0; c < c1; ++c) dst[c * rows + r] = src[r * cols + c];
     }
-    return;
-  }
-  if (n == 1) {
-    const T xv = xr[0];
-    hr[0] = xv + g1[0] * (hp[0] - xv);
-    return;
-  }
-  {
-    const T xv = xr[0];
-    hr[0] = xv + g1[0] * (hp[0] - xv) + g2[0] * (hp[ks] - xv);
-  }
-  for (int64_t k = 1; k < n - 1; ++k) {
-    const int64_t i = k * ks;
-    const T xv = xr[i];
-    hr[i] = xv + g0[i] * (hp[i - ks] - xv) + g1[i] * (hp[i] - xv) + g2[i] * (hp[i + ks] - xv);
-  }
-  {
-    const int64_t i = (n - 1) * ks;
-    const T xv = xr[i];
-    hr[i] = xv + g0[i] * (hp[i - ks] - xv) + g1[i] * (hp[i] - xv);
   }
 }
 
-template <typename T, int K, int64_t KS>
-void fwd_plane_impl(const T* x, const T* g, int64_t gps, T* h, const Geom& G) {
-  int64_t o = G.line(0);
-  for (int64_t k = 0; k < G.n; ++k) h[o + k * G.ks] = x[o + k * G.ks];
-  for (int64_t t = 1; t < G.L; ++t) {
+#if defined(__SSE2__)
+// float: 4x4 register transposes inside 16x16 tiles, scalar edges
+template <>
+inline void transpose_plane<float>(const float* __restrict__ src, int64_t rows, int64_t cols,
+                                   float* __restrict__ dst) {
+  constexpr int64_t BS = 16;
+  const int64_t r4 = rows & ~int64_t(3), c4 = cols & ~int64_t(3);
+  for (int64_t r0 = 0; r0 < r4; r0 += BS) {
+    const int64_t r1 = std::min(r4, r0 + BS);
+    for (int64_t c0 = 0; c0 < c4; c0 += BS) {
+      const int64_t c1 = std::min(c4, c0 + BS);
+      for (int64_t r = r0; r < r1; r += 4)
+        for (int64_t c = c0; c < c1; c += 4) {
+          __m128 a = _mm_loadu_ps(src + r * cols + c);
+          __m128 b = _mm_loadu_ps(src + (r + 1) * cols + c);
+          __m128 e = _mm_loadu_ps(src + (r + 2) * cols + c);
+          __m128 f = _mm_loadu_ps(src + (r + 3) * cols + c);
+          _MM_TRANSPOSE4_PS(a, b, e, f);
+          _mm_storeu_ps(dst + c * rows + r, a);
+          _mm_storeu_ps(dst + (c + 1) * rows + r, b);
+          _mm_storeu_ps(dst + (c + 2) * rows + r, e);
+          _mm_storeu_ps(dst + (c + 3) * rows + r, f);
+        }
+    }
+  }
+  for (int64_t r = 0; r < r4; ++r)  // right edge
+    for (int64_t c = c4; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+  for (int64_t r = r4; r < rows; ++r)  // bottom edge
+    for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+}
+#endif
+
+// one line of the forward: hr = xr + sum_j g_j (hp[nbr_j] - xr)
+template <typename T, int K>
+inline void fwd_line(const T* __restrict__ xr, const T* __restrict__ hp, T* __restrict__ hr,
+                     const T* __restrict__ g0, const T* __restrict__ g1, const T* __restrict__ g2, int64_t n) {
+  if (K == 1) {
+    for (int64_t k = 0; k < n; ++k) hr[k] = xr[k] + g0[k] * (hp[k] - xr[k]);
+    return;
+  }
+  if (n == 1) {
+    hr[0] = xr[0] + g1[0] * (hp[0] - xr[0]);
+    return;
+  }
+  hr[0] = xr[0] + g1[0] * (hp[0] - xr[0]) + g2[0] * (hp[1] - xr[0]);
+  for (int64_t k = 1; k < n - 1; ++k) {
+    const T xv = xr[k];
+    hr[k] = xv + g0[k] * (hp[k - 1] - xv) + g1[k] * (hp[k] - xv) + g2[k] * (hp[k + 1] - xv);
+  }
+  const int64_t e = n - 1;
+  hr[e] = xr[e] + g0[e] * (hp[e - 1] - xr[e]) + g1[e] * (hp[e] - xr[e]);
+}
+
+template <typename T, int K>
+void vscan_fwd_impl(const T* x, const T* g, int64_t gps, T* h, int64_t L, int64_t n, bool reverse) {
+  auto line = [&](int64_t t) { return (reverse ? L - 1 - t : t) * n; };
+  int64_t o = line(0);
+  std::copy(x + o, x + o + n, h + o);
+  for (int64_t t = 1; t < L; ++t) {
     const int64_t op = o;
-    o = G.line(t);
+    o = line(t);
     const T* g0 = g + o;
     const T* g1 = K == 3 ? g + gps + o : g0;
     const T* g2 = K == 3 ? g + 2 * gps + o : g0;
-    fwd_line<T, K, KS>(x + o, h + op, h + o, g0, g1, g2, G.n, G.ks);
+    fwd_line<T, K>(x + o, h + op, h + o, g0, g1, g2, n);
   }
 }
 
 template <typename T>
-void fwd_plane(const T* x, const T* g, int64_t gps, T* h, int64_t K, const Geom& G) {
-  const bool vert = G.ks == 1;
-  if (K == 1) {
-    if (vert) fwd_plane_impl<T, 1, 1>(x, g, gps, h, G);
-    else fwd_plane_impl<T, 1, 0>(x, g, gps, h, G);
-  } else {
-    if (vert) fwd_plane_impl<T, 3, 1>(x, g, gps, h, G);
-    else fwd_plane_impl<T, 3, 0>(x, g, gps, h, G);
-  }
+void vscan_fwd(const T* x, const T* g, int64_t gps, T* h, int64_t K, int64_t L, int64_t n, bool reverse) {
+  if (K == 1) vscan_fwd_impl<T, 1>(x, g, gps, h, L, n, reverse);
+  else vscan_fwd_impl<T, 3>(x, g, gps, h, L, n, reverse);
 }
 
-// ---------------------------------------------------------------------------------------------
-// backward of one plane, one direction: reverse sweep.
-// Adjoint of line t: d_t[k] = gh_t[k] + sum over pixels k' of line t+1 that read k of
-// g_slot[k'] d_{t+1}[k'].  Then grad_x = d (1 - sum_valid g) (d on the first line) and
-// grad_g_j = d (h_prev[j] - x) for valid j (zero on the first line and for invalid j).
-//
-// GH: how the adjoint of h is read.  0: gh[i] * scale;  1: gh[i] where argmax[i] == dir, else 0.
-template <typename T, int K, int64_t KS, int GH, bool ACC>
-void bwd_plane_impl(const T* gh, T scale, const uint8_t* am, uint8_t dir, const T* x, const T* g,
-                    int64_t gps, const T* h, T* gx, T* gg, int64_t ggps, T* dcur, T* dnext,
-                    const Geom& G) {
-  const int64_t n = G.n;
-  const int64_t ks = KS > 0 ? KS : G.ks;
-  for (int64_t t = G.L - 1; t >= 0; --t) {
-    const int64_t o = G.line(t);
-    // adjoint of this line
-    for (int64_t k = 0; k < n; ++k) {
-      const int64_t i = o + k * ks;
-      T d;
-      if (GH == 0) d = gh[i] * scale;
-      else d = am[i] == dir ? gh[i] : T(0);
-      dcur[k] = d;
-    }
-    if (t < G.L - 1) {
-      const int64_t on = G.line(t + 1);
-      if (K == 1) {
-        const T* gn = g + on;
-        for (int64_t k = 0; k < n; ++k) dcur[k] += gn[k * ks] * dnext[k];
+// Backward of one vertical scan: reverse sweep keeping two lines of adjoints.
+// Adjoint of line t: d_t[k] = gh_t[k] + sum over pixels k' of line t+1 reading k of g_slot[k'] d_{t+1}[k'].
+// grad_x = d (1 - sum_valid g) (d on the first line); grad_g_j = d (h_prev[j] - x) for valid j,
+// zero on the first line and for invalid j.
+// GH: 0: adjoint of h is gh[i] * scale;  1: gh[i] where am[i] == dir, else 0 (max merge).
+template <typename T, int K, int GH, bool ACC>
+void vscan_bwd_impl(const T* gh, T scale, const T* am, T dir, const T* x, const T* g, int64_t gps,
+                    const T* h, T* gx, T* gg, int64_t ggps, T* __restrict__ dcur, T* __restrict__ dnext,
+                    int64_t L, int64_t n, bool reverse) {
+  auto line = [&](int64_t t) { return (reverse ? L - 1 - t : t) * n; };
+  for (int64_t t = L - 1; t >= 0; --t) {
+    const int64_t o = line(t);
+    {
+      const T* __restrict__ ghr = gh + o;
+      if (GH == 0) {
+        for (int64_t k = 0; k < n; ++k) dcur[k] = ghr[k] * scale;
       } else {
-        const T* gn0 = g + on;
-        const T* gn1 = g + gps + on;
-        const T* gn2 = g + 2 * gps + on;
-        for (int64_t k = 0; k < n; ++k) {
-          T a = gn1[k * ks] * dnext[k];
-          if (k + 1 < n) a += gn0[(k + 1) * ks] * dnext[k + 1];
-          if (k >= 1) a += gn2[(k - 1) * ks] * dnext[k - 1];
-          dcur[k] += a;
-        }
+        const T* __restrict__ amr = am + o;
+        for (int64_t k = 0; k < n; ++k) dcur[k] = amr[k] == dir ? ghr[k] : T(0);
       }
     }
+    if (t < L - 1) {
+      const int64_t on = line(t + 1);
+      if (K == 1) {
+        const T* __restrict__ gn = g + on;
+        for (int64_t k = 0; k < n; ++k) dcur[k] += gn[k] * dnext[k];
+      } else {
+        const T* __restrict__ gn0 = g + on;
+        const T* __restrict__ gn1 = g + gps + on;
+        const T* __restrict__ gn2 = g + 2 * gps + on;
+        // pixel k' = k reads k through slot 1; k' = k + 1 through slot 0; k' = k - 1 through slot 2
+        for (int64_t k = 0; k < n; ++k) dcur[k] += gn1[k] * dnext[k];
+        for (int64_t k = 0; k + 1 < n; ++k) dcur[k] += gn0[k + 1] * dnext[k + 1];
+        for (int64_t k = 1; k < n; ++k) dcur[k] += gn2[k - 1] * dnext[k - 1];
+      }
+    }
+    T* __restrict__ gxr = gx + o;
+    T* __restrict__ gg0 = gg + o;
     if (t == 0) {
       for (int64_t k = 0; k < n; ++k) {
-        const int64_t i = o + k * ks;
-        if (ACC) gx[i] += dcur[k];
-        else gx[i] = dcur[k];
-        gg[i] = T(0);
-        if (K == 3) {
-          gg[ggps + i] = T(0);
-          gg[2 * ggps + i] = T(0);
-        }
+        if (ACC) gxr[k] += dcur[k];
+        else gxr[k] = dcur[k];
+      }
+      std::fill(gg0, gg0 + n, T(0));
+      if (K == 3) {
+        std::fill(gg + ggps + o, gg + ggps + o + n, T(0));
+        std::fill(gg + 2 * ggps + o, gg + 2 * ggps + o + n, T(0));
       }
     } else {
-      const int64_t op = G.line(t - 1);
-      const T* hp = h + op;
-      const T* xr = x + o;
+      const T* __restrict__ hp = h + line(t - 1);
+      const T* __restrict__ xr = x + o;
+      const T* __restrict__ g0 = g + o;
       if (K == 1) {
-        const T* g0 = g + o;
-        T* gg0 = gg + o;
         for (int64_t k = 0; k < n; ++k) {
-          const int64_t i = k * ks;
           const T d = dcur[k];
-          const T v = d * (T(1) - g0[i]);
-          if (ACC) gx[o + i] += v;
-          else gx[o + i] = v;
-          gg0[i] = d * (hp[i] - xr[i]);
+          const T v = d * (T(1) - g0[k]);
+          if (ACC) gxr[k] += v;
+          else gxr[k] = v;
+          gg0[k] = d * (hp[k] - xr[k]);
         }
       } else {
-        const T* g0 = g + o;
-        const T* g1 = g + gps + o;
-        const T* g2 = g + 2 * gps + o;
-        T* gg0 = gg + o;
-        T* gg1 = gg + ggps + o;
-        T* gg2 = gg + 2 * ggps + o;
+        const T* __restrict__ g1 = g + gps + o;
+        const T* __restrict__ g2 = g + 2 * gps + o;
+        T* __restrict__ gg1 = gg + ggps + o;
+        T* __restrict__ gg2 = gg + 2 * ggps + o;
         for (int64_t k = 0; k < n; ++k) {
-          const int64_t i = k * ks;
           const T d = dcur[k];
-          const T xv = xr[i];
-          T s = g1[i];
-          gg1[i] = d * (hp[i] - xv);
-          if (k >= 1) {
-            s += g0[i];
-            gg0[i] = d * (hp[i - ks] - xv);
-          } else {
-            gg0[i] = T(0);
-          }
-          if (k + 1 < n) {
-            s += g2[i];
-            gg2[i] = d * (hp[i + ks] - xv);
-          } else {
-            gg2[i] = T(0);
-          }
+          const T xv = xr[k];
+          gg1[k] = d * (hp[k] - xv);
+          T s = g1[k];
+          if (k >= 1) s += g0[k];
+          if (k + 1 < n) s += g2[k];
           const T v = d * (T(1) - s);
-          if (ACC) gx[o + i] += v;
-          else gx[o + i] = v;
+          if (ACC) gxr[k] += v;
+          else gxr[k] = v;
         }
+        gg0[0] = T(0);
+        for (int64_t k = 1; k < n; ++k) gg0[k] = dcur[k] * (hp[k - 1] - xr[k]);
+        for (int64_t k = 0; k + 1 < n; ++k) gg2[k] = dcur[k] * (hp[k + 1] - xr[k]);
+        gg2[n - 1] = T(0);
       }
     }
     std::swap(dcur, dnext);
@@ -212,20 +218,124 @@ void bwd_plane_impl(const T* gh, T scale, const uint8_t* am, uint8_t dir, const 
 }
 
 template <typename T, int GH, bool ACC>
-void bwd_plane(const T* gh, T scale, const uint8_t* am, uint8_t dir, const T* x, const T* g,
-               int64_t gps, const T* h, T* gx, T* gg, int64_t ggps, T* dcur, T* dnext, int64_t K,
-               const Geom& G) {
-  const bool vert = G.ks == 1;
-#define SPN_BWD(KK, KSV) \
-  bwd_plane_impl<T, KK, KSV, GH, ACC>(gh, scale, am, dir, x, g, gps, h, gx, gg, ggps, dcur, dnext, G)
-  if (K == 1) {
-    if (vert) SPN_BWD(1, 1);
-    else SPN_BWD(1, 0);
-  } else {
-    if (vert) SPN_BWD(3, 1);
-    else SPN_BWD(3, 0);
+void vscan_bwd(const T* gh, T scale, const T* am, T dir, const T* x, const T* g, int64_t gps,
+               const T* h, T* gx, T* gg, int64_t ggps, T* dcur, T* dnext, int64_t K, int64_t L, int64_t n,
+               bool reverse) {
+  if (K == 1)
+    vscan_bwd_impl<T, 1, GH, ACC>(gh, scale, am, dir, x, g, gps, h, gx, gg, ggps, dcur, dnext, L, n, reverse);
+  else
+    vscan_bwd_impl<T, 3, GH, ACC>(gh, scale, am, dir, x, g, gps, h, gx, gg, ggps, dcur, dnext, L, n, reverse);
+}
+
+// Denormals: adjoints decay geometrically along a scan (products of gates below one) and
+// reach the subnormal range, where x86 arithmetic is many times slower. Each worker flushes
+// them to zero (FTZ/DAZ) while it runs a kernel and restores its previous mode afterwards.
+struct FlushDenormals {
+#if defined(__SSE2__)
+  unsigned int saved;
+  FlushDenormals() : saved(_mm_getcsr()) { _mm_setcsr(saved | 0x8040); }
+  ~FlushDenormals() { _mm_setcsr(saved); }
+#endif
+};
+
+// Max merge: route grad_out to the first direction reaching the max (as torch.max(dim=0)).
+// gm receives four planes: gm[d * n + i] = go[i] if direction d wins at i, else 0.
+template <typename T>
+inline void route_max_grad(const T* __restrict__ h0, const T* __restrict__ h1, const T* __restrict__ h2,
+                           const T* __restrict__ h3, const T* __restrict__ go, T* __restrict__ gm, int64_t n) {
+  int64_t i = 0;
+#if defined(__SSE2__)
+  if constexpr (std::is_same<T, float>::value) {
+    const __m128 zero = _mm_setzero_ps();
+    for (; i + 4 <= n; i += 4) {
+      const __m128 v0 = _mm_loadu_ps(h0 + i), v1 = _mm_loadu_ps(h1 + i);
+      const __m128 v2 = _mm_loadu_ps(h2 + i), v3 = _mm_loadu_ps(h3 + i);
+      const __m128 g = _mm_loadu_ps(go + i);
+      const __m128 best = _mm_max_ps(_mm_max_ps(v0, v1), _mm_max_ps(v2, v3));
+      const __m128 e0 = _mm_cmpeq_ps(v0, best);
+      const __m128 e1 = _mm_andnot_ps(e0, _mm_cmpeq_ps(v1, best));
+      const __m128 e01 = _mm_or_ps(e0, e1);
+      const __m128 e2 = _mm_andnot_ps(e01, _mm_cmpeq_ps(v2, best));
+      const __m128 e3 = _mm_andnot_ps(_mm_or_ps(e01, e2), _mm_castsi128_ps(_mm_set1_epi32(-1)));
+      _mm_storeu_ps(gm + i, _mm_and_ps(e0, g));
+      _mm_storeu_ps(gm + n + i, _mm_and_ps(e1, g));
+      _mm_storeu_ps(gm + 2 * n + i, _mm_and_ps(e2, g));
+      _mm_storeu_ps(gm + 3 * n + i, _mm_and_ps(e3, g));
+      (void)zero;
+    }
   }
-#undef SPN_BWD
+#endif
+  for (; i < n; ++i) {
+    const T v0 = h0[i], v1 = h1[i], v2 = h2[i], v3 = h3[i], g = go[i];
+    int a = 0;
+    T best = v0;
+    if (v1 > best) { best = v1; a = 1; }
+    if (v2 > best) { best = v2; a = 2; }
+    if (v3 > best) { a = 3; }
+    gm[i] = a == 0 ? g : T(0);
+    gm[n + i] = a == 1 ? g : T(0);
+    gm[2 * n + i] = a == 2 ? g : T(0);
+    gm[3 * n + i] = a == 3 ? g : T(0);
+  }
+}
+
+inline bool is_horizontal(int64_t dir) { return dir < 2; }
+inline bool is_reverse(int64_t dir) { return dir == 1 || dir == 3; }
+
+// Per-thread scratch for one plane: transposed copies for horizontal directions.
+template <typename T>
+struct Scratch {
+  std::vector<T> xT, gT, hT, goT, gxT, ggT, d0, d1, tmp;
+  std::vector<T> am, amT;  // argmax of the max merge, as T so that it vectorises
+  Scratch(int64_t HW, int64_t K, int64_t n_max, bool bwd, bool need_tmp) {
+    xT.resize(HW);
+    gT.resize(K * HW);
+    hT.resize(HW);
+    if (need_tmp) tmp.resize(HW);
+    if (bwd) {
+      goT.resize(HW);
+      gxT.resize(HW);
+      ggT.resize(K * HW);
+      d0.resize(n_max);
+      d1.resize(n_max);
+    }
+  }
+};
+
+// Forward of one direction on an (H, W) plane. g: K planes of gate (stride gps). xT: the
+// transposed x (W, H) when the direction is horizontal (computed by the caller, shared).
+template <typename T>
+void plane_fwd(int64_t dir, const T* x, const T* xT, const T* g, int64_t gps, T* h, int64_t K, int64_t H,
+               int64_t W, Scratch<T>& S) {
+  const int64_t HW = H * W;
+  if (!is_horizontal(dir)) {
+    vscan_fwd<T>(x, g, gps, h, K, H, W, is_reverse(dir));
+    return;
+  }
+  for (int64_t j = 0; j < K; ++j) transpose_plane(g + j * gps, H, W, S.gT.data() + j * HW);
+  vscan_fwd<T>(xT, S.gT.data(), HW, S.hT.data(), K, W, H, is_reverse(dir));
+  transpose_plane(S.hT.data(), W, H, h);
+}
+
+// Backward of one direction on an (H, W) plane (see vscan_bwd for GH/ACC). For horizontal
+// directions, xT and ghT/amT (transposed adjoint inputs) are prepared by the caller; gx then
+// receives the transposed gradient (accumulated into gxT by the caller's choice of pointer).
+template <typename T, int GH, bool ACC>
+void plane_bwd(int64_t dir, const T* gh, const T* ghT, T scale, const T* am, const T* amT,
+               const T* x, const T* xT, const T* g, int64_t gps, const T* h, T* gx, T* gxT, T* gg,
+               int64_t ggps, int64_t K, int64_t H, int64_t W, Scratch<T>& S) {
+  const int64_t HW = H * W;
+  const T d8 = static_cast<T>(dir);
+  if (!is_horizontal(dir)) {
+    vscan_bwd<T, GH, ACC>(gh, scale, am, d8, x, g, gps, h, gx, gg, ggps, S.d0.data(), S.d1.data(), K, H, W,
+                          is_reverse(dir));
+    return;
+  }
+  for (int64_t j = 0; j < K; ++j) transpose_plane(g + j * gps, H, W, S.gT.data() + j * HW);
+  transpose_plane(h, H, W, S.hT.data());
+  vscan_bwd<T, GH, ACC>(ghT, scale, amT, d8, xT, S.gT.data(), HW, S.hT.data(), gxT, S.ggT.data(), HW,
+                        S.d0.data(), S.d1.data(), K, W, H, is_reverse(dir));
+  for (int64_t j = 0; j < K; ++j) transpose_plane(S.ggT.data() + j * HW, W, H, gg + j * ggps);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -255,16 +365,19 @@ at::Tensor propagate_fwd(const at::Tensor& x_, const at::Tensor& gates_, int64_t
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t K = gates.size(1), Cg = gates.size(2), HW = H * W;
   at::Tensor h = at::empty_like(x, at::MemoryFormat::Contiguous);
-  const Geom G(H, W, direction);
+  const bool hor = is_horizontal(direction);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spn_propagate_fwd", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* gp = gates.data_ptr<scalar_t>();
     scalar_t* hp = h.data_ptr<scalar_t>();
     at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
+      FlushDenormals ftz;
+      Scratch<scalar_t> S(hor ? HW : 0, hor ? K : 0, 0, false, false);
       for (int64_t s = begin; s < end; ++s) {
         const int64_t b = s / C, c = s % C;
         const scalar_t* g = gp + (b * K * Cg + (Cg == 1 ? 0 : c)) * HW;
-        fwd_plane<scalar_t>(xp + s * HW, g, Cg * HW, hp + s * HW, K, G);
+        if (hor) transpose_plane(xp + s * HW, H, W, S.xT.data());
+        plane_fwd<scalar_t>(direction, xp + s * HW, S.xT.data(), g, Cg * HW, hp + s * HW, K, H, W, S);
       }
     });
   });
@@ -286,9 +399,8 @@ std::tuple<at::Tensor, at::Tensor> propagate_bwd(const at::Tensor& grad_h_, cons
   at::Tensor gx = at::empty_like(x, at::MemoryFormat::Contiguous);
   // gates shared across channels: per-channel gradients, summed afterwards
   const bool shared = (Cg == 1 && C > 1);
-  at::Tensor gg = shared ? at::empty({B, K, C, H, W}, x.options())
-                         : at::empty(gates.sizes(), x.options());
-  const Geom G(H, W, direction);
+  at::Tensor gg = shared ? at::empty({B, K, C, H, W}, x.options()) : at::empty(gates.sizes(), x.options());
+  const bool hor = is_horizontal(direction);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spn_propagate_bwd", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* gp = gates.data_ptr<scalar_t>();
@@ -296,16 +408,29 @@ std::tuple<at::Tensor, at::Tensor> propagate_bwd(const at::Tensor& grad_h_, cons
     const scalar_t* ghp = gh.data_ptr<scalar_t>();
     scalar_t* gxp = gx.data_ptr<scalar_t>();
     scalar_t* ggp = gg.data_ptr<scalar_t>();
+    const int64_t ggc = shared ? C : Cg;
     at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> buf(2 * std::max(H, W));
+      FlushDenormals ftz;
+      Scratch<scalar_t> S(hor ? HW : 0, hor ? K : 0, std::max(H, W), true, false);
+      if (!hor) {
+        S.goT.clear();
+        S.gxT.clear();
+      } else {
+        S.goT.resize(HW);
+        S.gxT.resize(HW);
+      }
       for (int64_t s = begin; s < end; ++s) {
         const int64_t b = s / C, c = s % C;
         const scalar_t* g = gp + (b * K * Cg + (Cg == 1 ? 0 : c)) * HW;
-        const int64_t ggc = shared ? C : Cg;
         scalar_t* ggs = ggp + (b * K * ggc + (ggc == 1 ? 0 : c)) * HW;
-        bwd_plane<scalar_t, 0, false>(ghp + s * HW, scalar_t(1), nullptr, 0, xp + s * HW, g, Cg * HW,
-                                      hp + s * HW, gxp + s * HW, ggs, ggc * HW, buf.data(),
-                                      buf.data() + std::max(H, W), K, G);
+        if (hor) {
+          transpose_plane(xp + s * HW, H, W, S.xT.data());
+          transpose_plane(ghp + s * HW, H, W, S.goT.data());
+        }
+        plane_bwd<scalar_t, 0, false>(direction, ghp + s * HW, S.goT.data(), scalar_t(1), nullptr, nullptr,
+                                      xp + s * HW, S.xT.data(), g, Cg * HW, hp + s * HW, gxp + s * HW,
+                                      S.gxT.data(), ggs, ggc * HW, K, H, W, S);
+        if (hor) transpose_plane(S.gxT.data(), W, H, gxp + s * HW);
       }
     });
   });
@@ -331,15 +456,16 @@ std::tuple<at::Tensor, at::Tensor> propagate4_fwd(const at::Tensor& x_, const at
     scalar_t* op = out.data_ptr<scalar_t>();
     scalar_t* hsp = save ? hs.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> scratch(save ? 0 : HW);
+      FlushDenormals ftz;
+      Scratch<scalar_t> S(HW, K, 0, false, !save);
       for (int64_t s = begin; s < end; ++s) {
         const int64_t b = s / C, c = s % C;
         scalar_t* o = op + s * HW;
+        transpose_plane(xp + s * HW, H, W, S.xT.data());
         for (int64_t d = 0; d < 4; ++d) {
-          const Geom G(H, W, d);
           const scalar_t* g = gp + ((b * 4 + d) * K * Cg + (Cg == 1 ? 0 : c)) * HW;
-          scalar_t* hd = save ? hsp + (d * B * C + s) * HW : (d == 0 ? o : scratch.data());
-          fwd_plane<scalar_t>(xp + s * HW, g, Cg * HW, hd, K, G);
+          scalar_t* hd = save ? hsp + (d * B * C + s) * HW : (d == 0 ? o : S.tmp.data());
+          plane_fwd<scalar_t>(d, xp + s * HW, S.xT.data(), g, Cg * HW, hd, K, H, W, S);
           if (d == 0) {
             if (hd != o) std::copy(hd, hd + HW, o);
           } else if (merge == 0) {
@@ -369,10 +495,9 @@ std::tuple<at::Tensor, at::Tensor> propagate4_bwd(const at::Tensor& grad_out_, c
   const at::Tensor go = grad_out_.contiguous().to(x.scalar_type());
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t K = gates.size(2), Cg = gates.size(3), HW = H * W;
-  at::Tensor gx = at::zeros_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor gx = at::empty_like(x, at::MemoryFormat::Contiguous);
   const bool shared = (Cg == 1 && C > 1);
-  at::Tensor gg = shared ? at::empty({B, 4, K, C, H, W}, x.options())
-                         : at::empty(gates.sizes(), x.options());
+  at::Tensor gg = shared ? at::empty({B, 4, K, C, H, W}, x.options()) : at::empty(gates.sizes(), x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spn_propagate4_bwd", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* gp = gates.data_ptr<scalar_t>();
@@ -381,50 +506,50 @@ std::tuple<at::Tensor, at::Tensor> propagate4_bwd(const at::Tensor& grad_out_, c
     scalar_t* gxp = gx.data_ptr<scalar_t>();
     scalar_t* ggp = gg.data_ptr<scalar_t>();
     const int64_t ggc = shared ? C : Cg;
+    const scalar_t scale = merge == 1 ? scalar_t(0.25) : scalar_t(1);
     at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> buf(2 * std::max(H, W));
-      std::vector<uint8_t> am(merge == 0 ? HW : 0);
+      FlushDenormals ftz;
+      Scratch<scalar_t> S(HW, K, std::max(H, W), true, true);
+      if (merge == 0) S.am.resize(4 * HW);
       for (int64_t s = begin; s < end; ++s) {
         const int64_t b = s / C, c = s % C;
-        if (merge == 0) {  // first direction reaching the max, as torch.max(dim=0)
+        // Adjoint of each direction's output. max: grad_out routed to the first direction reaching
+        // the max (as torch.max(dim=0)); mean: grad_out / 4; sum: grad_out.
+        scalar_t* gm = S.am.data();  // 4 planes
+        const scalar_t* go_s = gop + s * HW;
+        if (merge == 0) {
           const scalar_t* h0 = hsp + s * HW;
-          for (int64_t i = 0; i < HW; ++i) {
-            scalar_t best = h0[i];
-            uint8_t a = 0;
-            for (int64_t d = 1; d < 4; ++d) {
-              const scalar_t v = hsp[(d * B * C + s) * HW + i];
-              if (v > best) {
-                best = v;
-                a = static_cast<uint8_t>(d);
-              }
-            }
-            am[i] = a;
-          }
+          const scalar_t* h1 = hsp + (B * C + s) * HW;
+          const scalar_t* h2 = hsp + (2 * B * C + s) * HW;
+          const scalar_t* h3 = hsp + (3 * B * C + s) * HW;
+          route_max_grad<scalar_t>(h0, h1, h2, h3, go_s, gm, HW);
         }
+        transpose_plane(xp + s * HW, H, W, S.xT.data());
+        scalar_t* gxs = gxp + s * HW;
         for (int64_t d = 0; d < 4; ++d) {
-          const Geom G(H, W, d);
           const scalar_t* g = gp + ((b * 4 + d) * K * Cg + (Cg == 1 ? 0 : c)) * HW;
           scalar_t* ggs = ggp + ((b * 4 + d) * K * ggc + (ggc == 1 ? 0 : c)) * HW;
           const scalar_t* hd = hsp + (d * B * C + s) * HW;
-          scalar_t* d0 = buf.data();
-          scalar_t* d1 = buf.data() + std::max(H, W);
-          if (merge == 0)
-            bwd_plane<scalar_t, 1, true>(gop + s * HW, scalar_t(1), am.data(), static_cast<uint8_t>(d),
-                                         xp + s * HW, g, Cg * HW, hd, gxp + s * HW, ggs, ggc * HW, d0, d1,
-                                         K, G);
+          const scalar_t* ghd = merge == 0 ? gm + d * HW : go_s;
+          if (d == 0 || (d == 1 && merge == 0)) transpose_plane(ghd, H, W, S.goT.data());
+          // directions 0 (writes gxT) and 2 (writes gx) initialise; 1 and 3 accumulate
+          if (d == 0 || d == 2)
+            plane_bwd<scalar_t, 0, false>(d, ghd, S.goT.data(), scale, nullptr, nullptr, xp + s * HW, S.xT.data(),
+                                          g, Cg * HW, hd, gxs, S.gxT.data(), ggs, ggc * HW, K, H, W, S);
           else
-            bwd_plane<scalar_t, 0, true>(gop + s * HW, merge == 1 ? scalar_t(0.25) : scalar_t(1), nullptr,
-                                         0, xp + s * HW, g, Cg * HW, hd, gxp + s * HW, ggs, ggc * HW, d0,
-                                         d1, K, G);
+            plane_bwd<scalar_t, 0, true>(d, ghd, S.goT.data(), scale, nullptr, nullptr, xp + s * HW, S.xT.data(),
+                                         g, Cg * HW, hd, gxs, S.gxT.data(), ggs, ggc * HW, K, H, W, S);
         }
+        // add the horizontal directions' (transposed) gradient
+        transpose_plane(S.gxT.data(), W, H, S.tmp.data());
+        const scalar_t* __restrict__ t = S.tmp.data();
+        for (int64_t i = 0; i < HW; ++i) gxs[i] += t[i];
       }
     });
   });
   if (shared) gg = gg.sum(3, /*keepdim=*/true);
   return {gx, gg};
 }
-
-int64_t num_threads() { return at::get_num_threads(); }
 
 }  // namespace
 
