@@ -20,6 +20,8 @@ def _slice_gates(gates: torch.Tensor, b: int, c: int) -> torch.Tensor:
     K, Cg = gates.shape[1], gates.shape[2]
     if K not in (1, 3):
         raise ValueError(f"gates must have K = 1 or 3, got K = {K}")
+    if not (0 <= b < gates.shape[0] and (Cg == 1 or 0 <= c < Cg)):
+        raise ValueError(f"slice b = {b}, c = {c} is out of range for gates of shape {tuple(gates.shape)}")
     return gates[b, :, 0 if Cg == 1 else c]
 
 
