@@ -1,0 +1,103 @@
+"""Building blocks shared by the models: conv blocks and a symmetric U-Net.
+
+Normalisation is GroupNorm (per-sample), never BatchNorm: a model then computes the same thing
+in one process or split over several data-parallel processes, and in train or eval mode.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _groups(channels: int, max_groups: int = 8) -> int:
+    g = min(max_groups, channels)
+    while channels % g:
+        g -= 1
+    return g
+
+
+class ConvBlock(nn.Module):
+    """``conv3x3 -> GroupNorm -> ReLU`` twice. ``(B, cin, H, W) -> (B, cout, H/stride, W/stride)``;
+    the first conv carries the stride."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+            nn.GroupNorm(_groups(cout), cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.GroupNorm(_groups(cout), cout),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def level_channels(width: int, depth: int, max_width: int | None = None) -> list[int]:
+    """Channels per encoder level: ``width * 2**i`` for ``i = 0..depth``, capped at ``max_width``."""
+    chans = [width * 2 ** i for i in range(depth + 1)]
+    if max_width:
+        chans = [min(c, max_width) for c in chans]
+    return chans
+
+
+class UNet(nn.Module):
+    """A symmetric encoder-decoder with skip links.
+
+    The stem keeps the resolution, then ``depth`` stride-2 encoder levels go down to ``1/2**depth``;
+    the decoder comes back up with bilinear upsampling, concatenation of the encoder feature of the
+    same level, and a :class:`ConvBlock`, stopping after ``depth - out_level`` levels, i.e. at
+    ``1/2**out_level`` of the input resolution. A 1x1 conv maps to ``out_channels``.
+
+    ``forward(x (B, in_channels, H, W)) -> (B, out_channels, ceil(H/2**out_level), ceil(W/2**out_level))``.
+    Inputs of any size are accepted: they are padded (replicate) to a multiple of ``2**depth`` and
+    the output is cropped back.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, width: int = 16, depth: int = 3,
+                 out_level: int = 0, max_width: int | None = 256):
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        if not 0 <= out_level <= depth:
+            raise ValueError(f"out_level must lie in [0, depth={depth}], got {out_level}")
+        if width < 1:
+            raise ValueError(f"width must be >= 1, got {width}")
+        self.depth = depth
+        self.out_level = out_level
+        ch = level_channels(width, depth, max_width)
+        self.stem = ConvBlock(in_channels, ch[0])
+        self.down = nn.ModuleList(ConvBlock(ch[i], ch[i + 1], stride=2) for i in range(depth))
+        # decoder level i goes from level i+1 to level i, for i = depth-1 .. out_level
+        self.up = nn.ModuleList(ConvBlock(ch[i + 1] + ch[i], ch[i]) for i in range(out_level, depth))
+        self.head = nn.Conv2d(ch[out_level], out_channels, 1)
+        self.out_channels = out_channels
+        self.feature_channels = ch[out_level]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoder features ``(B, feature_channels, H/2**out_level, W/2**out_level)`` before the head
+        (``x`` already padded to a multiple of ``2**depth``)."""
+        skips = [self.stem(x)]
+        for d in self.down:
+            skips.append(d(skips[-1]))
+        y = skips[-1]
+        for i in reversed(range(self.out_level, self.depth)):
+            s = skips[i]
+            y = F.interpolate(y, size=s.shape[-2:], mode="bilinear", align_corners=False)
+            y = self.up[i - self.out_level](torch.cat([y, s], dim=1))
+        return y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        H, W = x.shape[-2:]
+        m = 2 ** self.depth
+        ph, pw = (-H) % m, (-W) % m
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        y = self.head(self.features(x))
+        f = 2 ** self.out_level
+        return y[..., : math.ceil(H / f), : math.ceil(W / f)]

@@ -1,0 +1,124 @@
+"""The SPN refinement network (paper Sec. 4-5): guidance U-Net + spatial propagation."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn import CONNECTIONS, SpatialPropagation
+from .baseline import check_image
+from .blocks import UNet
+from .config import SPNConfig
+
+
+class GuidanceNet(nn.Module):
+    """The guidance network: a symmetric U-Net (skip links) from the RGB image (optionally
+    concatenated with the coarse scores) to the gates of the four directions.
+
+    ``forward(image (B, 3, H, W), coarse (B, K, H, W) or None) -> gates (B, 4*k*cg, h, w)`` with
+    ``h = ceil(H/scale)``; channel index ``(d*k + j)*cg + c`` (direction d, slot j, channel c), the
+    layout of :func:`spn.nn.reshape_gates`. The output layer starts with tiny weights and zero bias,
+    so the initial gates are near zero and the propagation starts close to the identity.
+    """
+
+    def __init__(self, k: int, cg: int, width: int = 16, depth: int = 3, scale: int = 2,
+                 coarse_channels: int = 0, init_std: float = 1e-3):
+        super().__init__()
+        self.k, self.cg, self.scale = k, cg, scale
+        self.coarse_channels = coarse_channels
+        out_level = int(math.log2(scale))
+        self.unet = UNet(3 + coarse_channels, 4 * k * cg, width=width, depth=depth, out_level=out_level)
+        nn.init.normal_(self.unet.head.weight, std=init_std)
+        nn.init.zeros_(self.unet.head.bias)
+
+    def forward(self, image: torch.Tensor, coarse: torch.Tensor | None = None) -> torch.Tensor:
+        x = image - 0.5
+        if self.coarse_channels:
+            if coarse is None:
+                raise ValueError("this guidance network takes the coarse scores as input; got coarse=None")
+            x = torch.cat([x, coarse], dim=1)
+        return self.unet(x)
+
+
+class SPNRefiner(nn.Module):
+    """Refine coarse class probabilities with a learned spatial propagation.
+
+    1. embed: ``coarse (B, K, H, W)`` -> ``x (B, C', H/s, W/s)`` by a 3x3 conv with stride ``s``
+       (``scale``) and a 1x1 conv;
+    2. gates: ``GuidanceNet(image[, coarse])`` -> ``(B, 4*k*Cg, H/s, W/s)``, ``Cg = C'`` (or 1 with
+       ``shared_gates``);
+    3. ``h = SpatialPropagation(x, gates)`` (normalize "clip", merge "max"), ``propagations`` times;
+    4. back to full resolution: bilinear upsampling, 3x3 conv + ReLU, 1x1 conv to K logits;
+    5. ``residual``: ``logits += log(coarse + eps)``. The last conv starts at zero, so the untrained
+       network returns ``log(coarse + eps)``: its softmax is the coarse input.
+
+    ``connection`` is ``"three_way"`` (model "spn_three_way") or ``"one_way"`` ("spn_one_way"): the
+    two differ only in the number of gates per pixel and direction (k = 3 or 1).
+
+    ``forward(image (B, 3, H, W), coarse (B, K, H, W)) -> logits (B, K, H, W)``.
+    """
+
+    def __init__(self, cfg: SPNConfig, connection: str = "three_way"):
+        super().__init__()
+        if connection not in CONNECTIONS:
+            raise ValueError(f"unknown connection {connection!r}; valid: {', '.join(CONNECTIONS)}")
+        self.cfg = cfg
+        self.config = dataclasses.asdict(cfg)
+        self.connection = connection
+        self.name = f"spn_{connection}"
+        self.num_classes = cfg.num_classes
+        k = CONNECTIONS[connection]
+        C = cfg.channels
+        cg = 1 if cfg.shared_gates else C
+        s = cfg.scale
+        self.embed = nn.Sequential(
+            nn.Conv2d(cfg.num_classes, C, 3, stride=s, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(C, C, 1),
+        )
+        self.guidance = GuidanceNet(k, cg, width=cfg.guidance_width, depth=cfg.guidance_depth, scale=s,
+                                    coarse_channels=cfg.num_classes if cfg.guidance_coarse else 0,
+                                    init_std=cfg.gate_init_std)
+        self.propagation = SpatialPropagation(connection, merge=cfg.merge, normalize=cfg.normalize)
+        self.head = nn.Sequential(
+            nn.Conv2d(C, C, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(C, cfg.num_classes, 1),
+        )
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+
+    def check_inputs(self, image, coarse) -> None:
+        check_image(image)
+        if coarse is None:
+            raise ValueError(f"model {self.name!r} refines a coarse segmentation: coarse (B, K, H, W) is required")
+        if not isinstance(coarse, torch.Tensor):
+            raise TypeError(f"coarse must be a torch.Tensor, got {type(coarse).__name__}")
+        B, _, H, W = image.shape
+        if tuple(coarse.shape) != (B, self.num_classes, H, W):
+            raise ValueError(f"coarse must be (B, K, H, W) = {(B, self.num_classes, H, W)} for image "
+                             f"{tuple(image.shape)} and K = {self.num_classes}, got {tuple(coarse.shape)}")
+
+    def gates(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        """Flat gates ``(B, 4*k*Cg, ceil(H/s), ceil(W/s))`` from the guidance network."""
+        return self.guidance(image, coarse if self.cfg.guidance_coarse else None)
+
+    def forward(self, image: torch.Tensor, coarse: torch.Tensor | None = None) -> torch.Tensor:
+        self.check_inputs(image, coarse)
+        coarse = coarse.to(image.dtype)
+        x = self.embed(coarse)
+        g = self.gates(image, coarse)
+        if g.shape[-2:] != x.shape[-2:]:  # cannot happen with the padding rules; keep a clear error
+            raise RuntimeError(f"gates {tuple(g.shape)} and hidden map {tuple(x.shape)} differ in size")
+        h = x
+        for _ in range(self.cfg.propagations):
+            h = self.propagation(h, g)
+        if self.cfg.scale != 1:
+            h = F.interpolate(h, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        logits = self.head(h)
+        if self.cfg.residual:
+            logits = logits + torch.log(coarse.clamp_min(0) + self.cfg.eps)
+        return logits
