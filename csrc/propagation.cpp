@@ -131,100 +131,178 @@ void vscan_fwd(const T* x, const T* g, int64_t gps, T* h, int64_t K, int64_t L, 
   else vscan_fwd_impl<T, 3>(x, g, gps, h, L, n, reverse);
 }
 
-// Backward of one vertical scan: reverse sweep keeping two lines of adjoints.
-// Adjoint of line t: d_t[k] = gh_t[k] + sum over pixels k' of line t+1 reading k of g_slot[k'] d_{t+1}[k'].
-// grad_x = d (1 - sum_valid g) (d on the first line); grad_g_j = d (h_prev[j] - x) for valid j,
-// zero on the first line and for invalid j.
-// GH: 0: adjoint of h is gh[i] * scale;  1: gh[i] where am[i] == dir, else 0 (max merge).
-template <typename T, int K, int GH, bool ACC>
-void vscan_bwd_impl(const T* gh, T scale, const T* am, T dir, const T* x, const T* g, int64_t gps,
-                    const T* h, T* gx, T* gg, int64_t ggps, T* __restrict__ dcur, T* __restrict__ dnext,
-                    int64_t L, int64_t n, bool reverse) {
+// Backward, step 1: the adjoint sweep of one vertical scan (lines are rows of n values).
+// D_t[k] = scale * gh_t[k] + sum over the pixels k' of line t+1 that read k of g_slot[k'] D_{t+1}[k'].
+// (k' = k reads k through slot 1, k' = k + 1 through slot 0, k' = k - 1 through slot 2.)
+template <typename T, int K>
+void vscan_adjoint_impl(const T* gh, T scale, const T* g, int64_t gps, T* D, int64_t L, int64_t n, bool reverse) {
   auto line = [&](int64_t t) { return (reverse ? L - 1 - t : t) * n; };
   for (int64_t t = L - 1; t >= 0; --t) {
     const int64_t o = line(t);
-    {
-      const T* __restrict__ ghr = gh + o;
-      if (GH == 0) {
-        for (int64_t k = 0; k < n; ++k) dcur[k] = ghr[k] * scale;
-      } else {
-        const T* __restrict__ amr = am + o;
-        for (int64_t k = 0; k < n; ++k) dcur[k] = amr[k] == dir ? ghr[k] : T(0);
-      }
+    T* __restrict__ dc = D + o;
+    const T* __restrict__ ghr = gh + o;
+    if (t == L - 1) {
+      for (int64_t k = 0; k < n; ++k) dc[k] = ghr[k] * scale;
+      continue;
     }
-    if (t < L - 1) {
-      const int64_t on = line(t + 1);
-      if (K == 1) {
-        const T* __restrict__ gn = g + on;
-        for (int64_t k = 0; k < n; ++k) dcur[k] += gn[k] * dnext[k];
-      } else {
-        const T* __restrict__ gn0 = g + on;
-        const T* __restrict__ gn1 = g + gps + on;
-        const T* __restrict__ gn2 = g + 2 * gps + on;
-        // pixel k' = k reads k through slot 1; k' = k + 1 through slot 0; k' = k - 1 through slot 2
-        for (int64_t k = 0; k < n; ++k) dcur[k] += gn1[k] * dnext[k];
-        for (int64_t k = 0; k + 1 < n; ++k) dcur[k] += gn0[k + 1] * dnext[k + 1];
-        for (int64_t k = 1; k < n; ++k) dcur[k] += gn2[k - 1] * dnext[k - 1];
-      }
-    }
-    T* __restrict__ gxr = gx + o;
-    T* __restrict__ gg0 = gg + o;
-    if (t == 0) {
-      for (int64_t k = 0; k < n; ++k) {
-        if (ACC) gxr[k] += dcur[k];
-        else gxr[k] = dcur[k];
-      }
-      std::fill(gg0, gg0 + n, T(0));
-      if (K == 3) {
-        std::fill(gg + ggps + o, gg + ggps + o + n, T(0));
-        std::fill(gg + 2 * ggps + o, gg + 2 * ggps + o + n, T(0));
-      }
+    const int64_t on = line(t + 1);
+    const T* __restrict__ dn = D + on;
+    if (K == 1) {
+      const T* __restrict__ gn = g + on;
+      for (int64_t k = 0; k < n; ++k) dc[k] = ghr[k] * scale + gn[k] * dn[k];
     } else {
-      const T* __restrict__ hp = h + line(t - 1);
-      const T* __restrict__ xr = x + o;
-      const T* __restrict__ g0 = g + o;
-      if (K == 1) {
-        for (int64_t k = 0; k < n; ++k) {
-          const T d = dcur[k];
-          const T v = d * (T(1) - g0[k]);
-          if (ACC) gxr[k] += v;
-          else gxr[k] = v;
-          gg0[k] = d * (hp[k] - xr[k]);
-        }
-      } else {
-        const T* __restrict__ g1 = g + gps + o;
-        const T* __restrict__ g2 = g + 2 * gps + o;
-        T* __restrict__ gg1 = gg + ggps + o;
-        T* __restrict__ gg2 = gg + 2 * ggps + o;
-        for (int64_t k = 0; k < n; ++k) {
-          const T d = dcur[k];
-          const T xv = xr[k];
-          gg1[k] = d * (hp[k] - xv);
-          T s = g1[k];
-          if (k >= 1) s += g0[k];
-          if (k + 1 < n) s += g2[k];
-          const T v = d * (T(1) - s);
-          if (ACC) gxr[k] += v;
-          else gxr[k] = v;
-        }
-        gg0[0] = T(0);
-        for (int64_t k = 1; k < n; ++k) gg0[k] = dcur[k] * (hp[k - 1] - xr[k]);
-        for (int64_t k = 0; k + 1 < n; ++k) gg2[k] = dcur[k] * (hp[k + 1] - xr[k]);
-        gg2[n - 1] = T(0);
+      const T* __restrict__ gn0 = g + on;
+      const T* __restrict__ gn1 = g + gps + on;
+      const T* __restrict__ gn2 = g + 2 * gps + on;
+      if (n == 1) {
+        dc[0] = ghr[0] * scale + gn1[0] * dn[0];
+        continue;
       }
+      dc[0] = ghr[0] * scale + gn1[0] * dn[0] + gn0[1] * dn[1];
+      for (int64_t k = 1; k < n - 1; ++k)
+        dc[k] = ghr[k] * scale + gn1[k] * dn[k] + gn0[k + 1] * dn[k + 1] + gn2[k - 1] * dn[k - 1];
+      const int64_t e = n - 1;
+      dc[e] = ghr[e] * scale + gn1[e] * dn[e] + gn2[e - 1] * dn[e - 1];
     }
-    std::swap(dcur, dnext);
   }
 }
 
-template <typename T, int GH, bool ACC>
-void vscan_bwd(const T* gh, T scale, const T* am, T dir, const T* x, const T* g, int64_t gps,
-               const T* h, T* gx, T* gg, int64_t ggps, T* dcur, T* dnext, int64_t K, int64_t L, int64_t n,
-               bool reverse) {
-  if (K == 1)
-    vscan_bwd_impl<T, 1, GH, ACC>(gh, scale, am, dir, x, g, gps, h, gx, gg, ggps, dcur, dnext, L, n, reverse);
-  else
-    vscan_bwd_impl<T, 3, GH, ACC>(gh, scale, am, dir, x, g, gps, h, gx, gg, ggps, dcur, dnext, L, n, reverse);
+template <typename T>
+void vscan_adjoint(const T* gh, T scale, const T* g, int64_t gps, T* D, int64_t K, int64_t L, int64_t n,
+                   bool reverse) {
+  if (K == 1) vscan_adjoint_impl<T, 1>(gh, scale, g, gps, D, L, n, reverse);
+  else vscan_adjoint_impl<T, 3>(gh, scale, g, gps, D, L, n, reverse);
+}
+
+// Backward, step 2: gradients from the adjoints D, elementwise in the plane's own (H, W) layout.
+// For a pixel with previous-line neighbours j (valid ones only):
+//   grad_x = D (1 - sum_j g_j),  grad_g_j = D (h[j] - x);
+// on the first scanned line grad_x = D and the gates get zero gradient.
+// ACC: accumulate into gx (the four-direction op) instead of writing it.
+template <typename T, int K, bool ACC>
+void grads_from_adjoint_impl(int64_t dir, const T* D, const T* x, const T* g, int64_t gps, const T* h, T* gx,
+                             T* gg, int64_t ggps, int64_t H, int64_t W) {
+  auto put = [](T* dst, int64_t i, T v) {
+    if (ACC) dst[i] += v;
+    else dst[i] = v;
+  };
+  if (dir >= 2) {  // vertical: lines are rows, the previous line is row r -/+ 1, lateral index = column
+    const int64_t first = dir == 2 ? 0 : H - 1;
+    for (int64_t r = 0; r < H; ++r) {
+      const int64_t o = r * W;
+      const T* __restrict__ d = D + o;
+      T* __restrict__ gxr = gx + o;
+      if (r == first) {
+        for (int64_t c = 0; c < W; ++c) put(gxr, c, d[c]);
+        for (int64_t j = 0; j < K; ++j) std::fill(gg + j * ggps + o, gg + j * ggps + o + W, T(0));
+        continue;
+      }
+      const T* __restrict__ hp = h + (dir == 2 ? r - 1 : r + 1) * W;
+      const T* __restrict__ xr = x + o;
+      const T* __restrict__ g0 = g + o;
+      T* __restrict__ gg0 = gg + o;
+      if (K == 1) {
+        for (int64_t c = 0; c < W; ++c) {
+          put(gxr, c, d[c] * (T(1) - g0[c]));
+          gg0[c] = d[c] * (hp[c] - xr[c]);
+        }
+        continue;
+      }
+      const T* __restrict__ g1 = g + gps + o;
+      const T* __restrict__ g2 = g + 2 * gps + o;
+      T* __restrict__ gg1 = gg + ggps + o;
+      T* __restrict__ gg2 = gg + 2 * ggps + o;
+      if (W == 1) {
+        put(gxr, 0, d[0] * (T(1) - g1[0]));
+        gg0[0] = T(0);
+        gg1[0] = d[0] * (hp[0] - xr[0]);
+        gg2[0] = T(0);
+        continue;
+      }
+      put(gxr, 0, d[0] * (T(1) - g1[0] - g2[0]));
+      gg0[0] = T(0);
+      gg1[0] = d[0] * (hp[0] - xr[0]);
+      gg2[0] = d[0] * (hp[1] - xr[0]);
+      for (int64_t c = 1; c < W - 1; ++c) {
+        const T dv = d[c], xv = xr[c];
+        put(gxr, c, dv * (T(1) - g0[c] - g1[c] - g2[c]));
+        gg0[c] = dv * (hp[c - 1] - xv);
+        gg1[c] = dv * (hp[c] - xv);
+        gg2[c] = dv * (hp[c + 1] - xv);
+      }
+      const int64_t e = W - 1;
+      put(gxr, e, d[e] * (T(1) - g0[e] - g1[e]));
+      gg0[e] = d[e] * (hp[e - 1] - xr[e]);
+      gg1[e] = d[e] * (hp[e] - xr[e]);
+      gg2[e] = T(0);
+    }
+    return;
+  }
+  // horizontal: lines are columns, the previous line is column c -/+ 1, lateral index = row
+  const bool l2r = dir == 0;
+  const int64_t c_first = l2r ? 0 : W - 1;
+  const int64_t c_lo = l2r ? 1 : 0, c_hi = l2r ? W : W - 1;  // columns with a previous line
+  const int64_t sh = l2r ? -1 : 1;                           // offset of the previous column
+  for (int64_t r = 0; r < H; ++r) {
+    const int64_t o = r * W;
+    const T* __restrict__ d = D + o;
+    const T* __restrict__ xr = x + o;
+    T* __restrict__ gxr = gx + o;
+    put(gxr, c_first, d[c_first]);
+    for (int64_t j = 0; j < K; ++j) gg[j * ggps + o + c_first] = T(0);
+    const T* __restrict__ hc = h + o + sh;  // hc[c] = h[r][c + sh]
+    const T* __restrict__ g0 = g + o;
+    T* __restrict__ gg0 = gg + o;
+    if (K == 1) {
+      for (int64_t c = c_lo; c < c_hi; ++c) {
+        put(gxr, c, d[c] * (T(1) - g0[c]));
+        gg0[c] = d[c] * (hc[c] - xr[c]);
+      }
+      continue;
+    }
+    const T* __restrict__ g1 = g + gps + o;
+    const T* __restrict__ g2 = g + 2 * gps + o;
+    T* __restrict__ gg1 = gg + ggps + o;
+    T* __restrict__ gg2 = gg + 2 * ggps + o;
+    const bool has_up = r >= 1, has_down = r + 1 < H;
+    const T* __restrict__ hu = h + o - W + sh;  // row r - 1 (only read when has_up)
+    const T* __restrict__ hd = h + o + W + sh;  // row r + 1 (only read when has_down)
+    if (has_up && has_down) {
+      for (int64_t c = c_lo; c < c_hi; ++c) {
+        const T dv = d[c], xv = xr[c];
+        put(gxr, c, dv * (T(1) - g0[c] - g1[c] - g2[c]));
+        gg0[c] = dv * (hu[c] - xv);
+        gg1[c] = dv * (hc[c] - xv);
+        gg2[c] = dv * (hd[c] - xv);
+      }
+    } else {
+      for (int64_t c = c_lo; c < c_hi; ++c) {
+        const T dv = d[c], xv = xr[c];
+        T s = g1[c];
+        gg1[c] = dv * (hc[c] - xv);
+        if (has_up) {
+          s += g0[c];
+          gg0[c] = dv * (hu[c] - xv);
+        } else {
+          gg0[c] = T(0);
+        }
+        if (has_down) {
+          s += g2[c];
+          gg2[c] = dv * (hd[c] - xv);
+        } else {
+          gg2[c] = T(0);
+        }
+        put(gxr, c, dv * (T(1) - s));
+      }
+    }
+  }
+}
+
+template <typename T, bool ACC>
+void grads_from_adjoint(int64_t dir, const T* D, const T* x, const T* g, int64_t gps, const T* h, T* gx, T* gg,
+                        int64_t ggps, int64_t K, int64_t H, int64_t W) {
+  if (K == 1) grads_from_adjoint_impl<T, 1, ACC>(dir, D, x, g, gps, h, gx, gg, ggps, H, W);
+  else grads_from_adjoint_impl<T, 3, ACC>(dir, D, x, g, gps, h, gx, gg, ggps, H, W);
 }
 
 // Denormals: adjoints decay geometrically along a scan (products of gates below one) and
@@ -285,24 +363,23 @@ inline bool is_reverse(int64_t dir) { return dir == 1 || dir == 3; }
 // Per-thread scratch for one plane: transposed copies for horizontal directions.
 template <typename T>
 struct Scratch {
-  std::vector<T> xT, gT, hT, goT, gxT, ggT, d0, d1, tmp;
-  std::vector<T> am, amT;  // argmax of the max merge, as T so that it vectorises
-  Scratch(int64_t HW, int64_t K, int64_t n_max, bool bwd, bool need_tmp) {
-    xT.resize(HW);
+  std::vector<T> xT, gT, hT, ghT, D, DT, tmp, gm;
+  Scratch(int64_t HW, int64_t K, bool fwd, bool bwd, bool need_tmp) {
     gT.resize(K * HW);
-    hT.resize(HW);
+    if (fwd) {
+      xT.resize(HW);
+      hT.resize(HW);
+    }
     if (need_tmp) tmp.resize(HW);
     if (bwd) {
-      goT.resize(HW);
-      gxT.resize(HW);
-      ggT.resize(K * HW);
-      d0.resize(n_max);
-      d1.resize(n_max);
+      ghT.resize(HW);
+      D.resize(HW);
+      DT.resize(HW);
     }
   }
 };
 
-// Forward of one direction on an (H, W) plane. g: K planes of gate (stride gps). xT: the
+// Forward of one direction on an (H, W) plane. g: K planes of gates (stride gps). xT: the
 // transposed x (W, H) when the direction is horizontal (computed by the caller, shared).
 template <typename T>
 void plane_fwd(int64_t dir, const T* x, const T* xT, const T* g, int64_t gps, T* h, int64_t K, int64_t H,
@@ -317,25 +394,22 @@ void plane_fwd(int64_t dir, const T* x, const T* xT, const T* g, int64_t gps, T*
   transpose_plane(S.hT.data(), W, H, h);
 }
 
-// Backward of one direction on an (H, W) plane (see vscan_bwd for GH/ACC). For horizontal
-// directions, xT and ghT/amT (transposed adjoint inputs) are prepared by the caller; gx then
-// receives the transposed gradient (accumulated into gxT by the caller's choice of pointer).
-template <typename T, int GH, bool ACC>
-void plane_bwd(int64_t dir, const T* gh, const T* ghT, T scale, const T* am, const T* amT,
-               const T* x, const T* xT, const T* g, int64_t gps, const T* h, T* gx, T* gxT, T* gg,
-               int64_t ggps, int64_t K, int64_t H, int64_t W, Scratch<T>& S) {
+// Backward of one direction on an (H, W) plane: gh is the adjoint of h (times scale); for a
+// horizontal direction ghT is its transpose, prepared by the caller (ghT_ready) or here.
+template <typename T, bool ACC>
+void plane_bwd(int64_t dir, const T* gh, bool ghT_ready, T scale, const T* x, const T* g, int64_t gps,
+               const T* h, T* gx, T* gg, int64_t ggps, int64_t K, int64_t H, int64_t W, Scratch<T>& S) {
   const int64_t HW = H * W;
-  const T d8 = static_cast<T>(dir);
+  T* D = S.D.data();
   if (!is_horizontal(dir)) {
-    vscan_bwd<T, GH, ACC>(gh, scale, am, d8, x, g, gps, h, gx, gg, ggps, S.d0.data(), S.d1.data(), K, H, W,
-                          is_reverse(dir));
-    return;
+    vscan_adjoint<T>(gh, scale, g, gps, D, K, H, W, is_reverse(dir));
+  } else {
+    if (!ghT_ready) transpose_plane(gh, H, W, S.ghT.data());
+    for (int64_t j = 0; j < K; ++j) transpose_plane(g + j * gps, H, W, S.gT.data() + j * HW);
+    vscan_adjoint<T>(S.ghT.data(), scale, S.gT.data(), HW, S.DT.data(), K, W, H, is_reverse(dir));
+    transpose_plane(S.DT.data(), W, H, D);
   }
-  for (int64_t j = 0; j < K; ++j) transpose_plane(g + j * gps, H, W, S.gT.data() + j * HW);
-  transpose_plane(h, H, W, S.hT.data());
-  vscan_bwd<T, GH, ACC>(ghT, scale, amT, d8, xT, S.gT.data(), HW, S.hT.data(), gxT, S.ggT.data(), HW,
-                        S.d0.data(), S.d1.data(), K, W, H, is_reverse(dir));
-  for (int64_t j = 0; j < K; ++j) transpose_plane(S.ggT.data() + j * HW, W, H, gg + j * ggps);
+  grads_from_adjoint<T, ACC>(dir, D, x, g, gps, h, gx, gg, ggps, K, H, W);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -372,7 +446,7 @@ at::Tensor propagate_fwd(const at::Tensor& x_, const at::Tensor& gates_, int64_t
     scalar_t* hp = h.data_ptr<scalar_t>();
     at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
       FlushDenormals ftz;
-      Scratch<scalar_t> S(hor ? HW : 0, hor ? K : 0, 0, false, false);
+      Scratch<scalar_t> S(hor ? HW : 0, hor ? K : 0, true, false, false);
       for (int64_t s = begin; s < end; ++s) {
         const int64_t b = s / C, c = s % C;
         const scalar_t* g = gp + (b * K * Cg + (Cg == 1 ? 0 : c)) * HW;
@@ -411,26 +485,13 @@ std::tuple<at::Tensor, at::Tensor> propagate_bwd(const at::Tensor& grad_h_, cons
     const int64_t ggc = shared ? C : Cg;
     at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
       FlushDenormals ftz;
-      Scratch<scalar_t> S(hor ? HW : 0, hor ? K : 0, std::max(H, W), true, false);
-      if (!hor) {
-        S.goT.clear();
-        S.gxT.clear();
-      } else {
-        S.goT.resize(HW);
-        S.gxT.resize(HW);
-      }
+      Scratch<scalar_t> S(HW, hor ? K : 0, false, true, false);
       for (int64_t s = begin; s < end; ++s) {
         const int64_t b = s / C, c = s % C;
         const scalar_t* g = gp + (b * K * Cg + (Cg == 1 ? 0 : c)) * HW;
         scalar_t* ggs = ggp + (b * K * ggc + (ggc == 1 ? 0 : c)) * HW;
-        if (hor) {
-          transpose_plane(xp + s * HW, H, W, S.xT.data());
-          transpose_plane(ghp + s * HW, H, W, S.goT.data());
-        }
-        plane_bwd<scalar_t, 0, false>(direction, ghp + s * HW, S.goT.data(), scalar_t(1), nullptr, nullptr,
-                                      xp + s * HW, S.xT.data(), g, Cg * HW, hp + s * HW, gxp + s * HW,
-                                      S.gxT.data(), ggs, ggc * HW, K, H, W, S);
-        if (hor) transpose_plane(S.gxT.data(), W, H, gxp + s * HW);
+        plane_bwd<scalar_t, false>(direction, ghp + s * HW, false, scalar_t(1), xp + s * HW, g, Cg * HW,
+                                   hp + s * HW, gxp + s * HW, ggs, ggc * HW, K, H, W, S);
       }
     });
   });
@@ -457,7 +518,7 @@ std::tuple<at::Tensor, at::Tensor> propagate4_fwd(const at::Tensor& x_, const at
     scalar_t* hsp = save ? hs.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
       FlushDenormals ftz;
-      Scratch<scalar_t> S(HW, K, 0, false, !save);
+      Scratch<scalar_t> S(HW, K, true, false, !save);
       for (int64_t s = begin; s < end; ++s) {
         const int64_t b = s / C, c = s % C;
         scalar_t* o = op + s * HW;
@@ -509,41 +570,30 @@ std::tuple<at::Tensor, at::Tensor> propagate4_bwd(const at::Tensor& grad_out_, c
     const scalar_t scale = merge == 1 ? scalar_t(0.25) : scalar_t(1);
     at::parallel_for(0, B * C, 1, [&](int64_t begin, int64_t end) {
       FlushDenormals ftz;
-      Scratch<scalar_t> S(HW, K, std::max(H, W), true, true);
-      if (merge == 0) S.am.resize(4 * HW);
+      Scratch<scalar_t> S(HW, K, false, true, false);
+      if (merge == 0) S.gm.resize(4 * HW);
       for (int64_t s = begin; s < end; ++s) {
         const int64_t b = s / C, c = s % C;
         // Adjoint of each direction's output. max: grad_out routed to the first direction reaching
         // the max (as torch.max(dim=0)); mean: grad_out / 4; sum: grad_out.
-        scalar_t* gm = S.am.data();  // 4 planes
         const scalar_t* go_s = gop + s * HW;
-        if (merge == 0) {
-          const scalar_t* h0 = hsp + s * HW;
-          const scalar_t* h1 = hsp + (B * C + s) * HW;
-          const scalar_t* h2 = hsp + (2 * B * C + s) * HW;
-          const scalar_t* h3 = hsp + (3 * B * C + s) * HW;
-          route_max_grad<scalar_t>(h0, h1, h2, h3, go_s, gm, HW);
-        }
-        transpose_plane(xp + s * HW, H, W, S.xT.data());
+        if (merge == 0)
+          route_max_grad<scalar_t>(hsp + s * HW, hsp + (B * C + s) * HW, hsp + (2 * B * C + s) * HW,
+                                   hsp + (3 * B * C + s) * HW, go_s, S.gm.data(), HW);
         scalar_t* gxs = gxp + s * HW;
         for (int64_t d = 0; d < 4; ++d) {
           const scalar_t* g = gp + ((b * 4 + d) * K * Cg + (Cg == 1 ? 0 : c)) * HW;
           scalar_t* ggs = ggp + ((b * 4 + d) * K * ggc + (ggc == 1 ? 0 : c)) * HW;
           const scalar_t* hd = hsp + (d * B * C + s) * HW;
-          const scalar_t* ghd = merge == 0 ? gm + d * HW : go_s;
-          if (d == 0 || (d == 1 && merge == 0)) transpose_plane(ghd, H, W, S.goT.data());
-          // directions 0 (writes gxT) and 2 (writes gx) initialise; 1 and 3 accumulate
-          if (d == 0 || d == 2)
-            plane_bwd<scalar_t, 0, false>(d, ghd, S.goT.data(), scale, nullptr, nullptr, xp + s * HW, S.xT.data(),
-                                          g, Cg * HW, hd, gxs, S.gxT.data(), ggs, ggc * HW, K, H, W, S);
+          const scalar_t* ghd = merge == 0 ? S.gm.data() + d * HW : go_s;
+          const bool ghT_ready = (merge != 0 && d == 1);  // the same grad_out was transposed for d = 0
+          if (d == 0)
+            plane_bwd<scalar_t, false>(d, ghd, ghT_ready, scale, xp + s * HW, g, Cg * HW, hd, gxs, ggs, ggc * HW,
+                                       K, H, W, S);
           else
-            plane_bwd<scalar_t, 0, true>(d, ghd, S.goT.data(), scale, nullptr, nullptr, xp + s * HW, S.xT.data(),
-                                         g, Cg * HW, hd, gxs, S.gxT.data(), ggs, ggc * HW, K, H, W, S);
+            plane_bwd<scalar_t, true>(d, ghd, ghT_ready, scale, xp + s * HW, g, Cg * HW, hd, gxs, ggs, ggc * HW,
+                                      K, H, W, S);
         }
-        // add the horizontal directions' (transposed) gradient
-        transpose_plane(S.gxT.data(), W, H, S.tmp.data());
-        const scalar_t* __restrict__ t = S.tmp.data();
-        for (int64_t i = 0; i < HW; ++i) gxs[i] += t[i];
       }
     });
   });
