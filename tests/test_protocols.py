@@ -33,7 +33,7 @@ def test_plain_hand_computed():
     assert m["protocol"] == "plain" and m["class_names"] == ["bg", "a", "b"]
     head = p.headline(m)
     assert list(head) == ["overall AC", "mean AC", "mean IoU"]
-    assert list(p.per_class(m)) == ["bg", "a", "b"]
+    assert list(p.detail(m)) == ["bg", "a", "b"] and p.detail_title == "IoU"
     p.reset()
     assert p.compute()["pixels"] == 0
 
@@ -126,10 +126,12 @@ def test_helen_group_f_measures_hand_computed():
     assert f["skin"] == pytest.approx(2 * 1 / (1 + 2))  # the hair pixel predicted as skin
     # overall over brows, eyes, nose, mouth: TP 1+2+1+0 = 4, |gt| 2+2+1+0 = 5, |pred| 1+2+1+1 = 5
     assert f["overall"] == pytest.approx(8 / 10)
-    assert list(p.headline(m)) == ["skin", "brows", "eyes", "nose", "mouth", "U-lip", "L-lip",
-                                   "in-mouth", "overall"]
-    assert p.per_class(m)["left_eye"] == pytest.approx(0.0)
-    assert p.per_class(m)["right_eye"] == pytest.approx(2 * 1 / (1 + 2))
+    assert list(p.detail(m)) == ["skin", "brows", "eyes", "nose", "mouth", "U-lip", "L-lip",
+                                 "in-mouth", "overall"]
+    assert p.detail(m)["overall"] == pytest.approx(0.8)
+    # per-label F1 stays available: left eye (GT 1 pixel, never predicted) and right eye
+    assert m["per_class_f1"][4] == pytest.approx(0.0)
+    assert m["per_class_f1"][5] == pytest.approx(2 * 1 / (1 + 2))
 
 
 def test_helen_accumulates_over_images_before_the_ratio():

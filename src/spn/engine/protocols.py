@@ -21,10 +21,10 @@ Interface (what ``spn eval --protocol`` and ``spn compare`` rely on)::
   ``per_class_iou``, ``per_class_accuracy``, ``per_class_f1``, ``pixels``), plus ``protocol``
   and ``class_names``; "helen" adds ``f_measure`` (group name -> F) with the groups of Table 1
   (skin, brows, eyes, nose, mouth, upper lip, lower lip, inner mouth) and ``overall``.
-- ``headline(metrics)`` gives the columns of the paper's table for that protocol (an ordered
-  dict column title -> value): overall AC / mean AC / mean IoU for "plain" and "voc", the
-  Table 1 F-measures for "helen". ``per_class(metrics)`` gives the per-class (or per-group)
-  detail columns: IoU per class, or F-measure per group for "helen".
+- ``headline(metrics)`` gives the Table 3 columns (an ordered dict title -> value): overall AC,
+  mean AC, mean IoU. ``detail(metrics)`` gives the detail columns of the protocol's table
+  (``detail_title`` names them): the IoU per class for "plain" and "voc", the Table 1 F-measures
+  (skin ... in-mouth, overall) for "helen".
 
 ``num_classes`` may be left out: it is then taken from ``class_names`` or, failing that, from
 the class dimension of the first ``prepare`` call.
@@ -179,11 +179,12 @@ class Protocol:
             ("mean IoU", metrics["mean_iou"]),
         ])
 
-    def per_class(self, metrics: dict) -> "OrderedDict[str, float]":
+    detail_title = "IoU"
+
+    def detail(self, metrics: dict) -> "OrderedDict[str, float]":
+        """Per-class IoU, class name -> value."""
         names = metrics.get("class_names") or self.names()
         return OrderedDict((n, v) for n, v in zip(names, metrics["per_class_iou"]))
-
-    per_class_title = "IoU"
 
     # --- internals -------------------------------------------------------------------------
     def _check_scores(self, logits) -> None:
@@ -216,7 +217,7 @@ class HelenProtocol(Protocol):
     """HELEN face parsing (Table 1): F-measure per component group and overall."""
 
     name = "helen"
-    per_class_title = "F"
+    detail_title = "F-measure"
 
     def __init__(self, num_classes: int | None = None, class_names=None, ignore_index: int = 255):
         if num_classes is None and class_names is None:
@@ -248,13 +249,10 @@ class HelenProtocol(Protocol):
         m["helen_overall_groups"] = list(HELEN_OVERALL_GROUPS)
         return m
 
-    def headline(self, metrics: dict) -> "OrderedDict[str, float]":
+    def detail(self, metrics: dict) -> "OrderedDict[str, float]":
+        """Table 1 columns: skin, brows, eyes, nose, mouth, U-lip, L-lip, in-mouth, overall."""
         fm = metrics["f_measure"]
         return OrderedDict((title, fm.get(key)) for key, title in _HELEN_COLUMNS)
-
-    def per_class(self, metrics: dict) -> "OrderedDict[str, float]":
-        names = metrics.get("class_names") or self.names()
-        return OrderedDict((n, v) for n, v in zip(names, metrics["per_class_f1"]))
 
 
 PROTOCOLS = {"plain": Protocol, "voc": VOCProtocol, "helen": HelenProtocol}
