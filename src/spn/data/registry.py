@@ -1,0 +1,87 @@
+"""Dataset registry: ``build_dataset("PREFIX[:ARG]", split, coarse, **kw)``."""
+from __future__ import annotations
+
+from typing import Callable
+
+# prefix -> (factory(arg, split, coarse, **kw) -> dataset, needs_arg)
+_REGISTRY: dict[str, tuple[Callable, bool]] = {}
+
+
+def register_dataset(prefix: str, factory: Callable, needs_path: bool = True) -> None:
+    """Register ``factory(arg, split=..., coarse=..., **kw)`` under ``prefix``.
+
+    ``arg`` is the text after ``"PREFIX:"`` (a path for file-backed datasets), or None when
+    the spec is just ``"PREFIX"``; with ``needs_path=True`` that is an error."""
+    if not isinstance(prefix, str) or not prefix or ":" in prefix:
+        raise ValueError(f"dataset prefix must be a non-empty string without ':', got {prefix!r}")
+    if not callable(factory):
+        raise TypeError(f"factory for {prefix!r} must be callable")
+    _REGISTRY[prefix.lower()] = (factory, bool(needs_path))
+
+
+def dataset_prefixes() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _usage() -> str:
+    return ", ".join(f"'{p}:PATH'" if need else f"'{p}'" for p, (_, need) in sorted(_REGISTRY.items()))
+
+
+def build_dataset(spec: str, split: str = "train", coarse: str | None = None, **kw):
+    """Build a dataset from a spec string.
+
+    ``"synthetic"`` (kw: ``num_images``, ``size``, ``seed``), ``"folder:PATH"``, ``"voc:PATH"``
+    (kw ``coarse_dir``), ``"helen:PATH"`` (kw ``size``, ``landmarks``, ``coarse_dir``), plus any
+    :func:`register_dataset` extension. ``coarse`` is ``"files"``, ``"gt-downsample:F"``,
+    ``"none"`` or None (the dataset's default). Unknown prefixes raise ValueError listing the
+    valid ones.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"dataset spec must be a non-empty string like 'synthetic' or 'folder:PATH', got {spec!r}")
+    spec = spec.strip()
+    prefix, sep, arg = spec.partition(":")
+    key = prefix.lower()
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown dataset {spec!r}; valid: {_usage()}")
+    factory, needs_path = _REGISTRY[key]
+    if not sep:
+        arg = None
+    if needs_path and not arg:
+        raise ValueError(f"dataset spec {spec!r} needs a path: '{key}:PATH'")
+    if not needs_path and arg:
+        raise ValueError(f"dataset spec {spec!r}: '{key}' takes no argument (pass options as keywords)")
+    if coarse is not None:
+        from .coarse import parse_coarse_source
+
+        coarse = str(parse_coarse_source(coarse))  # validate early, clear message
+    return factory(arg, split=split, coarse=coarse, **kw)
+
+
+def _synthetic(arg, split="train", coarse=None, **kw):
+    from .synthetic import SyntheticScenes
+
+    return SyntheticScenes(split=split, coarse=coarse, **kw)
+
+
+def _folder(arg, split="train", coarse=None, **kw):
+    from .folder import FolderDataset
+
+    return FolderDataset(arg, split=split, coarse=coarse, **kw)
+
+
+def _voc(arg, split="train", coarse=None, **kw):
+    from .voc import VOCSegmentation
+
+    return VOCSegmentation(arg, split=split, coarse=coarse, **kw)
+
+
+def _helen(arg, split="train", coarse=None, **kw):
+    from .helen import HelenFaces
+
+    return HelenFaces(arg, split=split, coarse=coarse, **kw)
+
+
+register_dataset("synthetic", _synthetic, needs_path=False)
+register_dataset("folder", _folder)
+register_dataset("voc", _voc)
+register_dataset("helen", _helen)
