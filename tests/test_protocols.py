@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from spn.engine.protocols import (HELEN_CLASS_NAMES, HELEN_OVERALL_GROUPS, get_protocol, helen_groups,
+from spn.engine.protocols import (HELEN_CLASS_NAMES, get_protocol, helen_groups,
                                   list_protocols, restrict_to_coarse_classes)
 
 
@@ -111,24 +111,28 @@ def test_bad_inputs():
 def test_helen_group_f_measures_hand_computed():
     p = get_protocol("helen")
     assert p.num_classes == 11 and p.names() == HELEN_CLASS_NAMES
-    # labels: 1 skin, 2/3 brows, 4/5 eyes, 6 nose, 7 upper lip, 8 inner mouth, 9 lower lip
-    target = torch.tensor([[4, 5, 2, 3, 6, 1, 0, 10]])
-    pred = torch.tensor([[5, 5, 3, 7, 6, 1, 0, 1]])
+    # labels: 1 skin, 2/3 brows, 4/5 eyes, 6 nose, 7 upper lip, 8 inner mouth, 9 lower lip, 10 hair
+    target = torch.tensor([[4, 5, 2, 3, 6, 1, 0, 10, 6, 255]])
+    pred = torch.tensor([[5, 5, 3, 7, 6, 1, 0, 1, 1, 4]])
     p.accumulate(pred, target)
     m = p.compute()
     f = m["f_measure"]
     assert f["eyes"] == pytest.approx(1.0)           # left eye read as right eye is still "eye"
     assert f["brows"] == pytest.approx(2 * 1 / (2 + 1))
-    assert f["nose"] == pytest.approx(1.0)
+    assert f["nose"] == pytest.approx(2 * 1 / (2 + 1))
     assert f["mouth"] == pytest.approx(0.0)          # one false positive, no GT mouth
     assert f["upper_lip"] == pytest.approx(0.0)
     assert math.isnan(f["lower_lip"]) and math.isnan(f["inner_mouth"])
-    assert f["skin"] == pytest.approx(2 * 1 / (1 + 2))  # the hair pixel predicted as skin
-    # overall over brows, eyes, nose, mouth: TP 1+2+1+0 = 4, |gt| 2+2+1+0 = 5, |pred| 1+2+1+1 = 5
-    assert f["overall"] == pytest.approx(8 / 10)
+    # skin: GT 1 pixel, predicted on 3 (itself, the hair pixel, a nose pixel)
+    assert f["skin"] == pytest.approx(2 * 1 / (1 + 3))
+    # overall = components 2..9 as one region: GT 6 pixels, predicted 5, all 5 inside the GT
+    # (the brow labelled upper lip still counts); the ignored pixel (255) does not count
+    assert f["overall"] == pytest.approx(2 * 5 / (6 + 5))
+    assert m["group_iou"]["overall"] == pytest.approx(5 / 6)
     assert list(p.detail(m)) == ["skin", "brows", "eyes", "nose", "mouth", "U-lip", "L-lip",
                                  "in-mouth", "overall"]
-    assert p.detail(m)["overall"] == pytest.approx(0.8)
+    assert p.detail_title == "F-measure"
+    assert p.detail(m)["overall"] == pytest.approx(10 / 11)
     # per-label F1 stays available: left eye (GT 1 pixel, never predicted) and right eye
     assert m["per_class_f1"][4] == pytest.approx(0.0)
     assert m["per_class_f1"][5] == pytest.approx(2 * 1 / (1 + 2))
@@ -148,5 +152,4 @@ def test_helen_needs_eleven_classes_and_groups_match_data_module():
     g = helen_groups()
     assert g["brows"] == [2, 3] and g["eyes"] == [4, 5] and g["mouth"] == [7, 8, 9]
     assert g["upper_lip"] == [7] and g["lower_lip"] == [9] and g["inner_mouth"] == [8]
-    assert g["skin"] == [1] and g["nose"] == [6]
-    assert set(HELEN_OVERALL_GROUPS) <= set(g)
+    assert g["skin"] == [1] and g["nose"] == [6] and g["overall"] == list(range(2, 10))

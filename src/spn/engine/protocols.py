@@ -29,43 +29,28 @@ Interface (what ``spn eval --protocol`` and ``spn compare`` rely on)::
 ``num_classes`` may be left out: it is then taken from ``class_names`` or, failing that, from
 the class dimension of the first ``prepare`` call.
 
-HELEN F-measures. A group (e.g. "eyes" = left eye + right eye) is scored on the binary maps
-"pixel in group" of prediction and ground truth: ``F = 2 TP / (|pred| + |gt|)`` with the counts
-accumulated over the whole dataset (pixels with ground truth 255 are ignored). "overall" is the
-F-measure over the grouped facial components brows, eyes, nose and mouth (Smith et al. 2013,
-Liu et al. 2015): the TP, |pred| and |gt| counts of those four groups are summed before taking
-the ratio (so an eye pixel labelled as brow counts as an error, a left-eye pixel labelled as
-right eye does not). Skin, hair and background are not in "overall".
+HELEN F-measures. The groups are ``spn.data.helen.HELEN_GROUPS`` (label ids of Smith et al. 2013:
+0 background, 1 skin, 2/3 brows, 4/5 eyes, 6 nose, 7 upper lip, 8 inner mouth, 9 lower lip,
+10 hair): skin, brows, eyes, nose, mouth (7+8+9), upper lip, lower lip, inner mouth, and
+"overall" = every facial component 2..9 (not background, skin or hair), as in Liu et al. 2015.
+Every group, "overall" included, is scored on the binary maps "pixel in group" of prediction and
+ground truth: ``F = 2 TP / (|pred| + |gt|)``, the counts accumulated over the whole dataset
+(pixels with ground truth 255 ignored). So a left-eye pixel labelled right eye is right for
+"eyes" and an eye pixel labelled brow is right for "overall" but wrong for "eyes" and "brows".
 """
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 
 import torch
 
 from .metrics import ConfusionMatrix
 
-# The 11 HELEN labels (Smith et al. 2013) in the order of the label files lbl00..lbl10.
-HELEN_CLASS_NAMES = [
-    "background", "skin", "left_brow", "right_brow", "left_eye", "right_eye",
-    "nose", "upper_lip", "inner_mouth", "lower_lip", "hair",
-]
+from spn.data.helen import HELEN_CLASSES, HELEN_GROUPS, group_scores
 
-# Table 1 groups (label ids above). Used when spn.data.helen does not provide HELEN_GROUPS.
-_LOCAL_HELEN_GROUPS = {
-    "skin": [1],
-    "brows": [2, 3],
-    "eyes": [4, 5],
-    "nose": [6],
-    "mouth": [7, 8, 9],
-    "upper_lip": [7],
-    "lower_lip": [9],
-    "inner_mouth": [8],
-}
-# the groups summed into the "overall" F-measure
-HELEN_OVERALL_GROUPS = ("brows", "eyes", "nose", "mouth")
-# Table 1 column order and titles
+# The 11 HELEN labels (Smith et al. 2013) in the order of the label files lbl00..lbl10.
+HELEN_CLASS_NAMES = list(HELEN_CLASSES)
+# Table 1 column order and titles (keys of HELEN_GROUPS)
 _HELEN_COLUMNS = [
     ("skin", "skin"), ("brows", "brows"), ("eyes", "eyes"), ("nose", "nose"), ("mouth", "mouth"),
     ("upper_lip", "U-lip"), ("lower_lip", "L-lip"), ("inner_mouth", "in-mouth"), ("overall", "overall"),
@@ -73,23 +58,8 @@ _HELEN_COLUMNS = [
 
 
 def helen_groups() -> dict[str, list[int]]:
-    """The Table 1 groups: ``spn.data.helen.HELEN_GROUPS`` when available, else the local copy.
-
-    Only the component groups are taken ("overall" is computed from
-    :data:`HELEN_OVERALL_GROUPS`, whatever the data module calls it).
-    """
-    groups = dict(_LOCAL_HELEN_GROUPS)
-    try:
-        from spn.data.helen import HELEN_GROUPS as data_groups  # helper B's definition
-    except ImportError:
-        return groups
-    for name, ids in data_groups.items():
-        key = name.lower().replace("-", "_").replace(" ", "_")
-        key = {"u_lip": "upper_lip", "l_lip": "lower_lip", "in_mouth": "inner_mouth",
-               "eyebrows": "brows", "face_skin": "skin"}.get(key, key)
-        if key in groups:
-            groups[key] = sorted(int(i) for i in ids)
-    return groups
+    """The Table 1 groups, name -> label ids (a copy of ``spn.data.helen.HELEN_GROUPS``)."""
+    return {k: list(v) for k, v in HELEN_GROUPS.items()}
 
 
 def restrict_to_coarse_classes(logits: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
@@ -231,22 +201,10 @@ class HelenProtocol(Protocol):
 
     def compute(self) -> dict:
         m = super().compute()
-        mat = self.cm.mat.double()
-        counts = {}
-        f = OrderedDict()
-        for name, ids in self.groups.items():
-            idx = torch.tensor(ids, dtype=torch.long)
-            tp = float(mat[idx][:, idx].sum())
-            gt = float(mat[idx].sum())
-            pr = float(mat[:, idx].sum())
-            counts[name] = (tp, gt, pr)
-            f[name] = 2 * tp / (gt + pr) if gt + pr > 0 else math.nan
-        tp = sum(counts[g][0] for g in HELEN_OVERALL_GROUPS)
-        den = sum(counts[g][1] + counts[g][2] for g in HELEN_OVERALL_GROUPS)
-        f["overall"] = 2 * tp / den if den > 0 else math.nan
-        m["f_measure"] = dict(f)
-        m["helen_groups"] = {k: list(v) for k, v in self.groups.items()}
-        m["helen_overall_groups"] = list(HELEN_OVERALL_GROUPS)
+        scores = group_scores(self.cm.mat, self.groups)
+        m["f_measure"] = {name: scores[name]["f1"] for name in self.groups}
+        m["group_iou"] = {name: scores[name]["iou"] for name in self.groups}
+        m["helen_groups"] = helen_groups()
         return m
 
     def detail(self, metrics: dict) -> "OrderedDict[str, float]":
