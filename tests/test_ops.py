@@ -421,3 +421,24 @@ def test_three_way_values_by_hand():
         want[k, 1] = (1 - tot) * x[0, 0, k, 1].item() + acc
     torch.testing.assert_close(propagate_ref(x, g, 0)[0, 0], want)
     torch.testing.assert_close(propagate(x, g, 0)[0, 0], want)
+
+
+@needs_ext
+@pytest.mark.parametrize("four", [False, True], ids=["propagate", "propagate4"])
+def test_deterministic_across_runs_and_thread_counts(four):
+    """Same inputs give bit-identical outputs and gradients, with 1 thread or several."""
+    x, g = make_case((3, 4, 9, 7), 3, 1, torch.float32, seed=61, n_dirs=4 if four else None)
+    grad_out = torch.randn(3, 4, 9, 7)
+
+    def f(a, b):
+        return propagate4(a, b, "max") if four else propagate(a, b, "right_to_left")
+
+    before = torch.get_num_threads()
+    try:
+        runs = [grads(f, x, g, grad_out) for _ in range(2)]
+        torch.set_num_threads(1)
+        runs.append(grads(f, x, g, grad_out))
+    finally:
+        torch.set_num_threads(before)
+    for r in runs[1:]:
+        assert_close_all(r, runs[0], atol=0, rtol=0)
