@@ -17,13 +17,18 @@ class CorruptFileError(ValueError):
 
 
 def _open_loaded(path: Path, what: str) -> Image.Image:
+    img = None
     try:
         img = Image.open(path)
         img.load()  # decode now: truncated files only fail here
         return img
     except FileNotFoundError:
+        if img is not None:
+            img.close()
         raise FileNotFoundError(f"{what} {path} does not exist") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        if img is not None:
+            img.close()
         raise CorruptFileError(f"cannot read {what} {path}: {exc}") from exc
 
 
