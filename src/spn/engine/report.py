@@ -170,3 +170,23 @@ def results_json(results: Mapping) -> dict:
             "metrics": m,
         }
     return to_jsonable(out)
+
+
+def protocol_markdown(results: Mapping, protocol: str) -> str:
+    """The headline table of a protocol whose columns differ from Table 3 (e.g. "helen": the
+    Table 1 F-measures); ``""`` for "plain" and "voc" (Table 3 already shows them)."""
+    if protocol in ("plain", "voc"):
+        return ""
+    from .protocols import get_protocol
+
+    proto = get_protocol(protocol)
+    rows, headers = [], None
+    for name, entry in results.items():
+        m, _ = _entry(entry)
+        head = proto.headline(m)
+        if headers is None:
+            headers = list(head)
+        rows.append([name] + [fmt_percent(v) for v in head.values()])
+    if headers is None:
+        return ""
+    return f"Protocol {protocol!r} (%):\n\n" + markdown_table(["method"] + headers, rows)

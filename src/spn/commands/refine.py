@@ -1,0 +1,188 @@
+"""``spn refine``: refine the coarse segmentation of one image, or of a folder of images.
+
+One image::
+
+    spn refine --checkpoint RUN --image IMG --coarse COARSE --out refined.png [--overlay overlay.png]
+
+A folder: ``--image DIR`` (every .png/.jpg/.jpeg/.bmp/.tif/.tiff/.webp in it), ``--coarse DIR``
+holding ``NAME.npy`` or ``NAME.png`` per image ``NAME.*``, ``--out DIR`` (and ``--overlay DIR``)
+receiving ``NAME.png``.
+
+COARSE is a label PNG (class ids; palette or grey) or a ``(K, h, w)`` ``.npy`` of scores
+(probabilities, or logits: softmax over K), upsampled bilinearly to the image. A baseline
+checkpoint segments from the image alone and needs no ``--coarse``. The output is a palette PNG
+whose pixel values are the class ids (VOC colours), and optionally an overlay of the colours on
+the image.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+HELP = "refine a coarse segmentation of an image (or a folder of images) with a checkpoint"
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+COARSE_EXTS = (".npy", ".png")
+#: largest relative difference allowed between the vertical and horizontal upsampling factors
+ASPECT_TOLERANCE = 0.1
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory written by `spn train`")
+    p.add_argument("--image", required=True, metavar="IMG", help="an image file, or a folder of images")
+    p.add_argument("--coarse", default=None, metavar="COARSE",
+                   help="a label PNG or (K, h, w) .npy scores (a folder of NAME.png / NAME.npy with a "
+                        "folder of images); not needed for a baseline checkpoint")
+    p.add_argument("--out", required=True, metavar="PNG", help="refined label PNG (a folder with a folder of images)")
+    p.add_argument("--overlay", default=None, metavar="PNG", help="also write the labels blended over the image")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    p.add_argument("--restrict-to-present", action="store_true",
+                   help="only keep the classes present in the coarse input (the VOC protocol)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="re-raise errors with a traceback")
+
+
+@dataclass
+class Job:
+    name: str
+    image: Path
+    coarse: Path | None
+    out: Path
+    overlay: Path | None
+
+
+def _list_images(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTS)}) in folder {folder}")
+    return files
+
+
+def _find_coarse(folder: Path, stem: str) -> Path:
+    for ext in COARSE_EXTS:
+        p = folder / f"{stem}{ext}"
+        if p.is_file():
+            return p
+    raise FileNotFoundError(f"no coarse map for image {stem!r}: expected {folder / (stem + '.npy')} "
+                            f"or {folder / (stem + '.png')}")
+
+
+def plan_jobs(image: str, coarse: str | None, out: str, overlay: str | None, needs_coarse: bool) -> list[Job]:
+    """Pair images with coarse maps and output paths; check every input exists first."""
+    img = Path(image)
+    if not img.exists():
+        raise FileNotFoundError(f"--image {img} does not exist")
+    co = Path(coarse) if coarse is not None else None
+    if needs_coarse and co is None:
+        raise ValueError("this checkpoint refines a coarse segmentation: pass --coarse (a label PNG or a "
+                         "(K, h, w) .npy; a folder of them with a folder of images)")
+    if co is not None and not co.exists():
+        raise FileNotFoundError(f"--coarse {co} does not exist")
+    if img.is_dir():
+        if co is not None and not co.is_dir():
+            raise ValueError(f"--image {img} is a folder, so --coarse must be a folder too (got file {co})")
+        outd, ovd = Path(out), Path(overlay) if overlay else None
+        for flag, d in (("--out", outd), ("--overlay", ovd)):
+            if d is not None and d.exists() and not d.is_dir():
+                raise ValueError(f"--image {img} is a folder, so {flag} must be a folder (got file {d})")
+        jobs = []
+        for f in _list_images(img):
+            jobs.append(Job(f.stem, f, _find_coarse(co, f.stem) if co is not None else None,
+                            outd / f"{f.stem}.png", ovd / f"{f.stem}.png" if ovd else None))
+        return jobs
+    if co is not None and co.is_dir():
+        raise ValueError(f"--image {img} is a file, so --coarse must be a file too (got folder {co})")
+    if co is not None and co.suffix.lower() not in COARSE_EXTS:
+        raise ValueError(f"--coarse {co}: unsupported file type {co.suffix!r} (use a label .png or a .npy of scores)")
+    outp = Path(out)
+    if outp.is_dir():
+        raise ValueError(f"--out {outp} is a folder; give the path of the PNG to write")
+    return [Job(img.stem, img, co, outp, Path(overlay) if overlay else None)]
+
+
+def load_coarse(path: Path, num_classes: int, size: tuple[int, int], ckpt: str):
+    """The coarse map of ``path`` as ``(K, H, W)`` probabilities at the image ``size``."""
+    import numpy as np
+
+    from spn.data import read_coarse_file
+    from spn.engine.visualize import load_label_png
+
+    H, W = size
+    if path.suffix.lower() == ".npy":
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise ValueError(f"cannot read coarse map {path}: {exc}") from None
+        if arr.ndim != 3:
+            raise ValueError(f"coarse map {path} must be (K, h, w) scores, got shape {tuple(arr.shape)}")
+        if arr.shape[0] != num_classes:
+            raise ValueError(f"coarse map {path} has {arr.shape[0]} classes but checkpoint {ckpt} "
+                             f"predicts {num_classes}")
+        h, w = arr.shape[1:]
+    else:
+        labels = load_label_png(path)
+        bad = (labels >= num_classes) & (labels != 255)
+        if bad.any():
+            ids = sorted(set(labels[bad].tolist()))[:10]
+            raise ValueError(f"coarse label map {path} holds class ids {ids}, but checkpoint {ckpt} has "
+                             f"{num_classes} classes (0..{num_classes - 1}, 255 = unknown)")
+        h, w = labels.shape
+    if h < 1 or w < 1:
+        raise ValueError(f"coarse map {path} is empty ({h} x {w})")
+    fy, fx = H / h, W / w
+    if abs(fy - fx) > ASPECT_TOLERANCE * max(fy, fx):
+        raise ValueError(f"coarse map {path} is {h} x {w} but the image is {H} x {W}: not the same aspect "
+                         f"ratio (upsampling factors {fy:.3g} and {fx:.3g}); it must cover the whole image")
+    return read_coarse_file(path, num_classes, (H, W))
+
+
+def run(args) -> int:
+    import torch
+
+    from spn.data import read_image
+    from spn.engine.checkpoint import load_checkpoint
+    from spn.engine.evaluate import model_needs_coarse, predict
+    from spn.engine.visualize import overlay, save_label_png, save_rgb_png
+
+    from .eval import checkpoint_classes
+
+    if not 0.0 <= args.alpha <= 1.0:
+        raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    model, info = load_checkpoint(args.checkpoint)
+    K, _ = checkpoint_classes(model, info)
+    needs = model_needs_coarse(model)
+    if args.restrict_to_present and args.coarse is None:
+        raise ValueError("--restrict-to-present needs --coarse")
+    jobs = plan_jobs(args.image, args.coarse, args.out, args.overlay, needs)
+    if not needs and args.coarse is not None and not args.restrict_to_present:
+        print(f"note: {getattr(model, 'name', 'the model')} segments from the image alone; "
+              f"--coarse is only checked, not used", file=sys.stderr)
+    it = jobs
+    if len(jobs) > 1 and not args.no_progress:
+        from tqdm import tqdm
+        it = tqdm(jobs, desc="refine", unit="img")
+    for job in it:
+        image = read_image(job.image)
+        H, W = image.shape[-2:]
+        coarse = None
+        if job.coarse is not None:
+            if K is None:
+                raise ValueError(f"checkpoint {args.checkpoint} does not record its number of classes")
+            coarse = load_coarse(job.coarse, K, (H, W), args.checkpoint)
+        # a baseline ignores the coarse map (it is only read for --restrict-to-present)
+        probs = predict(model, image, coarse, restrict=bool(args.restrict_to_present))
+        labels = probs.argmax(0)
+        save_label_png(job.out, labels)
+        if job.overlay is not None:
+            save_rgb_png(job.overlay, overlay(image, labels, alpha=args.alpha))
+    if len(jobs) == 1:
+        print(f"wrote {jobs[0].out}" + (f" and {jobs[0].overlay}" if jobs[0].overlay else ""))
+    else:
+        print(f"refined {len(jobs)} images into {Path(args.out)}")
+    return 0
