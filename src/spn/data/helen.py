@@ -30,6 +30,7 @@ classes as one region.
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -149,9 +150,10 @@ def combine_component_maps(maps: np.ndarray, min_response: int = 64) -> np.ndarr
 
 
 def crop_box(center_yx, size: int) -> tuple[int, int]:
-    """Top-left ``(y0, x0)`` of a ``size x size`` window centred on ``center_yx``."""
+    """Top-left ``(y0, x0)`` of the ``size x size`` window whose centre is nearest to
+    ``center_yx`` (continuous coordinates: pixel ``i`` spans ``[i, i + 1)``; halves round up)."""
     cy, cx = center_yx
-    return int(round(cy)) - size // 2, int(round(cx)) - size // 2
+    return int(math.floor(cy - size / 2.0 + 0.5)), int(math.floor(cx - size / 2.0 + 0.5))
 
 
 def crop_or_pad(t: torch.Tensor, y0: int, x0: int, size: int, fill: float) -> torch.Tensor:
