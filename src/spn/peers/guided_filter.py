@@ -21,8 +21,28 @@ import torch
 from ._base import Peer, renormalize
 
 
+def _box1d(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """Window sums ``out[i] = sum x[max(0, i-r) .. min(n-1, i+r)]`` along ``dim``."""
+    n = x.shape[dim]
+    c = x.cumsum(dim)
+    last = c.narrow(dim, n - 1, 1)
+    if r >= n - 1:
+        upper = last.expand_as(c)
+    else:  # c[min(i + r, n - 1)]
+        upper = torch.cat([c.narrow(dim, r, n - r), last.expand(*[r if d == dim % x.dim() else -1
+                                                                 for d in range(x.dim())])], dim)
+    if r + 1 >= n:
+        return upper.clone()
+    shape = list(x.shape)
+    shape[dim] = r + 1
+    lower = torch.cat([x.new_zeros(shape), c.narrow(dim, 0, n - r - 1)], dim)  # c[i - r - 1]
+    return upper - lower
+
+
 def box_filter(x: torch.Tensor, r: int) -> torch.Tensor:
     """Sum over the ``(2r+1) x (2r+1)`` window around each pixel, clipped at the border.
+
+    Separable running sums (cumulative sums), O(1) per pixel whatever ``r``.
 
     Args:
         x: ``(..., H, W)``.
@@ -31,17 +51,7 @@ def box_filter(x: torch.Tensor, r: int) -> torch.Tensor:
     """
     if r < 0:
         raise ValueError(f"box_filter: radius must be >= 0, got {r}")
-    H, W = x.shape[-2:]
-    # cumulative sums with a leading zero row/column: S[i, j] = sum x[:i, :j]
-    c = torch.nn.functional.pad(x, (1, 0, 1, 0)).cumsum(-2).cumsum(-1)
-    i0 = torch.arange(H).sub(r).clamp(min=0)
-    i1 = torch.arange(H).add(r + 1).clamp(max=H)
-    j0 = torch.arange(W).sub(r).clamp(min=0)
-    j1 = torch.arange(W).add(r + 1).clamp(max=W)
-    rows1 = c.index_select(-2, i1)
-    rows0 = c.index_select(-2, i0)
-    return (rows1.index_select(-1, j1) - rows1.index_select(-1, j0)
-            - rows0.index_select(-1, j1) + rows0.index_select(-1, j0))
+    return _box1d(_box1d(x, r, -2), r, -1)
 
 
 def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
@@ -53,35 +63,50 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
         radius: window radius ``r`` (pixels).
         eps: regularisation (in squared guide units).
     Returns:
-        ``(K, H, W)`` filtered maps (float64 internally, returned in ``src.dtype``).
+        ``(K, H, W)`` filtered maps, computed in the promoted dtype of ``guide`` and ``src``
+        (float32 is accurate enough for images in [0, 1] and ``eps >= 1e-4``).
     """
-    dtype = src.dtype
-    I = guide.double()
-    p = src.double()
+    dtype = torch.promote_types(guide.dtype, src.dtype)
+    I = guide.to(dtype)
+    p = src.to(dtype)
     H, W = I.shape[-2:]
-    n = box_filter(torch.ones(1, H, W, dtype=torch.float64), radius)  # (1, H, W)
+    n = box_filter(torch.ones(1, H, W, dtype=dtype), radius)  # (1, H, W)
 
     def mean(t):
         return box_filter(t, radius) / n
 
     mu = mean(I)                                   # (3, H, W)
     mp = mean(p)                                   # (K, H, W)
-    # covariance of the guide, (H, W, 3, 3)
-    II = I[:, None] * I[None, :]                   # (3, 3, H, W)
-    cov = mean(II.reshape(9, H, W)).reshape(3, 3, H, W) - mu[:, None] * mu[None, :]
-    cov = cov.permute(2, 3, 0, 1) + eps * torch.eye(3, dtype=torch.float64)
-    # cross covariance guide / maps, (H, W, 3, K)
-    Ip = I[:, None] * p[None, :]                   # (3, K, H, W)
+    # covariance of the guide + eps U: the 6 distinct entries of a symmetric 3x3, each (H, W)
+    r, g, b = I[0], I[1], I[2]
+    prods = torch.stack([r * r, r * g, r * b, g * g, g * b, b * b])
+    m = mean(prods)
+    vrr = m[0] - mu[0] * mu[0] + eps
+    vrg = m[1] - mu[0] * mu[1]
+    vrb = m[2] - mu[0] * mu[2]
+    vgg = m[3] - mu[1] * mu[1] + eps
+    vgb = m[4] - mu[1] * mu[2]
+    vbb = m[5] - mu[2] * mu[2] + eps
+    # inverse by the adjugate (symmetric positive definite, det > 0)
+    irr = vgg * vbb - vgb * vgb
+    irg = vgb * vrb - vrg * vbb
+    irb = vrg * vgb - vgg * vrb
+    igg = vrr * vbb - vrb * vrb
+    igb = vrb * vrg - vrr * vgb
+    ibb = vrr * vgg - vrg * vrg
+    det = vrr * irr + vrg * irg + vrb * irb
+    # cross covariance of guide channel c and every map: (3, K, H, W)
+    cross = mean((I[:, None] * p[None]).reshape(-1, H, W)).reshape(3, -1, H, W) - mu[:, None] * mp[None]
+    cr, cg, cb = cross[0], cross[1], cross[2]
+    a = torch.stack([irr * cr + irg * cg + irb * cb,
+                     irg * cr + igg * cg + igb * cb,
+                     irb * cr + igb * cg + ibb * cb]) / det   # (3, K, H, W)
+    b0 = mp - (a * mu[:, None]).sum(0)             # (K, H, W)
     K = p.shape[0]
-    cross = mean(Ip.reshape(3 * K, H, W)).reshape(3, K, H, W) - mu[:, None] * mp[None, :]
-    cross = cross.permute(2, 3, 0, 1)
-    a = torch.linalg.solve(cov, cross)             # (H, W, 3, K)
-    a = a.permute(2, 3, 0, 1)                      # (3, K, H, W)
-    b = mp - (a * mu[:, None]).sum(0)              # (K, H, W)
     ma = mean(a.reshape(3 * K, H, W)).reshape(3, K, H, W)
-    mb = mean(b)
+    mb = mean(b0)
     q = (ma * I[:, None]).sum(0) + mb
-    return q.to(dtype)
+    return q
 
 
 @dataclass

@@ -1,0 +1,319 @@
+"""Compare SPN checkpoints with the classical refiners on the same images (``spn compare``).
+
+Signature (what ``spn demo`` calls)::
+
+    from spn.engine.compare import run_compare
+    result = run_compare(
+        dataset,                                  # items with "image", "mask", "coarse" (see spn.data)
+        checkpoints={"one-way": "runs/one", "three-way": "runs/three"},   # name -> run dir
+        peers=["bilinear", "densecrf", "guided_filter"],                  # names in spn.peers
+        out_dir="out/compare",
+        limit=None,            # first N images (None: all)
+        protocol="plain",      # "plain" | "voc" | "helen" (spn.engine.protocols)
+        crf_params=None,       # dense CRF parameters (dict), e.g. from spn.peers.densecrf.grid_search
+        figure_rows=4,         # images shown in the figure (0: no figure)
+    )
+
+A checkpoint value may also be an ``nn.Module`` already in memory (``forward(image, coarse)``).
+Every method sees the same images and the same coarse maps; the VOC protocol restricts
+every method's classes to the coarse input's. Written to ``out_dir`` (atomically):
+
+- ``compare.md``: the table in the paper's format, method | overall AC | mean AC | mean IoU |
+  per-class IoU (per-group F-measure for "helen") | s/image, then the 512 x 512 timing table;
+- ``compare.json``: every metric of every method, per-image timings, parameters, ``time_512``;
+- ``compare.png``: image | coarse | one column per peer | one per checkpoint | ground truth.
+
+Returns a dict: ``methods`` (title -> {"kind", "id", "metrics", "seconds_per_image":
+{"median", "mean"}}), ``time_512`` (title -> median seconds on one 512 x 512 synthetic image,
+or absent when ``time_512=False``), ``protocol``, ``images``, ``report``, ``json``, ``figure``
+(paths as str), ``crf_params``.
+
+Timings are wall-clock seconds per image on this machine (CPU; the threads torch uses),
+of the refinement call only (loading excluded): the peer's ``refine`` or the model's forward.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .protocols import get_protocol
+
+PEER_COLUMN = {"bilinear": None, "densecrf": "CRF", "guided_filter": "guided", "domain_transform": "domain transform"}
+
+
+def _load_model(name: str, spec):
+    """(model, info) for a run dir / model.safetensors path, or an nn.Module."""
+    if isinstance(spec, nn.Module):
+        return spec, {"source": "in-memory", "model": getattr(spec, "name", type(spec).__name__)}
+    if not isinstance(spec, (str, Path)):
+        raise TypeError(f"checkpoint {name!r}: expected a run dir path or an nn.Module, got {type(spec).__name__}")
+    from .checkpoint import load_checkpoint
+
+    model, info = load_checkpoint(spec)
+    info = dict(info or {})
+    info["source"] = str(spec)
+    return model, info
+
+
+def _checkpoint_classes(info: dict):
+    data = info.get("data") if isinstance(info.get("data"), dict) else {}
+    for v in (data.get("num_classes"), info.get("num_classes")):
+        if v is not None:
+            return int(v)
+    return None
+
+
+def _predictor(model: nn.Module):
+    """A function ``(image (3,H,W), coarse (K,H,W)) -> probs (K,H,W)`` (spn.engine.evaluate.predict)."""
+    from .evaluate import predict
+
+    return lambda image, coarse: predict(model, image, coarse)
+
+
+def _synthetic_512(num_classes: int):
+    """One 512 x 512 synthetic image and a coarse map with ``num_classes`` classes."""
+    from spn.data import build_dataset
+    from spn.data.coarse import make_coarse_from_mask
+
+    ds = build_dataset("synthetic", split="val", num_images=1, size=512, coarse="none")
+    item = ds[0]
+    mask = item["mask"].clone()
+    if int(ds.num_classes) != num_classes:  # fold the synthetic classes onto the compared ones
+        keep = mask != 255
+        mask[keep] = mask[keep] % num_classes
+    coarse = make_coarse_from_mask(mask, num_classes, 8)
+    return item["image"], coarse.float()
+
+
+def _median_seconds(fn, repeats: int, max_time_s: float) -> dict:
+    samples = []
+    fn()  # warm-up
+    start = time.perf_counter()
+    while len(samples) < repeats:
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+        if len(samples) >= 1 and time.perf_counter() - start > max_time_s:
+            break
+    return {"median": statistics.median(samples), "samples": samples}
+
+
+def _cell_size(image: torch.Tensor, max_side: int = 192) -> tuple[int, int]:
+    H, W = image.shape[-2:]
+    s = min(1.0, max_side / max(H, W))
+    return max(1, round(H * s)), max(1, round(W * s))
+
+
+def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | None = None,
+                protocol: str = "plain", crf_params: dict | None = None, figure_rows: int = 4, *,
+                peer_params: dict | None = None, time_512: bool = True, time_repeats: int = 3,
+                title: str | None = None) -> dict:
+    """Run the peers and the checkpoints on the same images; write compare.md/.json/.png.
+
+    Args:
+        dataset: a dataset of the ``spn.data`` contract (items with "image" (3, H, W),
+            "mask" (H, W), "coarse" (K, H, W), "name"; attributes ``num_classes``,
+            ``class_names``, ``ignore_index``). Every item needs a "coarse" map.
+        checkpoints: method title -> run dir (or ``model.safetensors``, or an ``nn.Module``).
+        peers: peer names (``spn.peers.list_peers()``), as a list or a comma-separated string.
+        out_dir: output folder (created).
+        limit: evaluate the first ``limit`` items only.
+        protocol: "plain", "voc" or "helen".
+        crf_params: parameters of the "densecrf" peer.
+        figure_rows: number of images in the figure; 0 writes no figure.
+        peer_params: other peers' parameters, peer name -> dict.
+        time_512: also time every method on one 512 x 512 synthetic image.
+        time_repeats: timed runs per method for ``time_512`` (after one warm-up).
+        title: heading of the report.
+    Returns:
+        see the module docstring.
+    """
+    from spn.peers import get_peer
+
+    from .report import fmt_percent, fmt_seconds, markdown_table, write_json, write_markdown
+
+    if isinstance(peers, str):
+        peers = [p.strip() for p in peers.split(",") if p.strip()]
+    peers = list(peers or [])
+    checkpoints = dict(checkpoints or {})
+    if not peers and not checkpoints:
+        raise ValueError("run_compare: nothing to compare (no peers and no checkpoints)")
+    if len(set(peers)) != len(peers):
+        raise ValueError(f"run_compare: a peer is listed twice: {peers}")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+    if not isinstance(figure_rows, int) or figure_rows < 0:
+        raise ValueError(f"figure_rows must be an int >= 0, got {figure_rows!r}")
+    num_classes = int(dataset.num_classes)
+    class_names = list(getattr(dataset, "class_names", None) or [f"class_{i}" for i in range(num_classes)])
+    ignore_index = int(getattr(dataset, "ignore_index", 255))
+    get_protocol(protocol, num_classes=num_classes)  # validates the name early
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    if n < 1:
+        raise ValueError("run_compare: the dataset is empty")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- the methods ------------------------------------------------------------------------
+    peer_params = dict(peer_params or {})
+    if crf_params:
+        peer_params["densecrf"] = dict(crf_params)
+    methods: "OrderedDict[str, dict]" = OrderedDict()
+    for name in peers:
+        peer = get_peer(name, **peer_params.get(name, {}))
+        methods[peer.title] = {"kind": "peer", "id": name, "fn": peer.refine, "config": peer.config(),
+                               "column": PEER_COLUMN.get(name, peer.title)}
+    for name, spec in checkpoints.items():
+        name = str(name)
+        if name in methods:
+            raise ValueError(f"checkpoint name {name!r} clashes with a peer's title; rename it")
+        model, info = _load_model(name, spec)
+        k = _checkpoint_classes(info)
+        if k is not None and k != num_classes:
+            raise ValueError(f"checkpoint {name!r} ({info.get('source')}) predicts {k} classes but the "
+                             f"dataset has {num_classes}")
+        model.eval()
+        methods[name] = {"kind": "checkpoint", "id": str(info.get("source")), "fn": _predictor(model),
+                         "config": {"model": info.get("model", getattr(model, "name", None)),
+                                    "model_config": getattr(model, "config", None), "step": info.get("step")},
+                         "column": name}
+    protos = {t: get_protocol(protocol, num_classes=num_classes, class_names=class_names,
+                              ignore_index=ignore_index) for t in methods}
+    times = {t: [] for t in methods}
+
+    # --- evaluation ---------------------------------------------------------------------------
+    fig_rows, row_labels = [], []
+    for i in range(n):
+        item = dataset[i]
+        if "coarse" not in item:
+            raise ValueError(f"item {i} ({item.get('name', '?')}) has no 'coarse' map: the comparison refines a "
+                             "coarse segmentation (choose a coarse source, e.g. gt-downsample:8)")
+        image, mask, coarse = item["image"].float(), item["mask"].long(), item["coarse"].float()
+        if coarse.shape[0] != num_classes:
+            raise ValueError(f"item {i} ({item.get('name', '?')}): coarse has {coarse.shape[0]} classes, "
+                             f"the dataset {num_classes}")
+        preds = {}
+        for t, m in methods.items():
+            t0 = time.perf_counter()
+            probs = m["fn"](image, coarse)
+            times[t].append(time.perf_counter() - t0)
+            if tuple(probs.shape) != tuple(coarse.shape):
+                raise ValueError(f"method {t!r} returned shape {tuple(probs.shape)} for a coarse map "
+                                 f"{tuple(coarse.shape)}")
+            scores = protos[t].prepare(probs.float().cpu(), coarse)
+            pred = scores.argmax(0)
+            protos[t].accumulate(pred, mask)
+            preds[t] = pred
+        if i < figure_rows:
+            row = {"image": image, "coarse": coarse.argmax(0)}
+            for t, m in methods.items():
+                if m["column"] is not None:
+                    row[m["column"]] = preds[t]
+            row["ground truth"] = mask
+            fig_rows.append(row)
+            row_labels.append(str(item.get("name", i)))
+
+    results: "OrderedDict[str, dict]" = OrderedDict()
+    for t, m in methods.items():
+        metrics = protos[t].compute()
+        results[t] = {"kind": m["kind"], "id": m["id"], "config": m["config"], "metrics": metrics,
+                      "seconds_per_image": {"median": statistics.median(times[t]),
+                                            "mean": statistics.fmean(times[t])},
+                      "seconds_per_image_samples": times[t]}
+
+    # --- 512 x 512 timing --------------------------------------------------------------------
+    t512 = None
+    if time_512:
+        img512, coarse512 = _synthetic_512(num_classes)
+        t512 = OrderedDict()
+        for t, m in methods.items():
+            fn = m["fn"]
+            t512[t] = _median_seconds(lambda: fn(img512, coarse512), time_repeats, max_time_s=30.0)
+
+    # --- figure ---------------------------------------------------------------------------------
+    figure_path = None
+    if fig_rows:
+        from .visualize import figure_grid
+
+        columns = ["image", "coarse"] + [m["column"] for m in methods.values() if m["column"] is not None]
+        columns.append("ground truth")
+        figure_path = figure_grid(fig_rows, columns, out_dir / "compare.png",
+                                  cell_size=_cell_size(fig_rows[0]["image"]), row_labels=row_labels)
+
+    # --- report ---------------------------------------------------------------------------------
+    proto0 = protos[next(iter(protos))]
+    detail_names = list(proto0.detail(results[next(iter(results))]["metrics"]))
+    headers = ["method", "overall AC", "mean AC", "mean IoU"]
+    headers += [f"{c} ({proto0.detail_title})" if proto0.name != "helen" else c for c in detail_names]
+    headers.append("s/image")
+    rows = []
+    for t, r in results.items():
+        m = r["metrics"]
+        head = list(proto0.headline(m).values())
+        detail = list(protos[t].detail(m).values())
+        rows.append([t] + [fmt_percent(v) for v in head + detail] + [fmt_seconds(r["seconds_per_image"])])
+    lines = [f"# {title or 'Refinement comparison'}", ""]
+    lines.append(f"Data: {getattr(dataset, 'name', type(dataset).__name__)}, {n} image(s), "
+                 f"{num_classes} classes; protocol `{proto0.name}`"
+                 + (" (refined classes restricted to those of the coarse input)" if proto0.name == "voc" else "")
+                 + f"; CPU, {torch.get_num_threads()} thread(s).")
+    lines.append("")
+    lines.append("Numbers in %; " + ("F-measure per component group (Table 1 of the paper)"
+                                     if proto0.name == "helen" else "per-class columns are IoU")
+                 + "; s/image is the median wall time of the refinement call.")
+    lines.append("")
+    lines.append(markdown_table(headers, rows))
+    if t512 is not None:
+        lines.append("Seconds per 512 x 512 image (one synthetic image, median of "
+                     f"{time_repeats} runs after a warm-up; the paper: SPN 84 ms on a GPU, dense CRF about 1 s "
+                     "on a CPU):")
+        lines.append("")
+        lines.append(markdown_table(["method", "s/image (512x512)"],
+                                    [[t, fmt_seconds(v["median"])] for t, v in t512.items()]))
+    if "densecrf" in peers:
+        cfg = next(r["config"] for r in results.values() if r["id"] == "densecrf")
+        lines.append("Dense CRF parameters: " + ", ".join(f"{k}={v}" for k, v in cfg.items() if k != "name") + ".")
+        lines.append("")
+    if figure_path is not None:
+        lines.append("![comparison](compare.png)")
+        lines.append("")
+    report_path = write_markdown(out_dir / "compare.md", "\n".join(lines))
+
+    summary = {
+        "protocol": proto0.name,
+        "images": n,
+        "num_classes": num_classes,
+        "class_names": class_names,
+        "threads": torch.get_num_threads(),
+        "methods": results,
+        "time_512": None if t512 is None else {t: v["median"] for t, v in t512.items()},
+        "time_512_samples": None if t512 is None else {t: v["samples"] for t, v in t512.items()},
+        "crf_params": next((r["config"] for r in results.values() if r["id"] == "densecrf"), None),
+    }
+    json_path = write_json(out_dir / "compare.json", summary)
+    summary.update(report=str(report_path), json=str(json_path),
+                   figure=None if figure_path is None else str(figure_path))
+    if summary["time_512"] is None:
+        del summary["time_512"]
+    return summary
+
+
+def checkpoint_args(values) -> "OrderedDict[str, str]":
+    """Parse ``NAME=RUN`` strings (the ``--checkpoint`` flag) into an ordered dict."""
+    out = OrderedDict()
+    for v in values or []:
+        if "=" not in v:
+            raise ValueError(f"--checkpoint expects NAME=RUN_DIR, got {v!r}")
+        name, path = v.split("=", 1)
+        name, path = name.strip(), path.strip()
+        if not name or not path:
+            raise ValueError(f"--checkpoint expects NAME=RUN_DIR, got {v!r}")
+        if name in out:
+            raise ValueError(f"--checkpoint name {name!r} given twice")
+        out[name] = path
+    return out
