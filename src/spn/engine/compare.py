@@ -75,12 +75,12 @@ def _predictor(model: nn.Module):
     return lambda image, coarse: predict(model, image, coarse)
 
 
-def _synthetic_512(num_classes: int):
-    """One 512 x 512 synthetic image and a coarse map with ``num_classes`` classes."""
+def _synthetic_512(num_classes: int, size: int = 512):
+    """One ``size x size`` (512) synthetic image and a coarse map with ``num_classes`` classes."""
     from spn.data import build_dataset
     from spn.data.coarse import make_coarse_from_mask
 
-    ds = build_dataset("synthetic", split="val", num_images=1, size=512, coarse="none")
+    ds = build_dataset("synthetic", split="val", num_images=1, size=size, coarse="none")
     item = ds[0]
     mask = item["mask"].clone()
     if int(ds.num_classes) != num_classes:  # fold the synthetic classes onto the compared ones
@@ -112,7 +112,7 @@ def _cell_size(image: torch.Tensor, max_side: int = 192) -> tuple[int, int]:
 def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | None = None,
                 protocol: str = "plain", crf_params: dict | None = None, figure_rows: int = 4, *,
                 peer_params: dict | None = None, time_512: bool = True, time_repeats: int = 3,
-                title: str | None = None) -> dict:
+                time_size: int = 512, title: str | None = None, data_label: str | None = None) -> dict:
     """Run the peers and the checkpoints on the same images; write compare.md/.json/.png.
 
     Args:
@@ -129,7 +129,9 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
         peer_params: other peers' parameters, peer name -> dict.
         time_512: also time every method on one 512 x 512 synthetic image.
         time_repeats: timed runs per method for ``time_512`` (after one warm-up).
+        time_size: side of the timing image (512 as in the paper; smaller for quick tests).
         title: heading of the report.
+        data_label: how the report names the data (default: the dataset's class name).
     Returns:
         see the module docstring.
     """
@@ -147,6 +149,8 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
         raise ValueError(f"run_compare: a peer is listed twice: {peers}")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+    if time_512 and (not isinstance(time_size, int) or time_size < 16):
+        raise ValueError(f"time_size must be an int >= 16, got {time_size!r}")
     if not isinstance(figure_rows, int) or figure_rows < 0:
         raise ValueError(f"figure_rows must be an int >= 0, got {figure_rows!r}")
     num_classes = int(dataset.num_classes)
@@ -229,7 +233,7 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
     # --- 512 x 512 timing --------------------------------------------------------------------
     t512 = None
     if time_512:
-        img512, coarse512 = _synthetic_512(num_classes)
+        img512, coarse512 = _synthetic_512(num_classes, time_size)
         t512 = OrderedDict()
         for t, m in methods.items():
             fn = m["fn"]
@@ -247,33 +251,38 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
 
     # --- report ---------------------------------------------------------------------------------
     proto0 = protos[next(iter(protos))]
-    detail_names = list(proto0.detail(results[next(iter(results))]["metrics"]))
+    helen = proto0.name == "helen"
+
+    def extra_columns(t, m):  # Table 1 F-measures for helen, per-class IoU otherwise
+        return protos[t].headline(m) if helen else protos[t].detail(m)
+
+    first = next(iter(results))
+    extra_names = list(extra_columns(first, results[first]["metrics"]))
     headers = ["method", "overall AC", "mean AC", "mean IoU"]
-    headers += [f"{c} ({proto0.detail_title})" if proto0.name != "helen" else c for c in detail_names]
+    headers += [f"{c} (F)" if helen else f"{c} (IoU)" for c in extra_names]
     headers.append("s/image")
     rows = []
     for t, r in results.items():
         m = r["metrics"]
-        head = list(proto0.headline(m).values())
-        detail = list(protos[t].detail(m).values())
-        rows.append([t] + [fmt_percent(v) for v in head + detail] + [fmt_seconds(r["seconds_per_image"])])
+        vals = [m["pixel_accuracy"], m["mean_accuracy"], m["mean_iou"]] + list(extra_columns(t, m).values())
+        rows.append([t] + [fmt_percent(v) for v in vals] + [fmt_seconds(r["seconds_per_image"])])
     lines = [f"# {title or 'Refinement comparison'}", ""]
-    lines.append(f"Data: {getattr(dataset, 'name', type(dataset).__name__)}, {n} image(s), "
+    lines.append(f"Data: {data_label or type(dataset).__name__}, {n} image(s), "
                  f"{num_classes} classes; protocol `{proto0.name}`"
                  + (" (refined classes restricted to those of the coarse input)" if proto0.name == "voc" else "")
                  + f"; CPU, {torch.get_num_threads()} thread(s).")
     lines.append("")
-    lines.append("Numbers in %; " + ("F-measure per component group (Table 1 of the paper)"
-                                     if proto0.name == "helen" else "per-class columns are IoU")
+    lines.append("Numbers in %; " + ("(F): F-measure per component group (Table 1 of the paper)"
+                                     if helen else "per-class columns are IoU")
                  + "; s/image is the median wall time of the refinement call.")
     lines.append("")
     lines.append(markdown_table(headers, rows))
     if t512 is not None:
-        lines.append("Seconds per 512 x 512 image (one synthetic image, median of "
+        lines.append(f"Seconds per {time_size} x {time_size} image (one synthetic image, median of "
                      f"{time_repeats} runs after a warm-up; the paper: SPN 84 ms on a GPU, dense CRF about 1 s "
                      "on a CPU):")
         lines.append("")
-        lines.append(markdown_table(["method", "s/image (512x512)"],
+        lines.append(markdown_table(["method", f"s/image ({time_size}x{time_size})"],
                                     [[t, fmt_seconds(v["median"])] for t, v in t512.items()]))
     if "densecrf" in peers:
         cfg = next(r["config"] for r in results.values() if r["id"] == "densecrf")
@@ -292,6 +301,7 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
         "threads": torch.get_num_threads(),
         "methods": results,
         "time_512": None if t512 is None else {t: v["median"] for t, v in t512.items()},
+        "time_size": time_size if t512 is not None else None,
         "time_512_samples": None if t512 is None else {t: v["samples"] for t, v in t512.items()},
         "crf_params": next((r["config"] for r in results.values() if r["id"] == "densecrf"), None),
     }

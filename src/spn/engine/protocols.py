@@ -21,10 +21,11 @@ Interface (what ``spn eval --protocol`` and ``spn compare`` rely on)::
   ``per_class_iou``, ``per_class_accuracy``, ``per_class_f1``, ``pixels``), plus ``protocol``
   and ``class_names``; "helen" adds ``f_measure`` (group name -> F) with the groups of Table 1
   (skin, brows, eyes, nose, mouth, upper lip, lower lip, inner mouth) and ``overall``.
-- ``headline(metrics)`` gives the Table 3 columns (an ordered dict title -> value): overall AC,
-  mean AC, mean IoU. ``detail(metrics)`` gives the detail columns of the protocol's table
-  (``detail_title`` names them): the IoU per class for "plain" and "voc", the Table 1 F-measures
-  (skin ... in-mouth, overall) for "helen".
+- ``headline(metrics)`` gives the columns of the paper's table for the protocol (an ordered
+  dict title -> value): overall AC, mean AC, mean IoU (Tables 3-4) for "plain" and "voc", the
+  Table 1 F-measures (skin, brows, eyes, nose, mouth, U-lip, L-lip, in-mouth, overall) for
+  "helen". ``detail(metrics)`` gives per-class values, class name -> value (``detail_title``
+  names them): IoU for "plain" and "voc", F-measure (F1) for "helen".
 
 ``num_classes`` may be left out: it is then taken from ``class_names`` or, failing that, from
 the class dimension of the first ``prepare`` call.
@@ -207,10 +208,15 @@ class HelenProtocol(Protocol):
         m["helen_groups"] = helen_groups()
         return m
 
-    def detail(self, metrics: dict) -> "OrderedDict[str, float]":
+    def headline(self, metrics: dict) -> "OrderedDict[str, float]":
         """Table 1 columns: skin, brows, eyes, nose, mouth, U-lip, L-lip, in-mouth, overall."""
         fm = metrics["f_measure"]
         return OrderedDict((title, fm.get(key)) for key, title in _HELEN_COLUMNS)
+
+    def detail(self, metrics: dict) -> "OrderedDict[str, float]":
+        """Per-class F-measure, class name -> value."""
+        names = metrics.get("class_names") or self.names()
+        return OrderedDict((n, v) for n, v in zip(names, metrics["per_class_f1"]))
 
 
 PROTOCOLS = {"plain": Protocol, "voc": VOCProtocol, "helen": HelenProtocol}
