@@ -16,10 +16,10 @@
 // merge: 0 max (ties to the first direction), 1 mean, 2 sum.
 //
 // Layout: every (b, c) plane is scanned by one thread (at::parallel_for over B*C planes). Vertical
-// scans (lines are rows) vectorise over the contiguous lateral index; horizontal scans walk
-// columns with a stride of W, the H rows of a column block staying in cache between columns.
-// The backward is one reverse sweep per direction that keeps only two lines of adjoints; it
-// needs the forward output h and nothing else.
+// scans (lines are rows) vectorise over the contiguous lateral index. Horizontal scans transpose
+// the plane into per-thread scratch (SSE 4x4 tiles), scan it vertically and transpose back.
+// The backward needs only the forward output h: a reverse adjoint sweep per direction, then an
+// elementwise pass in the original layout for grad_x and the gate gradients.
 
 #include <Python.h>
 
@@ -385,6 +385,7 @@ template <typename T>
 void plane_fwd(int64_t dir, const T* x, const T* xT, const T* g, int64_t gps, T* h, int64_t K, int64_t H,
                int64_t W, Scratch<T>& S) {
   const int64_t HW = H * W;
+  if (HW == 0) return;
   if (!is_horizontal(dir)) {
     vscan_fwd<T>(x, g, gps, h, K, H, W, is_reverse(dir));
     return;
@@ -400,6 +401,7 @@ template <typename T, bool ACC>
 void plane_bwd(int64_t dir, const T* gh, bool ghT_ready, T scale, const T* x, const T* g, int64_t gps,
                const T* h, T* gx, T* gg, int64_t ggps, int64_t K, int64_t H, int64_t W, Scratch<T>& S) {
   const int64_t HW = H * W;
+  if (HW == 0) return;
   T* D = S.D.data();
   if (!is_horizontal(dir)) {
     vscan_adjoint<T>(gh, scale, g, gps, D, K, H, W, is_reverse(dir));
@@ -550,6 +552,7 @@ std::tuple<at::Tensor, at::Tensor> propagate4_bwd(const at::Tensor& grad_out_, c
   TORCH_CHECK(merge >= 0 && merge <= 2, "spn: merge must be 0 (max), 1 (mean) or 2 (sum)");
   TORCH_CHECK(hs_.dim() == 5 && hs_.size(0) == 4 && hs_.sizes().slice(1) == x_.sizes(),
               "spn: hs must be (4, B, C, H, W); run the forward with save=True");
+  TORCH_CHECK(grad_out_.sizes() == x_.sizes(), "spn: grad_out ", grad_out_.sizes(), " must match x ", x_.sizes());
   const at::Tensor x = x_.contiguous();
   const at::Tensor gates = gates_.contiguous();
   const at::Tensor hs = hs_.contiguous();

@@ -63,5 +63,18 @@ def _backward4(ctx, grad_out, grad_hs):
     return gx, gg, None, None
 
 
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError(
+        "spn: double backward (gradients of gradients) through the compiled propagation kernel is not "
+        "supported; use spn.ops.propagate_ref / propagate4_ref for higher-order derivatives"
+    )
+
+
+def _setup_none(ctx, inputs, output):
+    pass
+
+
 torch.library.register_autograd("spn::propagate_fwd", _backward1, setup_context=_setup1)
+torch.library.register_autograd("spn::propagate_bwd", _no_double_backward, setup_context=_setup_none)
+torch.library.register_autograd("spn::propagate4_bwd", _no_double_backward, setup_context=_setup_none)
 torch.library.register_autograd("spn::propagate4_fwd", _backward4, setup_context=_setup4)
