@@ -49,18 +49,20 @@ def level_channels(width: int, depth: int, max_width: int | None = None) -> list
 class UNet(nn.Module):
     """A symmetric encoder-decoder with skip links.
 
-    The stem keeps the resolution, then ``depth`` stride-2 encoder levels go down to ``1/2**depth``;
+    The stem (stride ``stem_stride``, 1 or 2) makes level 0 at ``1/stem_stride`` of the input, then
+    ``depth`` stride-2 encoder levels go down to ``1/(stem_stride * 2**depth)``;
     the decoder comes back up with bilinear upsampling, concatenation of the encoder feature of the
     same level, and a :class:`ConvBlock`, stopping after ``depth - out_level`` levels, i.e. at
-    ``1/2**out_level`` of the input resolution. A 1x1 conv maps to ``out_channels``.
+    ``1/f`` of the input resolution, ``f = stem_stride * 2**out_level``. A 1x1 conv maps to
+    ``out_channels``.
 
-    ``forward(x (B, in_channels, H, W)) -> (B, out_channels, ceil(H/2**out_level), ceil(W/2**out_level))``.
-    Inputs of any size are accepted: they are padded (replicate) to a multiple of ``2**depth`` and
-    the output is cropped back.
+    ``forward(x (B, in_channels, H, W)) -> (B, out_channels, ceil(H/f), ceil(W/f))``.
+    Inputs of any size are accepted: they are padded (replicate) to a multiple of
+    ``stem_stride * 2**depth`` and the output is cropped back.
     """
 
     def __init__(self, in_channels: int, out_channels: int, width: int = 16, depth: int = 3,
-                 out_level: int = 0, max_width: int | None = 256):
+                 out_level: int = 0, max_width: int | None = 256, stem_stride: int = 1):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
@@ -68,10 +70,13 @@ class UNet(nn.Module):
             raise ValueError(f"out_level must lie in [0, depth={depth}], got {out_level}")
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
+        if stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
         self.depth = depth
         self.out_level = out_level
+        self.stem_stride = stem_stride
         ch = level_channels(width, depth, max_width)
-        self.stem = ConvBlock(in_channels, ch[0])
+        self.stem = ConvBlock(in_channels, ch[0], stride=stem_stride)
         self.down = nn.ModuleList(ConvBlock(ch[i], ch[i + 1], stride=2) for i in range(depth))
         # decoder level i goes from level i+1 to level i, for i = depth-1 .. out_level
         self.up = nn.ModuleList(ConvBlock(ch[i + 1] + ch[i], ch[i]) for i in range(out_level, depth))
@@ -94,10 +99,10 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
-        m = 2 ** self.depth
+        m = self.stem_stride * 2 ** self.depth
         ph, pw = (-H) % m, (-W) % m
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         y = self.head(self.features(x))
-        f = 2 ** self.out_level
+        f = self.stem_stride * 2 ** self.out_level
         return y[..., : math.ceil(H / f), : math.ceil(W / f)]

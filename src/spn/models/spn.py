@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,8 +27,9 @@ class GuidanceNet(nn.Module):
         super().__init__()
         self.k, self.cg, self.scale = k, cg, scale
         self.coarse_channels = coarse_channels
-        out_level = int(math.log2(scale))
-        self.unet = UNet(3 + coarse_channels, 4 * k * cg, width=width, depth=depth, out_level=out_level)
+        # the stem carries the stride: no full-resolution features are computed when scale = 2
+        self.unet = UNet(3 + coarse_channels, 4 * k * cg, width=width, depth=depth, out_level=0,
+                         stem_stride=scale)
         nn.init.normal_(self.unet.head.weight, std=init_std)
         nn.init.zeros_(self.unet.head.bias)
 
