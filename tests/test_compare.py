@@ -179,7 +179,7 @@ def test_cli_compare(runs, tmp_path, capsys):
     (["--checkpoint", "nonsense"], "NAME=RUN"),
     (["--peers", "bilinear,bm3d"], "unknown peer"),
     (["--peers", "none"], "nothing to compare"),
-    (["--checkpoint", "x=/does/not/exist"], "not"),
+    (["--checkpoint", "x=/does/not/exist"], "/does/not/exist"),
     (["--crf", "sxy=3"], "--crf expects KEY=VALUE"),
     (["--crf-grid", "--peers", "bilinear"], "needs the densecrf peer"),
     (["--limit", "0"], "--limit"),
@@ -209,3 +209,26 @@ def test_cli_compare_wrong_class_count(runs, tmp_path, capsys):
                "--out", str(tmp_path / "o")])
     assert rc == 1
     assert "classes" in capsys.readouterr().err
+
+
+def test_cli_without_pydensecrf(monkeypatch, tmp_path, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pydensecrf", None)
+    monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)
+    base = ["compare", "--data", "synthetic", "--limit", "1", "--no-time-512", "--figure-rows", "0"]
+    # asked for explicitly: a clear error
+    assert main(base + ["--peers", "bilinear,densecrf", "--out", str(tmp_path / "a")]) == 1
+    assert "pip install pydensecrf2" in capsys.readouterr().err
+    # the default peer list: left out with a warning, the rest runs
+    assert main(base + ["--out", str(tmp_path / "b")]) == 0
+    captured = capsys.readouterr()
+    assert "warning" in captured.err and "| guided filter |" in captured.out
+    assert "dense CRF" not in captured.out
+    # the library call used by `spn demo`: skip_unavailable leaves it out and says so
+    from spn.data import build_dataset as bd
+    ds = bd("synthetic", split="val", num_images=1, size=SIZE)
+    res = run_compare(ds, {}, ["bilinear", "densecrf"], tmp_path / "c", figure_rows=0, time_512=False,
+                      skip_unavailable=True)
+    assert list(res["methods"]) == ["coarse (bilinear)"] and "densecrf" in res["skipped"][0]
+    assert "Left out: densecrf" in (tmp_path / "c" / "compare.md").read_text()

@@ -26,7 +26,7 @@ every method's classes to the coarse input's. Written to ``out_dir`` (atomically
 Returns a dict: ``methods`` (title -> {"kind", "id", "metrics", "seconds_per_image":
 {"median", "mean"}}), ``time_512`` (title -> median seconds on one 512 x 512 synthetic image,
 or absent when ``time_512=False``), ``protocol``, ``images``, ``report``, ``json``, ``figure``
-(paths as str), ``crf_params``.
+(paths as str), ``crf_params``, ``skipped`` (peers left out with ``skip_unavailable``).
 
 Timings are wall-clock seconds per image on this machine (CPU; the threads torch uses),
 of the refinement call only (loading excluded): the peer's ``refine`` or the model's forward.
@@ -112,7 +112,8 @@ def _cell_size(image: torch.Tensor, max_side: int = 192) -> tuple[int, int]:
 def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | None = None,
                 protocol: str = "plain", crf_params: dict | None = None, figure_rows: int = 4, *,
                 peer_params: dict | None = None, time_512: bool = True, time_repeats: int = 3,
-                time_size: int = 512, title: str | None = None, data_label: str | None = None) -> dict:
+                time_size: int = 512, title: str | None = None, data_label: str | None = None,
+                skip_unavailable: bool = False) -> dict:
     """Run the peers and the checkpoints on the same images; write compare.md/.json/.png.
 
     Args:
@@ -132,16 +133,22 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
         time_size: side of the timing image (512 as in the paper; smaller for quick tests).
         title: heading of the report.
         data_label: how the report names the data (default: the dataset's class name).
+        skip_unavailable: leave out "densecrf" (with a line in the report and ``skipped`` in the
+            result) when pydensecrf is not installed, instead of raising RuntimeError.
     Returns:
         see the module docstring.
     """
-    from spn.peers import get_peer
+    from spn.peers import densecrf_available, get_peer
 
     from .report import fmt_percent, fmt_seconds, markdown_table, write_json, write_markdown
 
     if isinstance(peers, str):
         peers = [p.strip() for p in peers.split(",") if p.strip()]
     peers = list(peers or [])
+    skipped = []
+    if skip_unavailable and "densecrf" in peers and not densecrf_available():
+        peers.remove("densecrf")
+        skipped.append("densecrf (pydensecrf not installed: pip install pydensecrf2)")
     checkpoints = dict(checkpoints or {})
     if not peers and not checkpoints:
         raise ValueError("run_compare: nothing to compare (no peers and no checkpoints)")
@@ -288,6 +295,9 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
         cfg = next(r["config"] for r in results.values() if r["id"] == "densecrf")
         lines.append("Dense CRF parameters: " + ", ".join(f"{k}={v}" for k, v in cfg.items() if k != "name") + ".")
         lines.append("")
+    if skipped:
+        lines.append("Left out: " + "; ".join(skipped) + ".")
+        lines.append("")
     if figure_path is not None:
         lines.append("![comparison](compare.png)")
         lines.append("")
@@ -303,6 +313,7 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
         "time_512": None if t512 is None else {t: v["median"] for t, v in t512.items()},
         "time_size": time_size if t512 is not None else None,
         "time_512_samples": None if t512 is None else {t: v["samples"] for t, v in t512.items()},
+        "skipped": skipped,
         "crf_params": next((r["config"] for r in results.values() if r["id"] == "densecrf"), None),
     }
     json_path = write_json(out_dir / "compare.json", summary)
