@@ -12,6 +12,9 @@ Signature (what ``spn demo`` calls)::
         protocol="plain",      # "plain" | "voc" | "helen" (spn.engine.protocols)
         crf_params=None,       # dense CRF parameters (dict), e.g. from spn.peers.densecrf.grid_search
         figure_rows=4,         # images shown in the figure (0: no figure)
+        # keyword-only extras: peer_params={name: {...}}, time_512=True, time_repeats=3,
+        # time_size=512, title=None, data_label=None, skip_unavailable=False (True: leave out
+        # "densecrf" when pydensecrf is missing instead of raising; what `spn demo` wants)
     )
 
 A checkpoint value may also be an ``nn.Module`` already in memory (``forward(image, coarse)``).
