@@ -276,8 +276,9 @@ def train(cfg: TrainConfig, *, train_dataset=None, val_dataset=None, callback=No
     """Train per ``cfg`` (see the module docstring); returns the summary dict.
 
     ``train_dataset`` / ``val_dataset`` replace the datasets built from ``cfg.data`` (any dataset
-    of the common contract). ``callback(step, loss)`` is called after every optimizer step (step
-    counted from 1); an exception it raises stops training (as a kill would).
+    of the common contract). ``callback(step, loss, model)`` is called after every optimizer step
+    (step counted from 1, ``model`` unwrapped); an exception it raises stops training (as a kill
+    would).
 
     Returns ``{"run_dir", "model", "start_step", "steps", "final_loss", "mean_loss", "losses"
     (this invocation's per-step losses), "images_per_s", "elapsed_s", "world_size",
@@ -461,7 +462,7 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, cal
                 ckpt_path = save(step) or ckpt_path
                 last_ckpt_step = step
             if callback is not None:
-                callback(step, value)
+                callback(step, value, model)
     finally:
         if bar is not None:
             bar.close()
