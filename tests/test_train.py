@@ -384,3 +384,30 @@ def test_three_way_beats_one_way_beats_coarse_on_synthetic(tmp_path):
     print(f"val mIoU: coarse {coarse:.4f}, one-way {one:.4f}, three-way {three:.4f}")
     assert three > coarse + 0.1
     assert three > one + 0.01
+
+
+def test_folder_dataset_end_to_end_baseline_then_spn(tmp_path, capsys):
+    """A folder dataset without coarse maps: the SPN asks for a baseline, the baseline trains,
+    and its outputs feed the SPN through --coarse baseline:RUN_DIR."""
+    from spn.cli import main
+    from spn.data import write_image, write_mask
+
+    root = tmp_path / "data"
+    ds = TinyShapes(n=5, size=32)
+    for i, item in enumerate(ds.items):
+        write_image(root / "images" / f"im{i}.png", item["image"])
+        write_mask(root / "masks" / f"im{i}.png", item["mask"])
+    common = ["--data", f"folder:{root}", "--patch-size", "24", "--batch-size", "2", "--steps", "2",
+              "--no-progress", "--threads", "1", "--width", "4", "--depth", "2"]
+    assert main(["train", *common, "--out", str(tmp_path / "spn0"), "--channels", "4"]) == 1
+    err = capsys.readouterr().err
+    assert "--model baseline" in err and "--coarse baseline:" in err and "gt-downsample:8" in err
+    assert main(["train", *common, "--model", "baseline", "--model-option", "factor=4",
+                 "--out", str(tmp_path / "base")]) == 0
+    assert main(["train", *common, "--channels", "4", "--coarse", f"baseline:{tmp_path / 'base'}",
+                 "--out", str(tmp_path / "spn")]) == 0
+    out = capsys.readouterr().out
+    assert "coarse input mIoU" in out  # evaluated on the folder's val split with baseline coarse maps
+    model, info = ckpt.load_checkpoint(tmp_path / "spn")
+    assert info["train_config"]["coarse"] == f"baseline:{tmp_path / 'base'}"
+    assert list((tmp_path / "spn" / "coarse_cache").rglob("*.safetensors"))

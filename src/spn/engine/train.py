@@ -177,7 +177,9 @@ def build_datasets(cfg: TrainConfig, device, run_dir: Path, train_dataset=None, 
             val_ds = None
     if baseline_dir is not None:
         cache = run_dir / "coarse_cache"
-        train_ds = BaselineCoarse(train_ds, baseline_dir, device=device, cache_dir=cache)
+        # DataLoader workers are forked processes: they cannot use CUDA, run the baseline on the CPU
+        bdev = device if cfg.num_workers == 0 else torch.device("cpu")
+        train_ds = BaselineCoarse(train_ds, baseline_dir, device=bdev, cache_dir=cache)
         if val_ds is not None:
             val_ds = BaselineCoarse(val_ds, baseline_dir, device=device, cache_dir=cache)
     if _needs_coarse(cfg.model):
