@@ -1,0 +1,94 @@
+"""``run_demo`` on a test-sized configuration: the outputs exist and hold consistent numbers."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from spn.engine.demo import DemoConfig, run_demo
+
+TINY = dict(size=48, train_images=3, val_images=2, patch_size=32, batch_size=2, baseline_steps=2, spn_steps=2,
+            baseline_cfg={"width": 4, "depth": 1}, spn_cfg={"channels": 4, "guidance_width": 4, "guidance_depth": 1},
+            figure_rows=2, progress=False, threads=1)
+
+
+def _tiny(tmp_path, **kw):
+    d = dict(TINY, out=str(tmp_path / "demo"))
+    d.update(kw)
+    return DemoConfig(**d)
+
+
+def test_run_demo_writes_report_metrics_figure(tmp_path):
+    pytest.importorskip("spn.engine.compare")
+    cfg = _tiny(tmp_path, compare=True, compare_peers=["bilinear"], compare_limit=1, compare_time_512=False)
+    m = run_demo(cfg)
+    out = tmp_path / "demo"
+    for f in ("report.md", "metrics.json", "figure.png", "demo_config.json"):
+        assert (out / f).is_file(), f
+    for run in ("baseline", "spn_one_way", "spn_three_way"):
+        assert (out / "runs" / run / "model.safetensors").is_file()
+        assert (out / "runs" / run / "config.json").is_file()
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["num_val_images"] == 2 and data["mode"] == "full"
+    rows = data["results"]
+    assert "+1 way SPN" in rows and "+3 way SPN" in rows
+    assert any(k.startswith("baseline CNN") for k in rows)
+    for v in rows.values():
+        assert 0.0 <= v["pixel_accuracy"] <= 1.0
+    # the coarse source follows the rule: baseline output unless its mIoU is out of range
+    base = data["baseline_val_miou"]
+    in_range = cfg.min_baseline_miou <= base <= cfg.max_baseline_miou
+    assert data["coarse_source"].startswith("baseline:") == in_range
+    assert (data["fallback"] is None) == in_range
+    report = (out / "report.md").read_text()
+    assert "| method | overall AC | mean AC | mean IoU | s/image |" in report
+    assert "+3 way SPN" in report and "figure.png" in report
+    assert ("Fallback" in report) == (not in_range)
+    assert data["compare"] is not None and "Comparison with classical refiners" in report
+    # the figure: 2 rows x 5 columns of 48 x 48 cells under a title and column titles
+    with Image.open(out / "figure.png") as im:
+        w, h = im.size
+        arr = np.asarray(im.convert("RGB"))
+    assert w >= 5 * 48 and 2 * 48 < h < 2 * 48 + 80
+    assert arr.std() > 10  # not blank
+    assert m["report"] == str(out / "report.md")
+    # rerunning into the same folder needs force
+    with pytest.raises(ValueError, match="--force"):
+        run_demo(_tiny(tmp_path, compare=False))
+
+
+def test_run_demo_forced_fallback_and_no_compare(tmp_path):
+    # an impossible mIoU floor forces the fallback to simulated coarse maps
+    cfg = _tiny(tmp_path, compare=False, min_baseline_miou=1.0, max_baseline_miou=1.0, figure_rows=0)
+    data = run_demo(cfg)
+    assert data["coarse_source"] == "gt-downsample:8"
+    assert "too weak" in data["fallback"]
+    assert "coarse input (gt-downsample:8)" in data["results"]
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert "**Fallback:**" in report and "skipped" in report
+    assert not (tmp_path / "demo" / "figure.png").exists()
+
+
+def test_demo_config_validation_and_preset():
+    q = DemoConfig.preset(quick=True)
+    f = DemoConfig.preset()
+    assert q.quick and not f.quick
+    assert q.spn_steps < f.spn_steps and q.baseline_steps <= f.baseline_steps
+    with pytest.raises(ValueError, match="spn_steps"):
+        DemoConfig(spn_steps=0).validate()
+    with pytest.raises(ValueError, match="coarse"):
+        DemoConfig(coarse="nope").validate()
+    with pytest.raises(ValueError, match="min_baseline_miou"):
+        DemoConfig(min_baseline_miou=0.9, max_baseline_miou=0.1).validate()
+
+
+def test_spn_demo_cli_errors(tmp_path, capsys):
+    from spn.cli import main
+
+    (tmp_path / "file").write_text("x")
+    assert main(["demo", "--quick", "--out", str(tmp_path / "file"), "--no-compare"]) == 1
+    assert "not a folder" in capsys.readouterr().err
+    assert main(["demo", "--quick", "--out", str(tmp_path / "d"), "--coarse", "bogus"]) == 1
+    assert "coarse" in capsys.readouterr().err
