@@ -12,6 +12,15 @@ K = 4
 SMALL = dict(channels=8, guidance_width=8, guidance_depth=2)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small models: one thread is as fast, and immune to oversubscribed cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _inputs(B=2, H=37, W=50, k=K, seed=0):
     g = torch.Generator().manual_seed(seed)
     image = torch.rand(B, 3, H, W, generator=g)

@@ -124,8 +124,10 @@ def test_loss_decreases_and_files_are_written(tmp_path):
 
 
 def test_same_seed_same_curve_other_seed_differs(tmp_path):
-    a = train(_cfg(tmp_path, "a", steps=5), train_dataset=TinyShapes())
-    b = train(_cfg(tmp_path, "b", steps=5), train_dataset=TinyShapes())
+    threads = torch.get_num_threads()
+    a = train(_cfg(tmp_path, "a", steps=5, threads=threads + 1), train_dataset=TinyShapes())
+    assert torch.get_num_threads() == threads  # train() leaves the caller's thread count alone
+    b = train(_cfg(tmp_path, "b", steps=5, threads=threads + 1), train_dataset=TinyShapes())
     c = train(_cfg(tmp_path, "c", steps=5, seed=1), train_dataset=TinyShapes())
     assert a["losses"] == b["losses"]
     assert a["losses"] != c["losses"]

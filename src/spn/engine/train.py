@@ -291,9 +291,11 @@ def train(cfg: TrainConfig, *, train_dataset=None, val_dataset=None, callback=No
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
     cfg.validate()
     ctx = D.init_distributed(cfg.device)
+    threads = torch.get_num_threads()
     try:
         return _train(cfg, ctx, train_dataset, val_dataset, callback)
     finally:
+        torch.set_num_threads(threads)  # train() may change it: leave the caller's setting as it was
         D.cleanup(ctx)
 
 

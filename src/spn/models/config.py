@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..nn.propagation import CONNECTIONS  # noqa: F401  (re-exported for callers)
 from ..ops.normalize import NORMALIZE_MODES
 from ..ops.propagation import MERGES
 
