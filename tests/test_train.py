@@ -355,6 +355,10 @@ def test_spn_train_command(tmp_path, capsys):
     conf = json.loads((out / "config.json").read_text())
     assert conf["train_config"]["model_cfg"]["guidance_width"] == 4
     assert conf["train_config"]["data_options"] == {"num_images": 2, "size": 48}
+    # --resume reloads the run's config: only the new length is needed
+    assert main(["train", "--resume", "--out", str(out), "--steps", "3", "--no-progress"]) == 0
+    assert json.loads((out / "checkpoint.json").read_text())["step"] == 3
+    assert "steps 2..3" in capsys.readouterr().out
     # --config FILE.json (a run's config.json) + flags that override it
     assert main(["train", "--config", str(out / "config.json"), "--out", str(tmp_path / "cli2"),
                  "--steps", "1", "--json"]) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 HELP = "train the baseline CNN or an SPN refiner (one-way / three-way) on a dataset"
 
@@ -12,7 +13,8 @@ examples:
   spn train --data synthetic --model spn_three_way --steps 500 --out runs/spn3
   spn train --data folder:DATA --model baseline --out runs/base
   spn train --data folder:DATA --coarse baseline:runs/base --out runs/spn3
-  spn train --resume --out runs/spn3 --steps 1000        (continue a stopped run)
+  spn train --resume --out runs/spn3 --steps 1000
+      (continue a stopped run: its config.json is reloaded, give only what changes)
   torchrun --nproc_per_node 2 -m spn train --data synthetic --batch-size 4 --out runs/ddp
 
 coarse maps: an SPN refines coarse segmentations. Datasets without coarse maps need
@@ -111,7 +113,15 @@ def config_from_args(args):
     """The :class:`~spn.engine.config.TrainConfig` of the parsed arguments."""
     from spn.engine.config import TrainConfig, load_config
 
-    cfg = load_config(args.config) if getattr(args, "config", None) else TrainConfig()
+    if getattr(args, "config", None):
+        cfg = load_config(args.config)
+    elif getattr(args, "resume", None):
+        # resuming: start from the run's own config.json, so only what changes needs repeating
+        out = args.out or f"runs/{args.model or TrainConfig.model}"
+        stored = Path(out) / "config.json"
+        cfg = load_config(stored) if stored.is_file() else TrainConfig()
+    else:
+        cfg = TrainConfig()
     changes = {}
     for name in _DIRECT:
         v = getattr(args, name, None)
@@ -139,7 +149,7 @@ def config_from_args(args):
     if args.model_option:
         mcfg.update(dict(args.model_option))
     changes["model_cfg"] = mcfg
-    if "out" not in changes and not getattr(args, "config", None):
+    if "out" not in changes and not getattr(args, "config", None) and not getattr(args, "resume", None):
         changes["out"] = f"runs/{model}"
     cfg = cfg.replace(**changes)
     return cfg.validate()
