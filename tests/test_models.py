@@ -46,6 +46,7 @@ def test_output_shape_any_size(name, size):
     assert out.dtype == torch.float32
     assert torch.isfinite(out).all()
     assert model.name == name
+    assert model.needs_coarse == (name != "baseline")
 
 
 @pytest.mark.parametrize("name", ["baseline", "spn_one_way", "spn_three_way"])

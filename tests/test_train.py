@@ -374,22 +374,33 @@ def test_spn_train_command(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------------------------
 def test_three_way_beats_one_way_beats_coarse_on_synthetic(tmp_path):
-    """The paper's ordering on the synthetic scenes with gt-downsample:8 coarse maps."""
+    """The paper's ordering on the synthetic scenes with gt-downsample:8 coarse maps: a short
+    fixed-seed run (200 steps of 8 patches of 64 x 64, one thread, about 25 s for both models).
+
+    Seen when tuning (val mIoU on the 32 val scenes, coarse input 0.577): three-way 0.808 /
+    0.798 / 0.723 / 0.735 against one-way 0.732 / 0.759 / 0.689 / 0.660 for seeds 0-3 of this
+    setting; the guidance network sees the coarse scores (``guidance_coarse``), without it the
+    gap is smaller (0 to 3.5 points with 16 channels). With longer runs one-way catches up
+    partly (300 steps: +3.4 and +1.7 points for seeds 0-1).
+    """
     results = {}
     for name in ("spn_three_way", "spn_one_way"):
         cfg = TrainConfig(data="synthetic", data_options=dict(num_images=32, size=128),
                           coarse="gt-downsample:8", model=name,
-                          model_cfg=dict(channels=8, guidance_width=8, guidance_depth=3),
+                          model_cfg=dict(channels=8, guidance_width=8, guidance_depth=3, guidance_coarse=True),
                           patch_size=64, batch_size=8, steps=200, lr=2e-3, seed=0,
                           out=str(tmp_path / name), cache=True, progress=False, log_interval=50,
-                          ckpt_interval=1000, threads=2)
+                          ckpt_interval=1000, threads=1)
         results[name] = train(cfg)["val"]
     coarse = results["spn_three_way"]["coarse"]["mean_iou"]
+    assert coarse == results["spn_one_way"]["coarse"]["mean_iou"]
     three = results["spn_three_way"]["refined"]["mean_iou"]
     one = results["spn_one_way"]["refined"]["mean_iou"]
     print(f"val mIoU: coarse {coarse:.4f}, one-way {one:.4f}, three-way {three:.4f}")
+    assert results["spn_three_way"]["num_images"] == 32
     assert three > coarse + 0.1
-    assert three > one + 0.01
+    assert one > coarse  # both refine
+    assert three > one + 0.02
 
 
 def test_folder_dataset_end_to_end_baseline_then_spn(tmp_path, capsys):

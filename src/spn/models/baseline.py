@@ -30,6 +30,7 @@ class BaselineNet(nn.Module):
     """
 
     name = "baseline"
+    needs_coarse = False
 
     def __init__(self, cfg: BaselineConfig):
         super().__init__()

@@ -60,6 +60,8 @@ class SPNRefiner(nn.Module):
     ``forward(image (B, 3, H, W), coarse (B, K, H, W)) -> logits (B, K, H, W)``.
     """
 
+    needs_coarse = True
+
     def __init__(self, cfg: SPNConfig, connection: str = "three_way"):
         super().__init__()
         if connection not in CONNECTIONS:
