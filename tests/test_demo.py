@@ -11,7 +11,7 @@ from spn.engine.demo import DemoConfig, run_demo
 
 TINY = dict(size=48, train_images=3, val_images=2, patch_size=32, batch_size=2, baseline_steps=2, spn_steps=2,
             baseline_cfg={"width": 4, "depth": 1}, spn_cfg={"channels": 4, "guidance_width": 4, "guidance_depth": 1},
-            figure_rows=2, progress=False, threads=1)
+            figure_rows=2, progress=False, threads=1, coarse="auto")
 
 
 def _tiny(tmp_path, **kw):
@@ -92,3 +92,9 @@ def test_spn_demo_cli_errors(tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
     assert main(["demo", "--quick", "--out", str(tmp_path / "d"), "--coarse", "bogus"]) == 1
     assert "coarse" in capsys.readouterr().err
+
+
+def test_default_demo_refines_simulated_coarse_maps_with_fast_spns():
+    cfg = DemoConfig.preset()
+    assert cfg.coarse == "gt-downsample:8"
+    assert cfg.spn_cfg["shared_gates"] and cfg.spn_cfg["guidance_coarse"]

@@ -10,9 +10,11 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="output folder (default: runs/demo)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--coarse", default="auto", metavar="SRC",
-                   help="coarse maps the SPNs refine: auto (the baseline's output, falling back to "
-                        "gt-downsample:8 when the baseline is too weak or too strong), baseline, or gt-downsample:F")
+    p.add_argument("--coarse", default="gt-downsample:8", metavar="SRC",
+                   help="coarse maps the SPNs refine: gt-downsample:F (default gt-downsample:8: simulated maps 8x "
+                        "smaller than the image), baseline (the baseline CNN's output, the paper's HELEN protocol), "
+                        "or auto (the baseline's output, falling back to gt-downsample:8 when the baseline is too "
+                        "weak or too strong)")
     p.add_argument("--baseline-steps", type=int, default=None, metavar="N", help="override the baseline's training steps")
     p.add_argument("--spn-steps", type=int, default=None, metavar="N", help="override each SPN's training steps")
     p.add_argument("--no-compare", action="store_true", help="skip the comparison with the classical refiners")

@@ -70,8 +70,14 @@ class DemoConfig:
     baseline_steps: int = 1000
     spn_steps: int = 1500
     baseline_cfg: dict = field(default_factory=lambda: {"width": 16, "depth": 3})
-    spn_cfg: dict = field(default_factory=lambda: {"channels": 16, "guidance_width": 16, "guidance_depth": 3})
-    coarse: str = "auto"
+    # Fast SPN settings: one gate map shared by the C' channels (Cg = 1) and a narrow guidance
+    # network that also sees the coarse scores. A 512 x 512 image takes ~40 ms on 2 cores, against
+    # ~90 ms with per-channel gates and a guidance width of 16 (the library default is per-channel).
+    spn_cfg: dict = field(default_factory=lambda: {"channels": 16, "guidance_width": 8, "guidance_depth": 3,
+                                                   "guidance_coarse": True, "shared_gates": True})
+    # Simulated coarse maps 8x smaller than the image (the scale of the VOC coarse maps the paper
+    # refines). "auto" / "baseline" refine the baseline CNN's output instead.
+    coarse: str = "gt-downsample:8"
     min_baseline_miou: float = 0.3
     max_baseline_miou: float = 0.9
     figure_rows: int = 4
@@ -88,7 +94,8 @@ class DemoConfig:
         base = {}
         if quick:
             base = dict(quick=True, train_images=32, val_images=8, baseline_steps=600, spn_steps=400,
-                        spn_cfg={"channels": 8, "guidance_width": 8, "guidance_depth": 3},
+                        spn_cfg={"channels": 8, "guidance_width": 8, "guidance_depth": 3,
+                                 "guidance_coarse": True, "shared_gates": True},
                         compare_limit=4, compare_time_512=False, figure_rows=3)
         base.update(overrides)
         return cls(**base)
