@@ -22,6 +22,8 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
+from .protocols import restrict_to_coarse_classes  # noqa: F401  (re-exported: one definition)
+
 DEFAULT_MULTIPLE = 1  # the models of spn.models pad internally; a model may ask for more
 
 
@@ -64,29 +66,6 @@ def _pad_to(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, in
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), mode="replicate")
     return x, (H, W)
-
-
-def restrict_to_coarse_classes(logits: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-    """Scores of classes absent from ``argmax(coarse)`` (per image) set to ``-inf``.
-
-    Args:
-        logits: ``(K, H, W)`` or ``(B, K, H, W)`` class scores.
-        coarse: the coarse input of the same shape (probabilities or scores).
-    Returns:
-        a new tensor of the shape of ``logits``.
-    """
-    if logits.shape != coarse.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and coarse {tuple(coarse.shape)} differ in shape")
-    squeeze = logits.dim() == 3
-    lg = logits[None] if squeeze else logits
-    co = (coarse[None] if squeeze else coarse).to(lg.device)
-    if lg.dim() != 4:
-        raise ValueError(f"logits must be (K, H, W) or (B, K, H, W), got {tuple(logits.shape)}")
-    B, K = lg.shape[:2]
-    present = torch.zeros(B, K, dtype=torch.bool, device=lg.device)
-    present.scatter_(1, co.argmax(1).reshape(B, -1), True)
-    out = lg.masked_fill(~present[:, :, None, None], float("-inf"))
-    return out[0] if squeeze else out
 
 
 @torch.no_grad()
