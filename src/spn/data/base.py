@@ -27,6 +27,30 @@ from .io import IGNORE_INDEX, CorruptFileError, read_image, read_mask
 ON_CORRUPT = ("error", "skip")
 
 
+def check_index(index, n: int, what: str = "items") -> int:
+    """``index`` as a non-negative int in ``[0, n)`` (negative counts from the end)."""
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+        raise TypeError(f"index must be an int, got {type(index).__name__}")
+    index = int(index)
+    if index < 0:
+        index += n
+    if not 0 <= index < n:
+        raise IndexError(f"index {index} out of range for {n} {what}")
+    return index
+
+
+def coarse_dir_for(coarse_dir, coarse, dataset: str) -> Path | None:
+    """Validate the optional folder of coarse maps of a paper dataset (VOC, HELEN)."""
+    if coarse_dir is not None:
+        cdir = Path(coarse_dir)
+        if not cdir.is_dir():
+            raise FileNotFoundError(f"coarse_dir {cdir} is not a directory")
+        return cdir
+    if coarse == "files":
+        raise ValueError(f"coarse='files' for {dataset} needs coarse_dir=PATH (a folder of NAME.npy or NAME.png)")
+    return None
+
+
 def _check_class_names(num_classes: int, class_names) -> list[str]:
     if class_names is None:
         return [f"class_{i}" for i in range(num_classes)]
@@ -184,13 +208,7 @@ class FileSegmentationDataset(SegmentationDataset):
 
     def __getitem__(self, index: int) -> dict:
         n = len(self.records)
-        if not isinstance(index, (int, np.integer)):
-            raise TypeError(f"index must be an int, got {type(index).__name__}")
-        index = int(index)
-        if index < 0:
-            index += n
-        if not 0 <= index < n:
-            raise IndexError(f"index {index} out of range for a dataset of {n} items")
+        index = check_index(index, n)
         for k in range(n):
             j = (index + k) % n
             if j in self._bad:

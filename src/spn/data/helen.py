@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import FileSegmentationDataset, Record
+from .base import FileSegmentationDataset, Record, coarse_dir_for
 from .folder import find_coarse
 from .io import read_mask, read_name_list, tree
 
@@ -204,13 +204,7 @@ class HelenFaces(FileSegmentationDataset):
             raise ValueError(f"size must be >= 1 or None, got {size}")
         self.size = None if size is None else int(size)
         self.min_response = int(min_response)
-        cdir = None
-        if coarse_dir is not None:
-            cdir = Path(coarse_dir)
-            if not cdir.is_dir():
-                raise FileNotFoundError(f"coarse_dir {cdir} is not a directory")
-        elif coarse == "files":
-            raise ValueError("coarse='files' for HELEN needs coarse_dir=PATH (a folder of NAME.npy or NAME.png)")
+        cdir = coarse_dir_for(coarse_dir, coarse, "HELEN")
         records = []
         for n in names:
             img = images_dir / f"{n}.jpg"

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from .base import check_index
+
 
 class PatchDataset(Dataset):
     """``size x size`` crops of the items of ``base``, all keys cropped consistently.
@@ -141,14 +143,7 @@ class PatchDataset(Dataset):
         return best
 
     def __getitem__(self, index: int) -> dict:
-        n = len(self)
-        if not isinstance(index, (int, np.integer)):
-            raise TypeError(f"index must be an int, got {type(index).__name__}")
-        index = int(index)
-        if index < 0:
-            index += n
-        if not 0 <= index < n:
-            raise IndexError(f"index {index} out of range for {n} patches")
+        index = check_index(index, len(self), "patches")
         item = self._pad(self._base_item(index // self.patches_per_image))
         rng = np.random.default_rng([self.seed, self.epoch, index])
         y, x = self._choose(item["mask"], rng)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import FileSegmentationDataset, Record
+from .base import FileSegmentationDataset, Record, coarse_dir_for
 from .folder import find_coarse
 from .io import read_name_list, tree
 
@@ -66,13 +66,7 @@ class VOCSegmentation(FileSegmentationDataset):
         names = read_name_list(split_file)
         if not names:
             raise ValueError(f"split file {split_file} lists no images")
-        cdir = None
-        if coarse_dir is not None:
-            cdir = Path(coarse_dir)
-            if not cdir.is_dir():
-                raise FileNotFoundError(f"coarse_dir {cdir} is not a directory")
-        elif coarse == "files":
-            raise ValueError("coarse='files' for VOC needs coarse_dir=PATH (a folder of NAME.npy or NAME.png)")
+        cdir = coarse_dir_for(coarse_dir, coarse, "VOC")
         records = []
         for n in names:
             img = voc / "JPEGImages" / f"{n}.jpg"
