@@ -85,8 +85,8 @@ class SPNConfig:
                 raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
         if self.normalize not in NORMALIZE_MODES:
             raise ValueError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}, got {self.normalize!r}")
-        if self.merge not in MERGES:
-            raise ValueError(f"merge must be one of {', '.join(MERGES)}, got {self.merge!r}")
+        if self.merge not in MERGES or self.merge == "none":  # the refiner needs one merged map
+            raise ValueError(f"merge must be one of {', '.join(m for m in MERGES if m != 'none')}, got {self.merge!r}")
         if not self.eps > 0:
             raise ValueError(f"eps must be > 0, got {self.eps}")
         if not self.gate_init_std >= 0:

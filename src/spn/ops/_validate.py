@@ -64,3 +64,43 @@ def check_pair(x: torch.Tensor, gates: torch.Tensor, n_dirs: int | None = None) 
     if B == 0 or C == 0 or H == 0 or W == 0:
         raise ValueError(f"x must be non-empty, got shape {tuple(x.shape)}")
     return K, Cg
+
+
+def check_input_weight(x: torch.Tensor, input_weight, n_dirs: int | None = None) -> int | None:
+    """Validate GSPN's input weight ``(B, Cl, H, W)`` (or ``(B, n_dirs, Cl, H, W)``) against
+    ``x`` (already checked). Returns ``Cl``, or ``None`` when there is no input weight."""
+    if input_weight is None:
+        return None
+    _check_tensor("input_weight", input_weight)
+    want = 4 if n_dirs is None else 5
+    layout = "(B, Cl, H, W)" if n_dirs is None else f"(B, {n_dirs}, Cl, H, W)"
+    if input_weight.dim() != want:
+        raise ValueError(f"input_weight must be {want}-D {layout}, got shape {tuple(input_weight.shape)}")
+    if input_weight.dtype != x.dtype:
+        raise TypeError(f"x and input_weight must share a dtype, got x {x.dtype} and input_weight {input_weight.dtype}")
+    if input_weight.device != x.device:
+        raise ValueError(f"x and input_weight must be on one device, got x on {x.device} and input_weight on "
+                         f"{input_weight.device}")
+    B, C, H, W = x.shape
+    if n_dirs is not None and input_weight.shape[1] != n_dirs:
+        raise ValueError(f"input_weight must have {n_dirs} directions in dim 1 {layout}, got shape "
+                         f"{tuple(input_weight.shape)}")
+    lb, Cl, lh, lw = input_weight.shape[0], *input_weight.shape[-3:]
+    if lb != B:
+        raise ValueError(f"batch size mismatch: x has B = {B}, input_weight has B = {lb}")
+    if (lh, lw) != (H, W):
+        raise ValueError(f"spatial size mismatch: x is {H}x{W}, input_weight is {lh}x{lw}")
+    if Cl not in (1, C):
+        raise ValueError(f"input_weight must have Cl = 1 (shared) or Cl = C = {C} channels, got Cl = {Cl}")
+    return Cl
+
+
+def check_chunk(chunk) -> int | None:
+    """``chunk`` is ``None`` (the whole map is one chunk) or a positive int of scan lines."""
+    if chunk is None:
+        return None
+    if isinstance(chunk, bool) or not isinstance(chunk, int):
+        raise TypeError(f"chunk must be None or a positive int (scan lines per chunk), got {chunk!r}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1 scan line, got {chunk}")
+    return chunk

@@ -4,18 +4,18 @@ from __future__ import annotations
 import torch
 
 from . import _backend
-from ._validate import DIRECTIONS, check_pair, direction_index
-from .reference import propagate4_ref, propagate_ref
+from ._validate import DIRECTIONS, check_chunk, check_input_weight, check_pair, direction_index
+from .normalize import check_normalize
+from .reference import MERGES, check_merge, propagate4_ref, propagate_ref
 
-MERGES = ("max", "mean", "sum")
+_KERNEL_MERGES = ("max", "mean", "sum")
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
 def _merge_index(merge: str) -> int:
-    if merge not in MERGES:
-        raise ValueError(f"unknown merge {merge!r}; valid merges are {', '.join(repr(m) for m in MERGES)}")
-    return MERGES.index(merge)
+    check_merge(merge)
+    return _KERNEL_MERGES.index(merge)
 
 
 def _upcast(x: torch.Tensor, gates: torch.Tensor):
@@ -25,7 +25,8 @@ def _upcast(x: torch.Tensor, gates: torch.Tensor):
     return x.float(), gates.float(), x.dtype
 
 
-def propagate(x: torch.Tensor, gates: torch.Tensor, direction) -> torch.Tensor:
+def propagate(x: torch.Tensor, gates: torch.Tensor, direction, *, normalize: str | None = None,
+              input_weight: torch.Tensor | None = None, chunk: int | None = None) -> torch.Tensor:
     """Linear spatial propagation in one direction (Liu et al. 2017, Eq. 1, 9, 10).
 
     For the first scanned line ``h = x``; for every later line, at lateral index ``k``::
@@ -47,14 +48,19 @@ def propagate(x: torch.Tensor, gates: torch.Tensor, direction) -> torch.Tensor:
     """
     check_pair(x, gates)
     d = direction_index(direction)
-    if not _backend.use_kernel(x):
-        return propagate_ref(x, gates, d)
+    check_normalize(normalize)
+    check_input_weight(x, input_weight)
+    chunk = check_chunk(chunk)
+    if normalize is not None or input_weight is not None or chunk is not None or not _backend.use_kernel(x):
+        # TODO(issue 12): the version-2 arguments run on the reference until the kernels take them
+        return propagate_ref(x, gates, d, normalize=normalize, input_weight=input_weight, chunk=chunk)
     x, gates, orig = _upcast(x, gates)
     h = torch.ops.spn.propagate_fwd(x, gates, d)
     return h if orig is None else h.to(orig)
 
 
-def propagate4(x: torch.Tensor, gates: torch.Tensor, merge: str = "max") -> torch.Tensor:
+def propagate4(x: torch.Tensor, gates: torch.Tensor, merge: str = "max", *, normalize: str | None = None,
+               input_weight: torch.Tensor | None = None, chunk: int | None = None) -> torch.Tensor:
     """Propagate in all four directions, each with its own gates, and merge node-wise.
 
     Args:
@@ -69,9 +75,15 @@ def propagate4(x: torch.Tensor, gates: torch.Tensor, merge: str = "max") -> torc
         keeps only the four forward outputs.
     """
     check_pair(x, gates, n_dirs=4)
+    check_merge(merge)
+    check_normalize(normalize)
+    check_input_weight(x, input_weight, n_dirs=4)
+    chunk = check_chunk(chunk)
+    if (merge == "none" or normalize is not None or input_weight is not None or chunk is not None
+            or not _backend.use_kernel(x)):
+        # TODO(issue 12): the version-2 arguments run on the reference until the kernels take them
+        return propagate4_ref(x, gates, merge, normalize=normalize, input_weight=input_weight, chunk=chunk)
     m = _merge_index(merge)
-    if not _backend.use_kernel(x):
-        return propagate4_ref(x, gates, merge)
     x, gates, orig = _upcast(x, gates)
     save = torch.is_grad_enabled() and (x.requires_grad or gates.requires_grad)
     out, _ = torch.ops.spn.propagate4_fwd(x, gates, m, save)
