@@ -11,6 +11,7 @@ from PIL import Image
 
 from spn.engine import evaluate as ev
 from spn.engine import report, visualize
+from spn.utils.io import write_json, write_markdown
 
 
 # --- fixtures --------------------------------------------------------------------------------
@@ -336,13 +337,13 @@ def test_table3_markdown():
 
 
 def test_write_json_nan_and_atomic(tmp_path):
-    p = report.write_json(tmp_path / "sub" / "m.json", {"a": math.nan, "b": torch.tensor([1.5]),
+    p = write_json(tmp_path / "sub" / "m.json", {"a": math.nan, "b": torch.tensor([1.5]),
                                                         "c": (1, 2), "d": np.float32(2.0)})
     data = json.loads(p.read_text())
     assert data == {"a": None, "b": [1.5], "c": [1, 2], "d": 2.0}
     assert [q.name for q in p.parent.iterdir()] == ["m.json"]
     with pytest.raises(TypeError, match="object"):
-        report.write_json(tmp_path / "x.json", {"a": object()})
+        write_json(tmp_path / "x.json", {"a": object()})
     assert not (tmp_path / "x.json").exists()
-    md = report.write_markdown(tmp_path / "r.md", "# hi")
+    md = write_markdown(tmp_path / "r.md", "# hi")
     assert md.read_text() == "# hi\n"

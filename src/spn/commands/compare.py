@@ -80,7 +80,7 @@ def run(args) -> int:
 
     from spn.commands.eval import build_eval_dataset
     from spn.engine.compare import checkpoint_args, run_compare
-    from spn.engine.report import write_json
+    from spn.utils.io import write_json
     from spn.peers import densecrf_available
 
     if args.threads is not None:

@@ -64,6 +64,7 @@ def run_eval(args) -> tuple[dict, str]:
     from spn.engine import report
     from spn.engine.checkpoint import load_checkpoint
     from spn.engine.evaluate import evaluate
+    from spn.utils.io import write_json, write_markdown
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
@@ -94,10 +95,10 @@ def run_eval(args) -> tuple[dict, str]:
     results = eval_results(res, model_name)
     res["table"] = report.results_json(results)
     if args.json:
-        report.write_json(args.json, res)
+        write_json(args.json, res)
     text = eval_markdown(res, results)
     if args.report:
-        report.write_markdown(args.report, text)
+        write_markdown(args.report, text)
     return res, text
 
 

@@ -36,13 +36,13 @@ of the refinement call only (loading excluded): the peer's ``refine`` or the mod
 """
 from __future__ import annotations
 
-import statistics
-import time
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from spn.utils.timer import Stopwatch, time_fn
 
 from .protocols import get_protocol
 
@@ -93,19 +93,6 @@ def _synthetic_512(num_classes: int, size: int = 512):
     return item["image"], coarse.float()
 
 
-def _median_seconds(fn, repeats: int, max_time_s: float) -> dict:
-    samples = []
-    fn()  # warm-up
-    start = time.perf_counter()
-    while len(samples) < repeats:
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-        if len(samples) >= 1 and time.perf_counter() - start > max_time_s:
-            break
-    return {"median": statistics.median(samples), "samples": samples}
-
-
 def _cell_size(image: torch.Tensor, max_side: int = 192) -> tuple[int, int]:
     H, W = image.shape[-2:]
     s = min(1.0, max_side / max(H, W))
@@ -143,7 +130,9 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
     """
     from spn.peers import densecrf_available, get_peer
 
-    from .report import fmt_percent, fmt_seconds, markdown_table, write_json, write_markdown
+    from spn.utils.io import write_json, write_markdown
+
+    from .report import fmt_percent, fmt_seconds, markdown_table
 
     if isinstance(peers, str):
         peers = [p.strip() for p in peers.split(",") if p.strip()]
@@ -198,7 +187,7 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
                          "column": name}
     protos = {t: get_protocol(protocol, num_classes=num_classes, class_names=class_names,
                               ignore_index=ignore_index) for t in methods}
-    times = {t: [] for t in methods}
+    watches = {t: Stopwatch() for t in methods}
 
     # --- evaluation ---------------------------------------------------------------------------
     fig_rows, row_labels = [], []
@@ -213,9 +202,8 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
                              f"the dataset {num_classes}")
         preds = {}
         for t, m in methods.items():
-            t0 = time.perf_counter()
-            probs = m["fn"](image, coarse)
-            times[t].append(time.perf_counter() - t0)
+            with watches[t].time():
+                probs = m["fn"](image, coarse)
             if tuple(probs.shape) != tuple(coarse.shape):
                 raise ValueError(f"method {t!r} returned shape {tuple(probs.shape)} for a coarse map "
                                  f"{tuple(coarse.shape)}")
@@ -235,10 +223,10 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
     results: "OrderedDict[str, dict]" = OrderedDict()
     for t, m in methods.items():
         metrics = protos[t].compute()
+        sec = watches[t].summary()
         results[t] = {"kind": m["kind"], "id": m["id"], "config": m["config"], "metrics": metrics,
-                      "seconds_per_image": {"median": statistics.median(times[t]),
-                                            "mean": statistics.fmean(times[t])},
-                      "seconds_per_image_samples": times[t]}
+                      "seconds_per_image": {"median": sec["median"], "mean": sec["mean"]},
+                      "seconds_per_image_samples": watches[t].samples}
 
     # --- 512 x 512 timing --------------------------------------------------------------------
     t512 = None
@@ -247,7 +235,10 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
         t512 = OrderedDict()
         for t, m in methods.items():
             fn = m["fn"]
-            t512[t] = _median_seconds(lambda: fn(img512, coarse512), time_repeats, max_time_s=30.0)
+            # one warm-up, then up to time_repeats runs (at least one) within 30 s
+            timing = time_fn(t, lambda: fn(img512, coarse512), warmup=1, repeats=time_repeats,
+                             max_time_s=30.0, min_repeats=1, seed=None)
+            t512[t] = {"median": timing.median_ms / 1e3, "samples": [v / 1e3 for v in timing.samples_ms]}
 
     # --- figure ---------------------------------------------------------------------------------
     figure_path = None

@@ -216,8 +216,9 @@ def run_demo(cfg: DemoConfig | None = None) -> dict:
     from .checkpoint import load_checkpoint
     from .coarse import BaselineCoarse
     from .evaluate import evaluate
-    from .report import (per_class_markdown, results_json, table3_markdown, write_json,
-                         write_markdown)
+    from spn.utils.io import write_json, write_markdown
+
+    from .report import per_class_markdown, results_json, table3_markdown
     from .visualize import figure_grid
 
     cfg = (cfg or DemoConfig()).validate()

@@ -15,12 +15,12 @@ Models follow the contract of :mod:`spn.models`: ``forward(image (B, 3, H, W), c
 from __future__ import annotations
 
 import math
-import statistics
-import time
 from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
+
+from spn.utils.timer import Stopwatch
 
 from .protocols import restrict_to_coarse_classes  # noqa: F401  (re-exported: one definition)
 
@@ -174,7 +174,7 @@ def evaluate(model, dataset, *, limit: int | None = None, restrict_to_present: b
     proto_ref = _protocol(protocol, num_classes, class_names, ignore)
     proto_coarse = _protocol(pname, num_classes, class_names, ignore)
     has_coarse = False
-    times: list[float] = []
+    watch = Stopwatch()
     it = range(n)
     if progress:
         from tqdm import tqdm
@@ -193,9 +193,8 @@ def evaluate(model, dataset, *, limit: int | None = None, restrict_to_present: b
         if i == 0:
             for _ in range(max(0, int(warmup))):
                 predict_logits(model, image, coarse, multiple=multiple)
-        t0 = time.perf_counter()
-        logits = predict_logits(model, image, coarse, multiple=multiple)
-        times.append(time.perf_counter() - t0)
+        with watch.time():
+            logits = predict_logits(model, image, coarse, multiple=multiple)
         if num_classes is not None and logits.shape[0] != num_classes:
             raise ValueError(f"the model predicts {logits.shape[0]} classes, the dataset has {num_classes}")
         co = coarse.float() if coarse is not None else None
@@ -214,11 +213,7 @@ def evaluate(model, dataset, *, limit: int | None = None, restrict_to_present: b
         "restrict_to_present": bool(restrict_to_present),
         "coarse": proto_coarse.compute() if has_coarse else None,
         "refined": refined,
-        "seconds_per_image": {
-            "median": statistics.median(times),
-            "mean": statistics.fmean(times),
-            "n": len(times),
-        },
+        "seconds_per_image": watch.summary(),
     }
 
 

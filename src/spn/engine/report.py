@@ -19,46 +19,13 @@ ground truth and prediction) prints as ``-`` and is stored as ``null`` in JSON.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from spn.utils.io import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
+from spn.utils.io import to_jsonable
 
 HEADLINE = (("overall AC", "pixel_accuracy"), ("mean AC", "mean_accuracy"), ("mean IoU", "mean_iou"))
-
-
-# --- JSON ------------------------------------------------------------------------------------
-
-def to_jsonable(obj):
-    """Plain JSON types: NaN/inf -> None, tensors/arrays -> lists, tuples -> lists, Paths -> str."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, (str, int, bool)) or obj is None:
-        return obj
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if hasattr(obj, "tolist"):  # torch tensors, numpy arrays and scalars
-        return to_jsonable(obj.tolist())
-    if hasattr(obj, "__dataclass_fields__"):
-        from dataclasses import asdict
-        return to_jsonable(asdict(obj))
-    raise TypeError(f"cannot write a {type(obj).__name__} to JSON")
-
-
-def write_json(path, obj, indent: int = 2) -> Path:
-    """``obj`` as strict JSON (NaN -> null), atomically."""
-    text = json.dumps(to_jsonable(obj), indent=indent, allow_nan=False)
-    return atomic_write_text(path, text + "\n")
-
-
-def write_markdown(path, text: str) -> Path:
-    return atomic_write_text(path, text if text.endswith("\n") else text + "\n")
 
 
 # --- formatting ------------------------------------------------------------------------------

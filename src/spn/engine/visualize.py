@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .report import atomic_write_bytes
+from spn.utils.io import atomic_write_bytes
 
 IGNORE_INDEX = 255
 DEFAULT_COLUMNS = ("image", "coarse", "one-way", "three-way", "ground truth")
