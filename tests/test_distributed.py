@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from spn.engine import checkpoint as ckpt
+from spn.models import checkpoint as ckpt
 from spn.engine.distributed import DistContext, all_reduce_sum, env_world_size, init_distributed, wrap_model
 from spn.engine.train import read_log
 

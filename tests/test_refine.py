@@ -34,7 +34,7 @@ def _train_steps(model, steps=2, seed=0):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     from spn.data import build_dataset
-    from spn.engine.checkpoint import save_checkpoint
+    from spn.models.checkpoint import save_checkpoint
     from spn.models import create_model
 
     root = tmp_path_factory.mktemp("runs")

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spn.engine import checkpoint as ckpt
+from spn.models import checkpoint as ckpt
 from spn.engine.coarse import BaselineCoarse
 from spn.engine.config import TrainConfig, load_config
 from spn.engine.losses import segmentation_loss

@@ -38,14 +38,6 @@ def add_arguments(p) -> None:
     p.add_argument("--debug", action="store_true", help="re-raise errors with a traceback")
 
 
-def checkpoint_classes(model, info: dict) -> tuple[int | None, list | None]:
-    """``(num_classes, class_names)`` recorded in a checkpoint's info (or the model's)."""
-    data = info.get("data") if isinstance(info.get("data"), dict) else {}
-    k = data.get("num_classes", info.get("num_classes", getattr(model, "num_classes", None)))
-    names = data.get("class_names", info.get("class_names"))
-    return (int(k) if k is not None else None), (list(names) if names else None)
-
-
 def build_eval_dataset(spec: str, split: str, coarse: str | None):
     """``spn.data.build_dataset``, plus coarse maps of a trained baseline for ``baseline:RUN_DIR``."""
     from spn.data import build_dataset
@@ -62,7 +54,7 @@ def run_eval(args) -> tuple[dict, str]:
     import torch
 
     from spn.engine import report
-    from spn.engine.checkpoint import load_checkpoint
+    from spn.models.checkpoint import checkpoint_classes, load_checkpoint
     from spn.engine.evaluate import evaluate
     from spn.utils.io import write_json, write_markdown
 
@@ -73,7 +65,7 @@ def run_eval(args) -> tuple[dict, str]:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     model, info = load_checkpoint(args.checkpoint)
-    k_ckpt, names_ckpt = checkpoint_classes(model, info)
+    k_ckpt, names_ckpt = checkpoint_classes(info, model)
     dataset = build_eval_dataset(args.data, args.split, args.coarse)
     k_data = getattr(dataset, "num_classes", None)
     if k_ckpt is not None and k_data is not None and k_ckpt != k_data:

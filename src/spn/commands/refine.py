@@ -142,11 +142,9 @@ def run(args) -> int:
     import torch
 
     from spn.data import read_image
-    from spn.engine.checkpoint import load_checkpoint
+    from spn.models.checkpoint import checkpoint_classes, load_checkpoint
     from spn.engine.evaluate import model_needs_coarse, predict
     from spn.engine.visualize import overlay, save_label_png, save_rgb_png
-
-    from .eval import checkpoint_classes
 
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
@@ -155,7 +153,7 @@ def run(args) -> int:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     model, info = load_checkpoint(args.checkpoint)
-    K, _ = checkpoint_classes(model, info)
+    K, _ = checkpoint_classes(info, model)
     needs = model_needs_coarse(model)
     if args.restrict_to_present and args.coarse is None:
         raise ValueError("--restrict-to-present needs --coarse")

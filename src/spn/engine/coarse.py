@@ -26,7 +26,7 @@ from safetensors.torch import save as st_save
 from torch.utils.data import Dataset
 
 from ..utils.io import atomic_write_bytes
-from .checkpoint import load_checkpoint
+from spn.models.checkpoint import load_checkpoint
 
 BASELINE_PREFIX = "baseline:"
 

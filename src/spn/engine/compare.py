@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from spn.models.checkpoint import checkpoint_classes
 from spn.utils.timer import Stopwatch, time_fn
 
 from .protocols import get_protocol
@@ -55,20 +56,12 @@ def _load_model(name: str, spec):
         return spec, {"source": "in-memory", "model": getattr(spec, "name", type(spec).__name__)}
     if not isinstance(spec, (str, Path)):
         raise TypeError(f"checkpoint {name!r}: expected a run dir path or an nn.Module, got {type(spec).__name__}")
-    from .checkpoint import load_checkpoint
+    from spn.models.checkpoint import load_checkpoint
 
     model, info = load_checkpoint(spec)
     info = dict(info or {})
     info["source"] = str(spec)
     return model, info
-
-
-def _checkpoint_classes(info: dict):
-    data = info.get("data") if isinstance(info.get("data"), dict) else {}
-    for v in (data.get("num_classes"), info.get("num_classes")):
-        if v is not None:
-            return int(v)
-    return None
 
 
 def _predictor(model: nn.Module):
@@ -176,7 +169,7 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
         if name in methods:
             raise ValueError(f"checkpoint name {name!r} clashes with a peer's title; rename it")
         model, info = _load_model(name, spec)
-        k = _checkpoint_classes(info)
+        k, _ = checkpoint_classes(info, model)
         if k is not None and k != num_classes:
             raise ValueError(f"checkpoint {name!r} ({info.get('source')}) predicts {k} classes but the "
                              f"dataset has {num_classes}")

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import torch
 
+from spn.models import spn_preset
+
 RUN_NAMES = ("baseline", "spn_one_way", "spn_three_way")
 TITLES = {"spn_one_way": "+1 way SPN", "spn_three_way": "+3 way SPN"}
 
@@ -70,11 +72,10 @@ class DemoConfig:
     baseline_steps: int = 1000
     spn_steps: int = 1500
     baseline_cfg: dict = field(default_factory=lambda: {"width": 16, "depth": 3})
-    # Fast SPN settings: one gate map shared by the C' channels (Cg = 1) and a narrow guidance
+    # The "fast" SPN preset: one gate map shared by the C' channels (Cg = 1) and a narrow guidance
     # network that also sees the coarse scores. A 512 x 512 image takes ~40 ms on 2 cores, against
     # ~90 ms with per-channel gates and a guidance width of 16 (the library default is per-channel).
-    spn_cfg: dict = field(default_factory=lambda: {"channels": 16, "guidance_width": 8, "guidance_depth": 3,
-                                                   "guidance_coarse": True, "shared_gates": True})
+    spn_cfg: dict = field(default_factory=lambda: spn_preset("fast"))
     # Simulated coarse maps 8x smaller than the image (the scale of the VOC coarse maps the paper
     # refines). "auto" / "baseline" refine the baseline CNN's output instead.
     coarse: str = "gt-downsample:8"
@@ -94,8 +95,7 @@ class DemoConfig:
         base = {}
         if quick:
             base = dict(quick=True, train_images=32, val_images=8, baseline_steps=600, spn_steps=400,
-                        spn_cfg={"channels": 8, "guidance_width": 8, "guidance_depth": 3,
-                                 "guidance_coarse": True, "shared_gates": True},
+                        spn_cfg={**spn_preset("fast"), "channels": 8},
                         compare_limit=4, compare_time_512=False, figure_rows=3)
         base.update(overrides)
         return cls(**base)
@@ -213,7 +213,7 @@ def run_demo(cfg: DemoConfig | None = None) -> dict:
     """Run the demo (see the module docstring); returns the content of ``metrics.json``."""
     from spn.data import build_dataset
 
-    from .checkpoint import load_checkpoint
+    from spn.models.checkpoint import load_checkpoint
     from .coarse import BaselineCoarse
     from .evaluate import evaluate
     from spn.utils.io import write_json, write_markdown

@@ -104,10 +104,6 @@ def wrap_model(model: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
     return DDP(model)
 
 
-def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") and isinstance(model.module, torch.nn.Module) else model
-
-
 def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     """Sum ``t`` over the processes (in place; a no-op in a single process). Returns ``t``."""
     if ctx.distributed:

@@ -7,7 +7,7 @@
   rate and full model config filled in), world size, global batch, total steps, data info;
 - ``log.jsonl``: one JSON object per ``log_interval`` steps (``step``, mean ``loss`` over the
   interval, ``lr``, ``images_per_s``, ``elapsed_s``); plus ``{"event": ...}`` lines;
-- checkpoints every ``ckpt_interval`` steps and at the end (:mod:`spn.engine.checkpoint`);
+- checkpoints every ``ckpt_interval`` steps and at the end (:mod:`spn.models.checkpoint`);
 - ``summary.json`` at the end: the returned dict.
 
 Determinism and resume. Global sample ``n`` (``n = step * global_batch + position``) is patch
@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..utils.io import atomic_write_json, atomic_write_text
 from . import distributed as D
-from .checkpoint import INFO_FILE, load_training_state, read_info, save_checkpoint
+from spn.models.checkpoint import INFO_FILE, load_training_state, read_info, save_checkpoint, unwrap_model
 from .coarse import BaselineCoarse, parse_baseline_coarse
 from .config import TrainConfig, check_resume_compatible
 from .losses import cross_entropy_sum, valid_pixels
@@ -257,7 +257,7 @@ def _append_log(path: Path, record: dict) -> None:
 def _resolved_dict(cfg: TrainConfig, model, world: int) -> dict:
     d = cfg.to_dict()
     d["lr"] = cfg.resolved_lr()
-    d["model_cfg"] = dict(D.unwrap_model(model).config)
+    d["model_cfg"] = dict(unwrap_model(model).config)
     return d
 
 

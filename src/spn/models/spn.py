@@ -10,6 +10,7 @@ from ..nn import CONNECTIONS, SpatialPropagation
 from .baseline import check_image
 from .blocks import UNet
 from .config import SPNConfig
+from .registry import register_model
 
 
 class GuidanceNet(nn.Module):
@@ -123,3 +124,15 @@ class SPNRefiner(nn.Module):
         if self.cfg.residual:
             logits = logits + torch.log(coarse.clamp_min(0) + self.cfg.eps)
         return logits
+
+
+@register_model("spn_one_way", SPNConfig, "SPN refiner, one-way connection (k = 1)")
+def spn_one_way(cfg: SPNConfig) -> SPNRefiner:
+    """The SPN refiner with the one-way connection (one gate per pixel and direction)."""
+    return SPNRefiner(cfg, "one_way")
+
+
+@register_model("spn_three_way", SPNConfig, "SPN refiner, three-way connection (k = 3)")
+def spn_three_way(cfg: SPNConfig) -> SPNRefiner:
+    """The SPN refiner with the three-way connection (three gates per pixel and direction)."""
+    return SPNRefiner(cfg, "three_way")

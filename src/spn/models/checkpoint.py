@@ -10,6 +10,19 @@ A run directory holds::
 Every file is written atomically (temporary file in the same directory + ``os.replace``);
 ``checkpoint.json`` is written last and records the SHA-256 of the tensor files, so a run killed
 between two writes is detected on load instead of silently mixing two steps.
+
+The format belongs to the models layer because everything above reads it: training writes and
+resumes it, the ``baseline:RUN`` coarse source of :mod:`spn.data` and every command load it.
+
+Example:
+    >>> import tempfile
+    >>> from spn.models import create_model
+    >>> from spn.models.checkpoint import checkpoint_classes, load_checkpoint, save_checkpoint
+    >>> run = tempfile.mkdtemp()
+    >>> _ = save_checkpoint(run, create_model("baseline", num_classes=3, width=4, depth=1), cfg={}, step=0)
+    >>> model, info = load_checkpoint(run)
+    >>> model.name, info["step"], checkpoint_classes(info)
+    ('baseline', 0, (3, ['class_0', 'class_1', 'class_2']))
 """
 from __future__ import annotations
 
@@ -23,6 +36,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ..utils.io import atomic_write_bytes, atomic_write_json
+from .registry import create_model
 
 FORMAT = "spn-checkpoint"
 VERSION = 1
@@ -36,8 +50,18 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DistributedDataParallel (or any ``.module``) wrapper; else ``model``."""
     return model.module if hasattr(model, "module") and isinstance(model.module, torch.nn.Module) else model
+
+
+def checkpoint_classes(info: dict, model: torch.nn.Module | None = None) -> tuple[int | None, list | None]:
+    """``(num_classes, class_names)`` a checkpoint records (``info`` is its ``checkpoint.json``);
+    the model's ``num_classes`` when the info has none; ``None`` for what is unknown."""
+    data = info.get("data") if isinstance(info.get("data"), dict) else {}
+    k = data.get("num_classes", info.get("num_classes", getattr(model, "num_classes", None)))
+    names = data.get("class_names", info.get("class_names"))
+    return (int(k) if k is not None else None), (list(names) if names else None)
 
 
 def state_to_bytes(state: dict, metadata: dict | None = None) -> bytes:
@@ -84,7 +108,7 @@ def save_checkpoint(run_dir, model: torch.nn.Module, cfg: dict, step: int, optim
     wrapped in DistributedDataParallel."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    m = _unwrap(model)
+    m = unwrap_model(model)
     name = getattr(m, "name", None)
     config = getattr(m, "config", None)
     if not isinstance(name, str) or not isinstance(config, dict):
@@ -182,8 +206,7 @@ def load_state_dict(path) -> tuple[dict, dict]:
 
 
 def build_model_from_info(info: dict, where: str = "checkpoint") -> torch.nn.Module:
-    from ..models import create_model
-
+    """The (untrained) model a checkpoint's info describes."""
     try:
         return create_model(info["model"], **info["model_config"])
     except (TypeError, ValueError) as exc:
@@ -230,7 +253,7 @@ def load_training_state(run_dir, model: torch.nn.Module, optimizer=None) -> dict
     The checkpoint must be of the same model name and config: otherwise ValueError saying what
     differs. Returns the checkpoint info (``info["step"]`` is the step to continue from).
     """
-    m = _unwrap(model)
+    m = unwrap_model(model)
     state, info = load_state_dict(run_dir)
     run_dir = _resolve(run_dir)
     if info["model"] != m.name:
