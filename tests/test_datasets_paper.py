@@ -27,7 +27,7 @@ def make_voc(root, train=("2007_000032", "2007_000039"), val=("2007_000063",), h
         m[5:20, 8:30] = cls
         m[4, 7:31] = m[20, 7:31] = 255  # VOC's ignore border
         img = Image.frombytes("P", (w, h), m.tobytes())
-        img.putpalette(voc_palette())
+        img.putpalette(voc_palette().reshape(-1).tolist())
         img.save(voc / "SegmentationClass" / f"{n}.png")
         masks[n] = m
     (voc / "ImageSets/Segmentation/train.txt").write_text("\n".join(train) + "\n")

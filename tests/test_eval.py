@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from spn.engine import evaluate as ev
+from spn.data import read_mask, to_rgb_uint8, voc_palette, write_mask
 from spn.engine import report, visualize
 from spn.utils.io import write_json, write_markdown
 
@@ -224,7 +225,7 @@ def test_evaluate_errors():
 # --- pictures --------------------------------------------------------------------------------
 
 def test_palette_and_colorize():
-    pal = visualize.voc_palette()
+    pal = voc_palette()
     assert pal.shape == (256, 3) and pal.dtype == np.uint8
     assert pal[0].tolist() == [0, 0, 0]
     assert pal[1].tolist() == [128, 0, 0]
@@ -275,7 +276,7 @@ def test_figure_grid_writes_png_of_the_right_size(tmp_path):
     # the first cell is the first image, pixel for pixel
     x0 = pad + (max(50, 0) - 50) // 2
     cell = arr[header: header + 40, x0: x0 + 50]
-    assert np.array_equal(cell, visualize.to_rgb_uint8(rows[0][0]))
+    assert np.array_equal(cell, to_rgb_uint8(rows[0][0]))
     # dict rows, blanks, resized cells and a title
     img2 = visualize.figure_grid([{"image": rows[0][0], "ground truth": rows[0][1]}],
                                  path=None, cell_size=20, title="t")
@@ -293,16 +294,16 @@ def test_figure_grid_writes_png_of_the_right_size(tmp_path):
 
 def test_label_png_round_trip(tmp_path):
     m = torch.tensor([[0, 1, 2], [20, 255, 3]])
-    p = visualize.save_label_png(tmp_path / "l.png", m)
+    p = write_mask(tmp_path / "l.png", m)
     with Image.open(p) as im:
         assert im.mode == "P"
         assert im.getpalette()[3:6] == [128, 0, 0]
-    assert visualize.load_label_png(p).tolist() == m.tolist()
+    assert read_mask(p).tolist() == m.tolist()
     with pytest.raises(FileNotFoundError):
-        visualize.load_label_png(tmp_path / "missing.png")
+        read_mask(tmp_path / "missing.png")
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="bad.png"):
-        visualize.load_label_png(tmp_path / "bad.png")
+        read_mask(tmp_path / "bad.png")
 
 
 # --- report ----------------------------------------------------------------------------------

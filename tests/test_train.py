@@ -9,10 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from spn.models import checkpoint as ckpt
-from spn.engine.coarse import BaselineCoarse
+from spn.data import BaselineCoarse
 from spn.engine.config import TrainConfig, load_config
 from spn.engine.losses import segmentation_loss
-from spn.engine.train import SampleView, StepSampler, read_log, train
+from spn.data.sampling import SampleView, StepSampler
+from spn.engine.train import read_log, train
 from spn.models import create_model
 
 K = 3

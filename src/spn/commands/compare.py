@@ -78,7 +78,7 @@ def _parse_crf(values) -> dict:
 def run(args) -> int:
     import torch
 
-    from spn.commands.eval import build_eval_dataset
+    from spn.data import build_dataset
     from spn.engine.compare import checkpoint_args, run_compare
     from spn.utils.io import write_json
     from spn.peers import densecrf_available
@@ -105,11 +105,11 @@ def run(args) -> int:
     crf_params = _parse_crf(args.crf)
     if args.crf_grid and "densecrf" not in peers:
         raise ValueError("--crf-grid needs the densecrf peer in --peers")
-    dataset = build_eval_dataset(args.data, args.split, args.coarse)
+    dataset = build_dataset(args.data, split=args.split, coarse=args.coarse)
     if args.crf_grid:
         from spn.peers.densecrf import grid_search
 
-        train = build_eval_dataset(args.data, "train", args.coarse)
+        train = build_dataset(args.data, split="train", coarse=args.coarse)
         print(f"spn compare: dense CRF grid search on {min(args.crf_grid_limit, len(train))} training images",
               file=sys.stderr)
         grid = grid_search(train, limit=args.crf_grid_limit, protocol=args.protocol, base=crf_params)

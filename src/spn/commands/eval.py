@@ -38,21 +38,10 @@ def add_arguments(p) -> None:
     p.add_argument("--debug", action="store_true", help="re-raise errors with a traceback")
 
 
-def build_eval_dataset(spec: str, split: str, coarse: str | None):
-    """``spn.data.build_dataset``, plus coarse maps of a trained baseline for ``baseline:RUN_DIR``."""
-    from spn.data import build_dataset
-
-    if coarse is not None and coarse.startswith("baseline:"):
-        from spn.engine.coarse import BaselineCoarse, parse_baseline_coarse
-
-        run_dir = parse_baseline_coarse(coarse)
-        return BaselineCoarse(build_dataset(spec, split=split, coarse="none"), run_dir)
-    return build_dataset(spec, split=split, coarse=coarse)
-
-
 def run_eval(args) -> tuple[dict, str]:
     import torch
 
+    from spn.data import build_dataset
     from spn.engine import report
     from spn.models.checkpoint import checkpoint_classes, load_checkpoint
     from spn.engine.evaluate import evaluate
@@ -66,7 +55,7 @@ def run_eval(args) -> tuple[dict, str]:
         torch.set_num_threads(args.threads)
     model, info = load_checkpoint(args.checkpoint)
     k_ckpt, names_ckpt = checkpoint_classes(info, model)
-    dataset = build_eval_dataset(args.data, args.split, args.coarse)
+    dataset = build_dataset(args.data, split=args.split, coarse=args.coarse)
     k_data = getattr(dataset, "num_classes", None)
     if k_ckpt is not None and k_data is not None and k_ckpt != k_data:
         raise ValueError(f"checkpoint {args.checkpoint} predicts {k_ckpt} classes but dataset "

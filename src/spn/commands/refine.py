@@ -102,49 +102,13 @@ def plan_jobs(image: str, coarse: str | None, out: str, overlay: str | None, nee
     return [Job(img.stem, img, co, outp, Path(overlay) if overlay else None)]
 
 
-def load_coarse(path: Path, num_classes: int, size: tuple[int, int], ckpt: str):
-    """The coarse map of ``path`` as ``(K, H, W)`` probabilities at the image ``size``."""
-    import numpy as np
-
-    from spn.data import read_coarse_file
-    from spn.engine.visualize import load_label_png
-
-    H, W = size
-    if path.suffix.lower() == ".npy":
-        try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise ValueError(f"cannot read coarse map {path}: {exc}") from None
-        if arr.ndim != 3:
-            raise ValueError(f"coarse map {path} must be (K, h, w) scores, got shape {tuple(arr.shape)}")
-        if arr.shape[0] != num_classes:
-            raise ValueError(f"coarse map {path} has {arr.shape[0]} classes but checkpoint {ckpt} "
-                             f"predicts {num_classes}")
-        h, w = arr.shape[1:]
-    else:
-        labels = load_label_png(path)
-        bad = (labels >= num_classes) & (labels != 255)
-        if bad.any():
-            ids = sorted(set(labels[bad].tolist()))[:10]
-            raise ValueError(f"coarse label map {path} holds class ids {ids}, but checkpoint {ckpt} has "
-                             f"{num_classes} classes (0..{num_classes - 1}, 255 = unknown)")
-        h, w = labels.shape
-    if h < 1 or w < 1:
-        raise ValueError(f"coarse map {path} is empty ({h} x {w})")
-    fy, fx = H / h, W / w
-    if abs(fy - fx) > ASPECT_TOLERANCE * max(fy, fx):
-        raise ValueError(f"coarse map {path} is {h} x {w} but the image is {H} x {W}: not the same aspect "
-                         f"ratio (upsampling factors {fy:.3g} and {fx:.3g}); it must cover the whole image")
-    return read_coarse_file(path, num_classes, (H, W))
-
-
 def run(args) -> int:
     import torch
 
-    from spn.data import read_image
+    from spn.data import read_coarse_file, read_image, write_image, write_mask
     from spn.models.checkpoint import checkpoint_classes, load_checkpoint
     from spn.engine.evaluate import model_needs_coarse, predict
-    from spn.engine.visualize import overlay, save_label_png, save_rgb_png
+    from spn.engine.visualize import overlay
 
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
@@ -172,13 +136,14 @@ def run(args) -> int:
         if job.coarse is not None:
             if K is None:
                 raise ValueError(f"checkpoint {args.checkpoint} does not record its number of classes")
-            coarse = load_coarse(job.coarse, K, (H, W), args.checkpoint)
+            coarse = read_coarse_file(job.coarse, K, (H, W), owner=f"checkpoint {args.checkpoint}",
+                                      max_aspect_error=ASPECT_TOLERANCE)
         # a baseline ignores the coarse map (it is only read for --restrict-to-present)
         probs = predict(model, image, coarse, restrict=bool(args.restrict_to_present))
         labels = probs.argmax(0)
-        save_label_png(job.out, labels)
+        write_mask(job.out, labels)
         if job.overlay is not None:
-            save_rgb_png(job.overlay, overlay(image, labels, alpha=args.alpha))
+            write_image(job.overlay, overlay(image, labels, alpha=args.alpha))
     if len(jobs) == 1:
         print(f"wrote {jobs[0].out}" + (f" and {jobs[0].overlay}" if jobs[0].overlay else ""))
     else:

@@ -214,7 +214,7 @@ def run_demo(cfg: DemoConfig | None = None) -> dict:
     from spn.data import build_dataset
 
     from spn.models.checkpoint import load_checkpoint
-    from .coarse import BaselineCoarse
+    from spn.data import BaselineCoarse
     from .evaluate import evaluate
     from spn.utils.io import write_json, write_markdown
 

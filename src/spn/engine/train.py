@@ -34,12 +34,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
 from ..utils.io import atomic_write_json, atomic_write_text
 from . import distributed as D
 from spn.models.checkpoint import INFO_FILE, load_training_state, read_info, save_checkpoint, unwrap_model
-from .coarse import BaselineCoarse, parse_baseline_coarse
+from spn.data import wrap_coarse_source
+from spn.data.sampling import MemoryCache, SampleView, StepSampler
 from .config import TrainConfig, check_resume_compatible
 from .losses import cross_entropy_sum, valid_pixels
 
@@ -52,91 +53,17 @@ FILE_BACKED = ("folder", "voc", "helen")
 
 # ----------------------------------------------------------------------------------------------
 # data
-class MemoryCache(Dataset):
-    """Keep every item of ``base`` in memory after its first load (small datasets only)."""
-
-    def __init__(self, base):
-        self.base = base
-        self._items: dict[int, dict] = {}
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getattr__(self, name):  # num_classes, class_names, ignore_index, info, ...
-        if name in ("base", "_items"):
-            raise AttributeError(name)
-        return getattr(self.base, name)
-
-    def __getitem__(self, index: int) -> dict:
-        index = int(index)
-        if index not in self._items:
-            self._items[index] = self.base[index]
-        return self._items[index]
-
-
-class SampleView(Dataset):
-    """Global sample number ``n`` -> a training patch (see the module docstring).
-
-    ``patches`` is a :class:`spn.data.PatchDataset` (or any dataset with ``set_epoch``); the
-    view is infinite in principle, ``__len__`` is only a bound for the DataLoader.
-    """
-
-    def __init__(self, patches, seed: int):
-        self.patches = patches
-        self.seed = int(seed)
-        self._perm: tuple[int, np.ndarray] | None = None
-
-    def __len__(self) -> int:
-        return 2 ** 62
-
-    def permutation(self, epoch: int) -> np.ndarray:
-        if self._perm is None or self._perm[0] != epoch:
-            rng = np.random.default_rng([self.seed, 0x5350, epoch])
-            self._perm = (epoch, rng.permutation(len(self.patches)))
-        return self._perm[1]
-
-    def locate(self, n: int) -> tuple[int, int]:
-        """``(epoch, patch index)`` of global sample ``n``."""
-        L = len(self.patches)
-        e, p = divmod(int(n), L)
-        return e, int(self.permutation(e)[p])
-
-    def __getitem__(self, n: int) -> dict:
-        e, idx = self.locate(n)
-        if hasattr(self.patches, "set_epoch"):
-            self.patches.set_epoch(e)
-        return self.patches[idx]
-
-
-class StepSampler(Sampler):
-    """Yields this rank's global sample numbers for steps ``start .. total-1``:
-    ``step * batch_size * world_size + rank * batch_size + i``, ``i < batch_size``."""
-
-    def __init__(self, start: int, total: int, batch_size: int, rank: int = 0, world_size: int = 1):
-        self.start, self.total = int(start), int(total)
-        self.batch_size, self.rank, self.world_size = int(batch_size), int(rank), int(world_size)
-
-    def __len__(self) -> int:
-        return max(0, self.total - self.start) * self.batch_size
-
-    def __iter__(self):
-        G = self.batch_size * self.world_size
-        for step in range(self.start, self.total):
-            base = step * G + self.rank * self.batch_size
-            yield from range(base, base + self.batch_size)
-
-
 def _worker_init(_):
     torch.set_num_threads(1)
 
 
-def _build_split(cfg: TrainConfig, split: str, coarse: str | None):
+def _build_split(cfg: TrainConfig, split: str, coarse: str | None, coarse_options: dict):
     from spn.data import build_dataset
 
     kw = dict(cfg.data_options)
     if cfg.data.split(":", 1)[0].lower() in FILE_BACKED:
         kw.setdefault("on_corrupt", cfg.on_corrupt)
-    return build_dataset(cfg.data, split=split, coarse=coarse, **kw)
+    return build_dataset(cfg.data, split=split, coarse=coarse, coarse_options=coarse_options, **kw)
 
 
 def _needs_coarse(model_name: str) -> bool:
@@ -158,30 +85,29 @@ def _check_coarse_present(ds, cfg: TrainConfig, where: str) -> None:
 
 def build_datasets(cfg: TrainConfig, device, run_dir: Path, train_dataset=None, val_dataset=None,
                    need_val: bool = True):
-    """``(train, val or None, note)`` per ``cfg`` (datasets of the common contract)."""
-    baseline_dir = parse_baseline_coarse(cfg.coarse)
-    if baseline_dir is not None:
-        ds_coarse = "none"
-    elif cfg.model == "baseline" and cfg.coarse is None:
-        ds_coarse = "none"  # the baseline ignores coarse maps: do not compute them
-    else:
-        ds_coarse = cfg.coarse
+    """``(train, val or None, note)`` per ``cfg`` (datasets of the common contract).
+
+    A ``baseline:RUN`` coarse source caches the baseline's outputs in ``run_dir/coarse_cache``.
+    """
+    # the baseline ignores coarse maps: do not compute them
+    coarse = "none" if cfg.model == "baseline" and cfg.coarse is None else cfg.coarse
+    cache = run_dir / "coarse_cache"
+    # DataLoader workers are forked processes: they cannot use CUDA, run the baseline on the CPU
+    bdev = device if cfg.num_workers == 0 else torch.device("cpu")
     note = None
-    train_ds = train_dataset if train_dataset is not None else _build_split(cfg, "train", ds_coarse)
-    val_ds = val_dataset
-    if val_ds is None and need_val and cfg.val_split and train_dataset is None:
+    if train_dataset is not None:
+        train_ds = wrap_coarse_source(train_dataset, coarse, device=bdev, cache_dir=cache)
+    else:
+        train_ds = _build_split(cfg, "train", coarse, {"device": bdev, "cache_dir": cache})
+    val_ds = None
+    if val_dataset is not None:
+        val_ds = wrap_coarse_source(val_dataset, coarse, device=device, cache_dir=cache)
+    elif need_val and cfg.val_split and train_dataset is None:
         try:
-            val_ds = _build_split(cfg, cfg.val_split, ds_coarse)
+            val_ds = _build_split(cfg, cfg.val_split, coarse, {"device": device, "cache_dir": cache})
         except (ValueError, FileNotFoundError) as exc:
             note = f"no validation split {cfg.val_split!r}: {exc}"
             val_ds = None
-    if baseline_dir is not None:
-        cache = run_dir / "coarse_cache"
-        # DataLoader workers are forked processes: they cannot use CUDA, run the baseline on the CPU
-        bdev = device if cfg.num_workers == 0 else torch.device("cpu")
-        train_ds = BaselineCoarse(train_ds, baseline_dir, device=bdev, cache_dir=cache)
-        if val_ds is not None:
-            val_ds = BaselineCoarse(val_ds, baseline_dir, device=device, cache_dir=cache)
     if _needs_coarse(cfg.model):
         _check_coarse_present(train_ds, cfg, "training")
     if val_ds is not None and len(val_ds) == 0:

@@ -1,19 +1,15 @@
-"""Pictures: a VOC-like colour palette, coloured label maps, overlays and figure grids.
+"""Pictures: coloured label maps, overlays and figure grids.
 
-- :func:`voc_palette` -> ``(256, 3)`` uint8, the PASCAL VOC colour code (index 0 black,
-  1 dark red, 2 dark green, ...; 255 = the "ignore" colour, light beige).
-- :func:`colorize` ``(H, W)`` class ids -> ``(H, W, 3)`` uint8.
+- :func:`colorize` ``(H, W)`` class ids -> ``(H, W, 3)`` uint8 in the VOC colours
+  (:func:`spn.data.voc_palette`, the palette of every label PNG spn writes).
 - :func:`overlay` image ``(3, H, W)`` float in [0, 1] + mask ``(H, W)`` -> ``(H, W, 3)`` uint8.
-- :func:`figure_grid` rows of cells -> one PNG with column titles (PIL's default font).
-- :func:`save_label_png` / :func:`save_rgb_png` / :func:`load_label_png`: atomic PNG I/O
-  (a label PNG is a palette ("P" mode) PNG whose pixel values are the class ids).
+- :func:`figure_grid` rows of cells -> one PNG with column titles (PIL's default font), written
+  atomically.
 
-Every writer writes a temporary file in the destination folder and renames it
-(``os.replace``), so a reader never sees a half-written picture.
+Label and RGB PNGs are written by :func:`spn.data.write_mask` and :func:`spn.data.write_image`.
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Sequence
 
@@ -21,56 +17,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from spn.data.io import as_numpy, as_label_map, encode_png, to_rgb_uint8, voc_palette
 from spn.utils.io import atomic_write_bytes
 
 IGNORE_INDEX = 255
 DEFAULT_COLUMNS = ("image", "coarse", "one-way", "three-way", "ground truth")
 
 
-def voc_palette(n: int = 256) -> np.ndarray:
-    """The PASCAL VOC palette: ``(n, 3)`` uint8.
-
-    Colour of index ``i``: the bits of ``i`` are spread over the three channels, most
-    significant first (bit 0 -> red, bit 1 -> green, bit 2 -> blue, bit 3 -> red one level
-    lower, ...). Index 0 is black, 255 is (224, 224, 192).
-    """
-    if not isinstance(n, int) or not 1 <= n <= 256:
-        raise ValueError(f"palette size must be an int in 1..256, got {n!r}")
-    pal = np.zeros((n, 3), dtype=np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal[i] = (r, g, b)
-    return pal
-
-
 _PALETTE = voc_palette(256)
-
-
-def _to_numpy(a) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        return a.detach().cpu().numpy()
-    if isinstance(a, np.ndarray):
-        return a
-    raise TypeError(f"expected a torch.Tensor or numpy array, got {type(a).__name__}")
-
-
-def _as_mask(mask) -> np.ndarray:
-    m = _to_numpy(mask)
-    if m.ndim != 2:
-        raise ValueError(f"a label mask must be (H, W), got shape {tuple(m.shape)}")
-    if np.issubdtype(m.dtype, np.floating) or m.dtype == np.bool_:
-        if m.dtype != np.bool_ and not np.all(np.equal(np.mod(m, 1), 0)):
-            raise TypeError(f"a label mask must hold integer class ids, got dtype {m.dtype}")
-        m = m.astype(np.int64)
-    m = m.astype(np.int64, copy=False)
-    if m.size and (m.min() < 0 or m.max() > 255):
-        raise ValueError(f"class ids must be in 0..255, got range {int(m.min())}..{int(m.max())}")
-    return m
 
 
 def colorize(mask, palette: np.ndarray | None = None) -> np.ndarray:
@@ -78,33 +32,10 @@ def colorize(mask, palette: np.ndarray | None = None) -> np.ndarray:
     pal = _PALETTE if palette is None else np.asarray(palette, dtype=np.uint8)
     if pal.ndim != 2 or pal.shape[1] != 3:
         raise ValueError(f"palette must be (N, 3), got shape {tuple(pal.shape)}")
-    m = _as_mask(mask)
+    m = as_label_map(mask)
     if m.size and m.max() >= len(pal):
         raise ValueError(f"class id {int(m.max())} has no colour in a palette of {len(pal)}")
     return pal[m]
-
-
-def to_rgb_uint8(image) -> np.ndarray:
-    """An image ``(3, H, W)`` float in [0, 1] (tensor or array), or ``(H, W, 3)`` uint8 -> ``(H, W, 3)`` uint8."""
-    a = _to_numpy(image)
-    if a.ndim == 3:
-        floating = np.issubdtype(a.dtype, np.floating)
-        first, last = a.shape[0] in (1, 3), a.shape[-1] in (1, 3)
-        # floats are channel-first by the dataset contract, uint8 pictures channel-last
-        if first and (floating or not last):
-            a = np.moveaxis(a, 0, -1)
-    if a.ndim == 2:
-        a = a[..., None]
-    if a.ndim != 3 or a.shape[-1] not in (1, 3):
-        raise ValueError(f"an image must be (3, H, W) or (H, W, 3), got shape {tuple(_to_numpy(image).shape)}")
-    if a.shape[-1] == 1:
-        a = np.repeat(a, 3, axis=-1)
-    if np.issubdtype(a.dtype, np.floating):
-        a = np.clip(np.nan_to_num(a, nan=0.0), 0.0, 1.0)
-        a = (a * 255.0 + 0.5).astype(np.uint8)
-    elif a.dtype != np.uint8:
-        a = np.clip(a, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(a)
 
 
 def overlay(image, mask, alpha: float = 0.5, palette: np.ndarray | None = None,
@@ -117,7 +48,7 @@ def overlay(image, mask, alpha: float = 0.5, palette: np.ndarray | None = None,
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     rgb = to_rgb_uint8(image).astype(np.float32)
-    m = _as_mask(mask)
+    m = as_label_map(mask)
     if m.shape != rgb.shape[:2]:
         raise ValueError(f"mask {tuple(m.shape)} and image {tuple(rgb.shape[:2])} differ in size")
     col = colorize(m, palette).astype(np.float32)
@@ -129,46 +60,6 @@ def overlay(image, mask, alpha: float = 0.5, palette: np.ndarray | None = None,
     return (out + 0.5).clip(0, 255).astype(np.uint8)
 
 
-# --- PNG I/O ---------------------------------------------------------------------------------
-
-def _png_bytes(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def save_rgb_png(path, rgb) -> Path:
-    """Write an RGB picture (``(H, W, 3)`` uint8 or a ``(3, H, W)`` float image) atomically."""
-    return atomic_write_bytes(path, _png_bytes(Image.fromarray(to_rgb_uint8(rgb), mode="RGB")))
-
-
-def save_label_png(path, mask, palette: np.ndarray | None = None) -> Path:
-    """Write class ids ``(H, W)`` as a palette PNG (pixel value = class id), atomically."""
-    m = _as_mask(mask).astype(np.uint8)
-    img = Image.fromarray(m, mode="P")
-    pal = _PALETTE if palette is None else np.asarray(palette, dtype=np.uint8)
-    full = np.zeros((256, 3), dtype=np.uint8)
-    full[: min(256, len(pal))] = pal[:256]
-    img.putpalette(full.reshape(-1).tolist())
-    return atomic_write_bytes(path, _png_bytes(img))
-
-
-def load_label_png(path) -> np.ndarray:
-    """A label PNG (palette "P" or grey "L") -> class ids ``(H, W)`` int64."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"label image not found: {path}")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode not in ("P", "L", "I", "I;16"):
-                raise ValueError(f"{path}: a label image must be a palette (P) or grey (L) PNG of class ids, "
-                                 f"got mode {img.mode}")
-            return np.asarray(img).astype(np.int64)
-    except (OSError, SyntaxError) as exc:
-        raise ValueError(f"cannot read label image {path}: {exc}") from exc
-
-
 # --- figure grid -----------------------------------------------------------------------------
 
 def _cell_to_rgb(cell, palette) -> np.ndarray | None:
@@ -177,7 +68,7 @@ def _cell_to_rgb(cell, palette) -> np.ndarray | None:
         return None
     if isinstance(cell, Image.Image):
         return np.asarray(cell.convert("RGB"))
-    a = _to_numpy(cell)
+    a = as_numpy(cell)
     if a.ndim == 2:
         if np.issubdtype(a.dtype, np.floating):  # a probability / grey map in [0, 1]
             return to_rgb_uint8(a[None])
@@ -295,14 +186,14 @@ def figure_grid(rows: Sequence, columns: Sequence[str] = DEFAULT_COLUMNS, path=N
             canvas.paste(Image.fromarray(_resize(rgb, (ch, cw), nearest)), (x0, y0))
     if path is None:
         return canvas
-    return atomic_write_bytes(path, _png_bytes(canvas))
+    return atomic_write_bytes(path, encode_png(canvas))
 
 
 def _is_label_cell(row, columns, c) -> bool:
     cell = row.get(columns[c]) if isinstance(row, dict) else list(row)[c]
     if cell is None or isinstance(cell, Image.Image):
         return False
-    a = cell if isinstance(cell, np.ndarray) else _to_numpy(cell)
+    a = cell if isinstance(cell, np.ndarray) else as_numpy(cell)
     if a.ndim == 2:
         return not np.issubdtype(a.dtype, np.floating)
     return a.ndim == 3 and a.shape[0] not in (1, 3) and a.shape[-1] not in (1, 3)

@@ -1,4 +1,4 @@
-"""Coarse maps from a trained baseline (``--coarse baseline:RUN_DIR``).
+"""Coarse maps from a trained baseline: the coarse source ``"baseline:RUN_DIR"``.
 
 The paper trains the SPN on the coarse segmentations of a baseline network (HELEN) or of a
 pre-trained segmenter (VOC). :class:`BaselineCoarse` wraps any dataset of the common contract
@@ -12,6 +12,23 @@ Workflow for a dataset without coarse maps::
 
     spn train --data folder:DATA --model baseline --out runs/base
     spn train --data folder:DATA --model spn_three_way --coarse baseline:runs/base --out runs/spn
+
+In Python, ``build_dataset(spec, coarse="baseline:RUN_DIR", coarse_options={"cache_dir": ...})``
+builds the dataset without coarse maps and wraps it.
+
+Shape:
+    - item ``"coarse"``: ``(K, H, W)`` float32, ``softmax(baseline(image))``
+
+Example:
+    >>> import tempfile
+    >>> from spn.data import build_dataset
+    >>> from spn.models import create_model
+    >>> from spn.models.checkpoint import save_checkpoint
+    >>> run = tempfile.mkdtemp()
+    >>> _ = save_checkpoint(run, create_model("baseline", num_classes=6, width=4, depth=1), cfg={}, step=0)
+    >>> ds = build_dataset("synthetic", split="val", num_images=1, size=32, coarse=f"baseline:{run}")
+    >>> ds[0]["coarse"].shape
+    torch.Size([6, 32, 32])
 """
 from __future__ import annotations
 
@@ -25,20 +42,9 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch.utils.data import Dataset
 
+from ..models.checkpoint import load_checkpoint
 from ..utils.io import atomic_write_bytes
-from spn.models.checkpoint import load_checkpoint
-
-BASELINE_PREFIX = "baseline:"
-
-
-def parse_baseline_coarse(spec: str | None) -> str | None:
-    """``"baseline:RUN_DIR"`` -> ``"RUN_DIR"``; any other coarse spec -> None."""
-    if spec is None or not isinstance(spec, str) or not spec.startswith(BASELINE_PREFIX):
-        return None
-    path = spec[len(BASELINE_PREFIX):]
-    if not path:
-        raise ValueError("coarse source 'baseline:' needs a run directory, e.g. 'baseline:runs/baseline'")
-    return path
+from .coarse import register_coarse_source
 
 
 def _safe_name(name: str) -> str:
@@ -138,3 +144,8 @@ class BaselineCoarse(Dataset):
         logits = self.model.upsample(low.unsqueeze(0), item["image"].shape[-2:])[0]
         item["coarse"] = torch.softmax(logits, dim=0).float().contiguous()
         return item
+
+
+@register_coarse_source("baseline")
+def _baseline_source(dataset, run_dir: str, device="cpu", cache_dir=None) -> BaselineCoarse:
+    return BaselineCoarse(dataset, run_dir, device=device, cache_dir=cache_dir)
