@@ -104,7 +104,7 @@ def test_identity_model_gives_coarse_metrics():
 
 
 def test_evaluate_counts_against_confusion_matrix():
-    from spn.engine.metrics import ConfusionMatrix
+    from spn.metrics import ConfusionMatrix
 
     items = random_items(n=2, K=3)
     res = ev.evaluate(FixedLogits([0.0, 2.0, 1.0]), DictDataset(items, 3), warmup=0)

@@ -9,7 +9,7 @@ DEFAULT_PEERS = "bilinear,densecrf,guided_filter"
 
 
 def add_arguments(p) -> None:
-    from spn.engine.protocols import list_protocols
+    from spn.metrics import list_protocols
     from spn.peers import list_peers
 
     p.add_argument("--data", required=True, metavar="SPEC",

@@ -6,15 +6,9 @@ import sys
 HELP = "evaluate a checkpoint on a dataset split (coarse input vs refined output, Table 3 format)"
 
 
-def _protocol_names() -> list[str]:
-    try:
-        from spn.engine.protocols import list_protocols
-    except ImportError:
-        return ["plain"]
-    return list_protocols()
-
-
 def add_arguments(p) -> None:
+    from spn.metrics import list_protocols
+
     p.add_argument("--checkpoint", required=True, metavar="RUN",
                    help="run directory (or its model.safetensors) written by `spn train`")
     p.add_argument("--data", required=True, metavar="SPEC",
@@ -24,7 +18,7 @@ def add_arguments(p) -> None:
                    help="coarse source: files | gt-downsample:F | none | baseline:RUN_DIR "
                         "(default: the dataset's default)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate the first N images only")
-    p.add_argument("--protocol", default="plain", choices=_protocol_names(),
+    p.add_argument("--protocol", default="plain", choices=list_protocols(),
                    help="evaluation protocol (default: plain; voc restricts the refined classes to those "
                         "of the coarse input)")
     p.add_argument("--restrict-to-present", action="store_true",

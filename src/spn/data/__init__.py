@@ -27,8 +27,7 @@ from .coarse import (COARSE_SOURCES, CoarseSource, gaussian_blur, make_coarse_fr
                      resize_probs, scores_to_probs, wrap_coarse_source)
 from .baseline import BaselineCoarse
 from .folder import FolderDataset
-from .helen import (HELEN_CLASSES, HELEN_GROUPS, HelenFaces, combine_component_maps, group_scores,
-                    read_landmarks)
+from .helen import HELEN_CLASSES, HELEN_GROUPS, HelenFaces, combine_component_maps, read_landmarks
 from .io import (IGNORE_INDEX, CorruptFileError, as_label_map, as_numpy, read_image, read_mask, to_rgb_uint8,
                  voc_palette, write_image, write_mask)
 from .patches import PatchDataset
@@ -41,7 +40,7 @@ __all__ = [
     "SegmentationDataset", "FileSegmentationDataset", "Record", "infer_num_classes",
     "SyntheticScenes", "SyntheticConfig", "SYNTHETIC_CLASSES", "render_scene",
     "FolderDataset", "VOCSegmentation", "VOC_CLASSES", "resolve_voc_root",
-    "HelenFaces", "HELEN_CLASSES", "HELEN_GROUPS", "group_scores", "combine_component_maps",
+    "HelenFaces", "HELEN_CLASSES", "HELEN_GROUPS", "combine_component_maps",
     "read_landmarks",
     "PatchDataset", "BaselineCoarse",
     "COARSE_SOURCES", "CoarseSource", "parse_coarse_source", "make_coarse_from_mask",

@@ -9,7 +9,7 @@ Signature (what ``spn demo`` calls)::
         peers=["bilinear", "densecrf", "guided_filter"],                  # names in spn.peers
         out_dir="out/compare",
         limit=None,            # first N images (None: all)
-        protocol="plain",      # "plain" | "voc" | "helen" (spn.engine.protocols)
+        protocol="plain",      # "plain" | "voc" | "helen" (spn.metrics.protocols)
         crf_params=None,       # dense CRF parameters (dict), e.g. from spn.peers.densecrf.grid_search
         figure_rows=4,         # images shown in the figure (0: no figure)
         # keyword-only extras: peer_params={name: {...}}, time_512=True, time_repeats=3,
@@ -45,7 +45,7 @@ from torch import nn
 from spn.models.checkpoint import checkpoint_classes
 from spn.utils.timer import Stopwatch, time_fn
 
-from .protocols import get_protocol
+from spn.metrics import get_protocol
 
 PEER_COLUMN = {"bilinear": None, "densecrf": "CRF", "guided_filter": "guided", "domain_transform": "domain transform"}
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from spn.utils.timer import Stopwatch
 
-from .protocols import restrict_to_coarse_classes  # noqa: F401  (re-exported: one definition)
+from spn.metrics import get_protocol, restrict_to_coarse_classes
 
 DEFAULT_MULTIPLE = 1  # the models of spn.models pad internally; a model may ask for more
 
@@ -136,11 +136,6 @@ def predict(model, image: torch.Tensor, coarse: torch.Tensor | None = None, *,
     return torch.softmax(logits, dim=-3)
 
 
-def _protocol(protocol, num_classes, class_names, ignore_index):
-    from .protocols import get_protocol
-    return get_protocol(protocol, num_classes=num_classes, class_names=class_names, ignore_index=ignore_index)
-
-
 def evaluate(model, dataset, *, limit: int | None = None, restrict_to_present: bool = False,
              protocol="plain", multiple: int | None = None, progress: bool = False,
              warmup: int = 1) -> dict:
@@ -150,8 +145,9 @@ def evaluate(model, dataset, *, limit: int | None = None, restrict_to_present: b
         model: a model of :mod:`spn.models` (or any module with that forward).
         dataset: items ``{"image" (3, H, W), "mask" (H, W), ["coarse" (K, H, W)], "name"}``;
             ``num_classes``, ``class_names`` and ``ignore_index`` are read from it when present.
-        restrict_to_present: restrict the refined output to the classes of ``argmax(coarse)``.
-        protocol: a name of :mod:`spn.engine.protocols` ("plain", "voc", "helen") or a protocol object.
+        protocol: a name of :mod:`spn.metrics.protocols` ("plain", "voc", "helen") or a protocol object.
+        restrict_to_present: score the refined output with the protocol's ``restrict=True`` (what
+            "voc" does): the classes absent from ``argmax(coarse)`` are left out.
         warmup: untimed model calls on the first item before timing (first-call overheads).
     Returns:
         ``{"coarse": metrics or None, "refined": metrics, "seconds_per_image": {"median", "mean",
@@ -171,8 +167,11 @@ def evaluate(model, dataset, *, limit: int | None = None, restrict_to_present: b
     pname = protocol if isinstance(protocol, str) else getattr(protocol, "name", None)
     if not isinstance(pname, str):
         raise TypeError(f"protocol must be a name or a protocol object, got {type(protocol).__name__}")
-    proto_ref = _protocol(protocol, num_classes, class_names, ignore)
-    proto_coarse = _protocol(pname, num_classes, class_names, ignore)
+    # the refined output is scored by the protocol, restricted to the coarse classes when it says so
+    # or when asked to (restrict_to_present); the coarse input by the plain protocol of that name
+    proto_ref = get_protocol(protocol, num_classes=num_classes, class_names=class_names, ignore_index=ignore,
+                             restrict=True if restrict_to_present else None)
+    proto_coarse = get_protocol(pname, num_classes=num_classes, class_names=class_names, ignore_index=ignore)
     has_coarse = False
     watch = Stopwatch()
     it = range(n)
@@ -198,8 +197,6 @@ def evaluate(model, dataset, *, limit: int | None = None, restrict_to_present: b
         if num_classes is not None and logits.shape[0] != num_classes:
             raise ValueError(f"the model predicts {logits.shape[0]} classes, the dataset has {num_classes}")
         co = coarse.float() if coarse is not None else None
-        if restrict_to_present:
-            logits = restrict_to_coarse_classes(logits, co)
         logits = proto_ref.prepare(logits, co)
         proto_ref.accumulate(logits.argmax(0), mask)
         if co is not None:

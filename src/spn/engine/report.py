@@ -2,7 +2,7 @@
 
 A *results* mapping is what the tables are built from: an ordered dict
 ``method name -> entry`` where ``entry`` is either a metrics dict of
-:meth:`spn.engine.metrics.ConfusionMatrix.compute` or a dict with keys
+:meth:`spn.metrics.ConfusionMatrix.compute` or a dict with keys
 ``"metrics"`` (that dict) and optionally ``"seconds_per_image"`` (float, or a dict with
 ``"median"``). For example::
 
@@ -20,7 +20,6 @@ ground truth and prediction) prints as ``-`` and is stored as ``null`` in JSON.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Mapping, Sequence
 
 from spn.utils.io import to_jsonable
@@ -144,7 +143,7 @@ def protocol_markdown(results: Mapping, protocol: str) -> str:
     Table 1 F-measures); ``""`` for "plain" and "voc" (Table 3 already shows them)."""
     if protocol in ("plain", "voc"):
         return ""
-    from .protocols import get_protocol
+    from spn.metrics import get_protocol
 
     proto = get_protocol(protocol)
     rows, headers = [], None

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from spn.data.io import as_numpy, as_label_map, encode_png, to_rgb_uint8, voc_palette

@@ -126,7 +126,7 @@ def grid_search(dataset, param_grid: dict | None = None, limit: int | None = 8, 
         ``{"best": params dict, "best_mean_iou": float, "results": [{"params", "mean_iou"}, ...],
         "images": n}``; ties keep the first setting in grid order.
     """
-    from spn.engine.protocols import get_protocol
+    from spn.metrics import get_protocol
 
     grid = dict(DEFAULT_CRF_GRID if param_grid is None else param_grid)
     if not grid:

@@ -12,11 +12,14 @@ Interface (what ``spn eval --protocol`` and ``spn compare`` rely on)::
 
 - ``prepare`` takes any class scores whose argmax is the decision (logits, log-probabilities or
   probabilities) and the coarse input the refinement started from (probabilities, same shape,
-  or ``None``). "plain" and "helen" return the scores unchanged. "voc" restricts the refined
-  result to the classes present in the coarse input (``argmax`` of ``coarse``, per image), as
-  the paper does at test time on PASCAL VOC: the scores of absent classes become ``-inf``.
-- ``accumulate`` adds integer label maps to a confusion matrix (``spn.engine.metrics``).
-- ``compute`` returns the :class:`~spn.engine.metrics.ConfusionMatrix` metrics
+  or ``None``). A protocol with ``restrict=True`` restricts the refined result to the classes
+  present in the coarse input (``argmax`` of ``coarse``, per image), as the paper does at test
+  time on PASCAL VOC: the scores of absent classes become ``-inf``
+  (:func:`restrict_to_coarse_classes`). "voc" is "plain" with ``restrict=True``; any protocol
+  takes ``get_protocol(name, restrict=True)`` (what ``--restrict-to-present`` asks for); the
+  others return the scores unchanged.
+- ``accumulate`` adds integer label maps to a confusion matrix (:mod:`spn.metrics.confusion`).
+- ``compute`` returns the :class:`~spn.metrics.ConfusionMatrix` metrics
   (``pixel_accuracy`` = "overall AC", ``mean_accuracy`` = "mean AC", ``mean_iou``,
   ``per_class_iou``, ``per_class_accuracy``, ``per_class_f1``, ``pixels``), plus ``protocol``
   and ``class_names``; "helen" adds ``f_measure`` (group name -> F) with the groups of Table 1
@@ -45,9 +48,9 @@ from collections import OrderedDict
 
 import torch
 
-from .metrics import ConfusionMatrix
+from spn.data.helen import HELEN_CLASSES, HELEN_GROUPS
 
-from spn.data.helen import HELEN_CLASSES, HELEN_GROUPS, group_scores
+from .confusion import ConfusionMatrix, group_scores
 
 # The 11 HELEN labels (Smith et al. 2013) in the order of the label files lbl00..lbl10.
 HELEN_CLASS_NAMES = list(HELEN_CLASSES)
@@ -91,11 +94,16 @@ def restrict_to_coarse_classes(logits: torch.Tensor, coarse: torch.Tensor) -> to
 
 
 class Protocol:
-    """Plain protocol: scores as they are, confusion-matrix metrics (Table 3 columns)."""
+    """Plain protocol: confusion-matrix metrics (Table 3 columns); the scores as they are, or
+    restricted to the coarse input's classes with ``restrict=True``."""
 
     name = "plain"
+    #: the default of ``restrict``
+    restricts = False
 
-    def __init__(self, num_classes: int | None = None, class_names=None, ignore_index: int = 255):
+    def __init__(self, num_classes: int | None = None, class_names=None, ignore_index: int = 255,
+                 restrict: bool | None = None):
+        self.restrict = self.restricts if restrict is None else bool(restrict)
         if class_names is not None:
             class_names = [str(c) for c in class_names]
             if num_classes is None:
@@ -113,7 +121,12 @@ class Protocol:
     def prepare(self, logits: torch.Tensor, coarse: torch.Tensor | None = None) -> torch.Tensor:
         """Scores ``(B, K, H, W)`` or ``(K, H, W)`` -> scores to take the argmax of."""
         self._check_scores(logits)
-        return logits
+        if not self.restrict:
+            return logits
+        if coarse is None:
+            raise ValueError(f"protocol {self.name!r} needs the coarse input (the refined classes are restricted "
+                             "to those present in it); the dataset gives no 'coarse' map")
+        return restrict_to_coarse_classes(logits, coarse.to(logits.device))
 
     def accumulate(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Add integer label maps ``pred`` and ``target`` of one shape (255 = ignore in target)."""
@@ -175,13 +188,7 @@ class VOCProtocol(Protocol):
     """PASCAL VOC (Sec. 5): refined classes restricted to those present in the coarse input."""
 
     name = "voc"
-
-    def prepare(self, logits: torch.Tensor, coarse: torch.Tensor | None = None) -> torch.Tensor:
-        self._check_scores(logits)
-        if coarse is None:
-            raise ValueError("protocol 'voc' needs the coarse input (the refined classes are restricted "
-                             "to those present in it); the dataset gives no 'coarse' map")
-        return restrict_to_coarse_classes(logits, coarse.to(logits.device))
+    restricts = True
 
 
 class HelenProtocol(Protocol):
@@ -190,10 +197,11 @@ class HelenProtocol(Protocol):
     name = "helen"
     detail_title = "F-measure"
 
-    def __init__(self, num_classes: int | None = None, class_names=None, ignore_index: int = 255):
+    def __init__(self, num_classes: int | None = None, class_names=None, ignore_index: int = 255,
+                 restrict: bool | None = None):
         if num_classes is None and class_names is None:
             num_classes, class_names = len(HELEN_CLASS_NAMES), list(HELEN_CLASS_NAMES)
-        super().__init__(num_classes, class_names, ignore_index)
+        super().__init__(num_classes, class_names, ignore_index, restrict)
         self.groups = helen_groups()
         need = max(max(ids) for ids in self.groups.values()) + 1
         if self.num_classes is not None and self.num_classes < need:
@@ -226,10 +234,20 @@ def list_protocols() -> list[str]:
     return list(PROTOCOLS)
 
 
-def get_protocol(name: str, num_classes: int | None = None, class_names=None, ignore_index: int = 255) -> Protocol:
-    """A fresh protocol object by name ("plain", "voc", "helen"); see the module docstring."""
+def get_protocol(name: str, num_classes: int | None = None, class_names=None, ignore_index: int = 255,
+                 restrict: bool | None = None) -> Protocol:
+    """A fresh protocol object by name ("plain", "voc", "helen"); see the module docstring.
+
+    ``restrict`` (None: the protocol's default, True only for "voc") restricts the refined scores
+    to the classes of the coarse input. A protocol object is returned as it is (``restrict=True``
+    then needs one that restricts).
+    """
     if isinstance(name, Protocol):
+        if restrict and not name.restrict:
+            raise ValueError(f"protocol object {name.name!r} does not restrict to the coarse classes; "
+                             f"build it with restrict=True")
         return name
     if name not in PROTOCOLS:
         raise ValueError(f"unknown protocol {name!r}; valid protocols are {', '.join(PROTOCOLS)}")
-    return PROTOCOLS[name](num_classes=num_classes, class_names=class_names, ignore_index=ignore_index)
+    return PROTOCOLS[name](num_classes=num_classes, class_names=class_names, ignore_index=ignore_index,
+                           restrict=restrict)

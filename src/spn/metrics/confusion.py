@@ -3,12 +3,26 @@
 ``ConfusionMatrix(num_classes, ignore_index=255)`` accumulates ``(target, prediction)`` pairs;
 ``compute()`` returns overall pixel accuracy, mean class accuracy, per-class IoU, mean IoU
 and per-class F1. Classes absent from both target and prediction are left out of the means
-(NaN in the per-class lists).
+(NaN in the per-class lists). :func:`group_scores` scores groups of classes as one region
+(HELEN's Table 1 F-measures).
+
+Shape:
+    - target, pred: any shape, the same for both; integer class ids (255 = ignore in target)
+
+Example:
+    >>> import torch
+    >>> from spn.metrics import ConfusionMatrix
+    >>> cm = ConfusionMatrix(2)
+    >>> cm.update(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1, 1]))
+    >>> m = cm.compute()
+    >>> m["pixel_accuracy"], m["per_class_iou"]
+    (0.75, [0.5, 0.6666666666666666])
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -67,3 +81,25 @@ class ConfusionMatrix:
             "per_class_f1": f1.tolist(),
             "pixels": int(total),
         }
+
+
+def group_scores(confusion, groups: dict[str, list[int]]) -> dict[str, dict[str, float]]:
+    """F-measure and IoU of groups of classes from a confusion matrix ``mat[t, p]`` ``(K, K)``
+    (a tensor/array, or a :class:`ConfusionMatrix`).
+    A group is scored as one region: ``tp`` = pixels of the group predicted in the group."""
+    mat = getattr(confusion, "mat", confusion)
+    m = torch.as_tensor(np.asarray(mat), dtype=torch.float64)
+    if m.dim() != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"confusion matrix must be (K, K), got {tuple(m.shape)}")
+    out = {}
+    for name, ids in groups.items():
+        if any(not 0 <= i < m.shape[0] for i in ids):
+            raise ValueError(f"group {name!r} has ids {ids} outside 0..{m.shape[0] - 1}")
+        idx = torch.tensor(ids)
+        tp = float(m[idx][:, idx].sum())
+        gt = float(m[idx].sum())
+        pr = float(m[:, idx].sum())
+        f1 = 2 * tp / (gt + pr) if gt + pr > 0 else float("nan")
+        iou = tp / (gt + pr - tp) if gt + pr - tp > 0 else float("nan")
+        out[name] = {"f1": f1, "iou": iou}
+    return out
