@@ -384,3 +384,17 @@ def test_patches_pad_small_images():
     assert torch.equal(p["mask"][1:6, 2:5], m)  # centred: top 1 / bottom 2, left 2 / right 3 rows of padding
     with pytest.raises(ValueError):
         PatchDataset(_Fixed([m]), size=0)
+
+
+def test_label_png_round_trip(tmp_path):
+    m = torch.tensor([[0, 1, 2], [20, 255, 3]])
+    p = write_mask(tmp_path / "l.png", m)
+    with Image.open(p) as im:
+        assert im.mode == "P"
+        assert im.getpalette()[3:6] == [128, 0, 0]
+    assert read_mask(p).tolist() == m.tolist()
+    with pytest.raises(FileNotFoundError):
+        read_mask(tmp_path / "missing.png")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="bad.png"):
+        read_mask(tmp_path / "bad.png")

@@ -173,3 +173,21 @@ def test_helen_groups_and_scores():
     assert np.isnan(s["nose"]["f1"])
     with pytest.raises(ValueError):
         group_scores(torch.zeros(3, 3), HELEN_GROUPS)
+
+
+def test_restrict_to_coarse_classes_hand_made():
+    # coarse argmax: classes 0 and 2 present, 1 absent
+    coarse = torch.zeros(3, 2, 2)
+    coarse[0, 0, :] = 1
+    coarse[2, 1, :] = 1
+    logits = torch.tensor([1.0, 5.0, 2.0])[:, None, None].expand(3, 2, 2).clone()
+    out = restrict_to_coarse_classes(logits, coarse)
+    assert torch.isinf(out[1]).all() and (out[1] < 0).all()
+    assert torch.equal(out[0], logits[0]) and torch.equal(out[2], logits[2])
+    assert (out.argmax(0) == 2).all()
+    # batched form, per image
+    every = torch.nn.functional.one_hot(torch.tensor([[0, 1], [2, 0]]), 3).permute(2, 0, 1).float()
+    b = restrict_to_coarse_classes(torch.stack([logits, logits]), torch.stack([coarse, every]))
+    assert torch.isinf(b[0, 1]).all() and torch.isfinite(b[1]).all()
+    with pytest.raises(ValueError, match="differ in shape"):
+        restrict_to_coarse_classes(logits, coarse[:2])

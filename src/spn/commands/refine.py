@@ -107,8 +107,8 @@ def run(args) -> int:
 
     from spn.data import read_coarse_file, read_image, write_image, write_mask
     from spn.models.checkpoint import checkpoint_classes, load_checkpoint
-    from spn.engine.evaluate import model_needs_coarse, predict
-    from spn.engine.visualize import overlay
+    from spn.inference import model_needs_coarse, predict
+    from spn.viz import overlay
 
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")

@@ -65,8 +65,8 @@ def _load_model(name: str, spec):
 
 
 def _predictor(model: nn.Module):
-    """A function ``(image (3,H,W), coarse (K,H,W)) -> probs (K,H,W)`` (spn.engine.evaluate.predict)."""
-    from .evaluate import predict
+    """A function ``(image (3,H,W), coarse (K,H,W)) -> probs (K,H,W)`` (spn.inference.predict)."""
+    from spn.inference import predict
 
     return lambda image, coarse: predict(model, image, coarse)
 
@@ -125,7 +125,7 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
 
     from spn.utils.io import write_json, write_markdown
 
-    from .report import fmt_percent, fmt_seconds, markdown_table
+    from spn.viz import fmt_percent, fmt_seconds, markdown_table
 
     if isinstance(peers, str):
         peers = [p.strip() for p in peers.split(",") if p.strip()]
@@ -236,7 +236,7 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
     # --- figure ---------------------------------------------------------------------------------
     figure_path = None
     if fig_rows:
-        from .visualize import figure_grid
+        from spn.viz import figure_grid
 
         columns = ["image", "coarse"] + [m["column"] for m in methods.values() if m["column"] is not None]
         columns.append("ground truth")

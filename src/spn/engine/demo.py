@@ -166,7 +166,7 @@ def _train(cfg: DemoConfig, model: str, model_cfg: dict, steps: int, coarse: str
 
 
 def _figure_rows(cfg, val_coarse, models: dict) -> tuple[list, list[str]]:
-    from .evaluate import predict
+    from spn.inference import predict
 
     rows, names = [], []
     for i in range(min(cfg.figure_rows, len(val_coarse))):
@@ -215,11 +215,10 @@ def run_demo(cfg: DemoConfig | None = None) -> dict:
 
     from spn.models.checkpoint import load_checkpoint
     from spn.data import BaselineCoarse
-    from .evaluate import evaluate
+    from spn.evaluation import evaluate
     from spn.utils.io import write_json, write_markdown
 
-    from .report import per_class_markdown, results_json, table3_markdown
-    from .visualize import figure_grid
+    from spn.viz import figure_grid, per_class_markdown, results_json, table3_markdown
 
     cfg = (cfg or DemoConfig()).validate()
     t_start = time.perf_counter()
@@ -349,7 +348,7 @@ def _compare_summary(res: dict | None) -> dict | None:
 
 
 def _report(cfg, metrics, results, class_names, compare_res, table3_markdown, per_class_markdown) -> str:
-    from .report import fmt_seconds, markdown_table
+    from spn.viz import fmt_seconds, markdown_table
 
     m = metrics
     lines = [
@@ -428,5 +427,5 @@ def _reading(results: dict) -> str:
 
 
 def _pct(v) -> str:
-    from .report import fmt_percent
+    from spn.viz import fmt_percent
     return fmt_percent(v)

@@ -210,7 +210,7 @@ def train(cfg: TrainConfig, *, train_dataset=None, val_dataset=None, callback=No
     Returns ``{"run_dir", "model", "start_step", "steps", "final_loss", "mean_loss", "losses"
     (this invocation's per-step losses), "images_per_s", "elapsed_s", "world_size",
     "global_batch_size", "checkpoint", "val"}`` where ``val`` is
-    :func:`spn.engine.evaluate.evaluate`'s result on the validation split (or None).
+    :func:`spn.evaluation.evaluate`'s result on the validation split (or None).
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
@@ -413,7 +413,7 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, cal
         "val": None,
     }
     if main and val_ds is not None:
-        from .evaluate import evaluate
+        from spn.evaluation import evaluate
 
         kw = {"limit": cfg.val_items} if cfg.val_items else {}
         model.eval()

@@ -1,4 +1,5 @@
-"""Reports: markdown tables in the paper's format, JSON, atomic writes.
+"""Reports: markdown tables in the paper's format (the files are written by
+:func:`spn.utils.io.write_markdown` and :func:`spn.utils.io.write_json`).
 
 A *results* mapping is what the tables are built from: an ordered dict
 ``method name -> entry`` where ``entry`` is either a metrics dict of
@@ -16,6 +17,15 @@ A *results* mapping is what the tables are built from: an ordered dict
 
 Percentages are printed like the paper (two decimals, x100); NaN (a class absent from both
 ground truth and prediction) prints as ``-`` and is stored as ``null`` in JSON.
+
+Example:
+    >>> from spn.viz import table3_markdown
+    >>> m = {"pixel_accuracy": 0.9122, "mean_accuracy": 0.7761, "mean_iou": 0.6551}
+    >>> print(table3_markdown({"coarse": {"metrics": m, "seconds_per_image": 0.0123}}))
+    | method | overall AC | mean AC | mean IoU | s/image |
+    | :--- | ---: | ---: | ---: | ---: |
+    | coarse | 91.22 | 77.61 | 65.51 | 0.0123 |
+    <BLANKLINE>
 """
 from __future__ import annotations
 
@@ -138,21 +148,16 @@ def results_json(results: Mapping) -> dict:
     return to_jsonable(out)
 
 
-def protocol_markdown(results: Mapping, protocol: str) -> str:
-    """The headline table of a protocol whose columns differ from Table 3 (e.g. "helen": the
-    Table 1 F-measures); ``""`` for "plain" and "voc" (Table 3 already shows them)."""
-    if protocol in ("plain", "voc"):
-        return ""
-    from spn.metrics import get_protocol
-
-    proto = get_protocol(protocol)
+def headline_markdown(results: Mapping, headline, caption: str) -> str:
+    """A table of the columns ``headline(metrics)`` (an ordered dict title -> value) per method,
+    e.g. a protocol's headline (HELEN's Table 1 F-measures); ``""`` when ``results`` is empty."""
     rows, headers = [], None
     for name, entry in results.items():
         m, _ = _entry(entry)
-        head = proto.headline(m)
+        head = headline(m)
         if headers is None:
             headers = list(head)
         rows.append([name] + [fmt_percent(v) for v in head.values()])
     if headers is None:
         return ""
-    return f"Protocol {protocol!r} (%):\n\n" + markdown_table(["method"] + headers, rows)
+    return f"{caption}\n\n" + markdown_table(["method"] + headers, rows)
