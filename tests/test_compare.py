@@ -17,8 +17,7 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Two SPN checkpoints (one-way, three-way) trained for 2 steps on tiny synthetic scenes."""
-    from spn.engine.config import TrainConfig
-    from spn.engine.train import train
+    from spn.training import TrainConfig, train
 
     root = tmp_path_factory.mktemp("runs")
     out = {}

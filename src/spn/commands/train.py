@@ -110,8 +110,8 @@ _DIRECT = ("data", "coarse", "model", "patch_size", "patches_per_image", "flip",
 
 
 def config_from_args(args):
-    """The :class:`~spn.engine.config.TrainConfig` of the parsed arguments."""
-    from spn.engine.config import TrainConfig, load_config
+    """The :class:`~spn.training.TrainConfig` of the parsed arguments."""
+    from spn.training import TrainConfig, load_config
 
     if getattr(args, "config", None):
         cfg = load_config(args.config)
@@ -160,7 +160,7 @@ def _fmt(v) -> str:
 
 
 def run(args) -> int:
-    from spn.engine.train import train
+    from spn.training import train
 
     cfg = config_from_args(args)
     summary = train(cfg)

@@ -149,8 +149,7 @@ def _prepare_out(cfg: DemoConfig) -> Path:
 
 
 def _train(cfg: DemoConfig, model: str, model_cfg: dict, steps: int, coarse: str | None, out: Path) -> dict:
-    from .config import TrainConfig
-    from .train import train
+    from spn.training import TrainConfig, train
 
     tc = TrainConfig(
         data="synthetic", data_options={"num_images": cfg.train_images, "size": cfg.size},

@@ -3,7 +3,7 @@
 ``train(cfg) -> dict`` trains ``cfg.model`` on ``cfg.data`` patches with softmax cross-entropy
 (ignore index 255) and writes, into ``cfg.out``:
 
-- ``config.json`` at the start: the resolved :class:`~spn.engine.config.TrainConfig` (learning
+- ``config.json`` at the start: the resolved :class:`~spn.training.TrainConfig` (learning
   rate and full model config filled in), world size, global batch, total steps, data info;
 - ``log.jsonl``: one JSON object per ``log_interval`` steps (``step``, mean ``loss`` over the
   interval, ``lr``, ``images_per_s``, ``elapsed_s``); plus ``{"event": ...}`` lines;
@@ -13,7 +13,7 @@
 Determinism and resume. Global sample ``n`` (``n = step * global_batch + position``) is patch
 ``perm_e[n mod L]`` of epoch ``e = n div L`` of the :class:`spn.data.PatchDataset` (``L`` patches,
 ``perm_e`` a permutation seeded by ``(seed, e)``, the patch crop/flip seeded by ``(seed, e,
-index)``). Nothing depends on the worker count or on earlier steps, so a run resumed from the
+index)``; :mod:`spn.data.sampling`). Nothing depends on the worker count or on earlier steps, so a run resumed from the
 checkpoint of step ``s`` draws exactly the batches an uninterrupted run draws from step ``s`` on;
 with the model and optimizer state restored, the two runs agree step for step. Under torchrun
 rank ``r`` takes positions ``r*batch_size ... (r+1)*batch_size - 1`` of every global batch, and
@@ -35,11 +35,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..utils.io import atomic_write_json, atomic_write_text
-from . import distributed as D
-from spn.models.checkpoint import INFO_FILE, load_training_state, read_info, save_checkpoint, unwrap_model
-from spn.data import wrap_coarse_source
+from spn.data import PatchDataset, build_dataset, wrap_coarse_source
 from spn.data.sampling import MemoryCache, SampleView, StepSampler
+from spn.evaluation import evaluate
+from spn.models import create_model
+from spn.models.checkpoint import INFO_FILE, load_training_state, read_info, save_checkpoint, unwrap_model
+from spn.utils.io import atomic_write_json, atomic_write_text
+
+from . import distributed as D
 from .config import TrainConfig, check_resume_compatible
 from .losses import cross_entropy_sum, valid_pixels
 
@@ -57,8 +60,6 @@ def _worker_init(_):
 
 
 def _build_split(cfg: TrainConfig, split: str, coarse: str | None, coarse_options: dict):
-    from spn.data import build_dataset
-
     kw = dict(cfg.data_options)
     if cfg.data.split(":", 1)[0].lower() in FILE_BACKED:
         kw.setdefault("on_corrupt", cfg.on_corrupt)
@@ -225,9 +226,6 @@ def train(cfg: TrainConfig, *, train_dataset=None, val_dataset=None, callback=No
 
 
 def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, callback) -> dict:
-    from spn.data import PatchDataset
-    from spn.models import create_model
-
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     elif ctx.distributed and ctx.device.type == "cpu":
@@ -413,8 +411,6 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, cal
         "val": None,
     }
     if main and val_ds is not None:
-        from spn.evaluation import evaluate
-
         kw = {"limit": cfg.val_items} if cfg.val_items else {}
         model.eval()
         summary["val"] = evaluate(model, val_ds, **kw)

@@ -1,4 +1,23 @@
-"""Segmentation losses: softmax cross-entropy with an ignore label."""
+"""Segmentation losses: softmax cross-entropy with an ignore label.
+
+The training loop divides :func:`cross_entropy_sum` by the labelled-pixel count of the whole
+global batch (:func:`valid_pixels`, summed over the processes), so the data-parallel gradient
+equals the single-process one.
+
+Shape:
+    - logits: ``(B, K, H, W)``
+    - target: ``(B, H, W)`` int class ids (255 = ignore)
+
+Example:
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from spn.training.losses import cross_entropy_sum, valid_pixels
+    >>> logits, target = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
+    >>> target[0, 0] = 255
+    >>> loss = cross_entropy_sum(logits, target) / valid_pixels(target)
+    >>> bool(torch.allclose(loss.float(), F.cross_entropy(logits, target, ignore_index=255)))
+    True
+"""
 from __future__ import annotations
 
 import torch
@@ -36,20 +55,3 @@ def cross_entropy_sum(logits: torch.Tensor, target: torch.Tensor, ignore_index: 
         ids = sorted(set(t[bad].unique().tolist()))[:10]
         raise ValueError(f"target holds class ids {ids} outside [0, {K}) (ignore = {ignore_index})")
     return F.cross_entropy(logits, t, ignore_index=ignore_index, reduction="sum")
-
-
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255,
-                      normalizer: torch.Tensor | float | None = None) -> torch.Tensor:
-    """Mean softmax cross-entropy over labelled pixels.
-
-    ``normalizer`` overrides the pixel count the sum is divided by (data-parallel training
-    passes the count of the whole global batch, so the averaged gradient equals the
-    single-process one). A batch with no labelled pixel gives 0 (with a zero gradient).
-    """
-    s = cross_entropy_sum(logits, target, ignore_index)
-    n = valid_pixels(target, ignore_index) if normalizer is None else normalizer
-    if isinstance(n, torch.Tensor):
-        n = n.to(s.dtype).clamp_min(1)
-    else:
-        n = max(float(n), 1.0)
-    return s / n

@@ -3,7 +3,7 @@
 ``torchrun`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
 :func:`init_distributed` reads them and joins the process group (``gloo`` on the CPU, ``nccl``
 on CUDA). Each process draws its own share of every global batch (rank-strided sampling, see
-:class:`spn.engine.train.StepSampler`), the model is wrapped in DistributedDataParallel (which
+:class:`spn.data.sampling.StepSampler`), the model is wrapped in DistributedDataParallel (which
 averages the gradients), and only rank 0 writes the config, the log and the checkpoints. The
 effective batch is ``world_size * batch_size``.
 """
@@ -109,15 +109,6 @@ def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     if ctx.distributed:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
-
-
-def broadcast_object(obj, ctx: DistContext, src: int = 0):
-    """Rank ``src``'s ``obj`` on every process."""
-    if not ctx.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
 
 
 def barrier(ctx: DistContext) -> None:
