@@ -8,7 +8,7 @@ from torch import nn
 
 from spn.cli import main
 from spn.data import build_dataset
-from spn.engine.compare import checkpoint_args, run_compare
+from spn.experiments.compare import checkpoint_args, run_compare
 from spn.metrics import ConfusionMatrix
 
 SIZE = 64

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spn.engine.demo import DemoConfig, run_demo
+from spn.experiments.demo import DemoConfig, run_demo
 
 TINY = dict(size=48, train_images=3, val_images=2, patch_size=32, batch_size=2, baseline_steps=2, spn_steps=2,
             baseline_cfg={"width": 4, "depth": 1}, spn_cfg={"channels": 4, "guidance_width": 4, "guidance_depth": 1},
@@ -21,7 +21,6 @@ def _tiny(tmp_path, **kw):
 
 
 def test_run_demo_writes_report_metrics_figure(tmp_path):
-    pytest.importorskip("spn.engine.compare")
     cfg = _tiny(tmp_path, compare=True, compare_peers=["bilinear"], compare_limit=1, compare_time_512=False)
     m = run_demo(cfg)
     out = tmp_path / "demo"

@@ -35,6 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .. import __version__
 from ..utils.io import atomic_write_bytes, atomic_write_json
 from .registry import create_model
 
@@ -136,11 +137,7 @@ def save_checkpoint(run_dir, model: torch.nn.Module, cfg: dict, step: int, optim
         "data": data,
         "files": files,
     }
-    try:
-        from spn import __version__
-        info["spn_version"] = __version__
-    except ImportError:  # pragma: no cover
-        pass
+    info["spn_version"] = __version__
     if extra:
         info.update(extra)
     return atomic_write_json(run_dir / INFO_FILE, info)

@@ -64,7 +64,7 @@ class TrainConfig(ConfigBase):
     model: str = option("spn_three_way", help=" | ".join(list_models()), group=_MODEL)
     model_cfg: dict = option(default_factory=dict, flags=("--model-option",), metavar="KEY=VALUE", group=_MODEL,
                              help="any model option (repeatable), e.g. scale=1 or residual=false")
-    patch_size: int = option(128, help="training patch side (the paper's: 128)", minimum=1, group=_DATA)
+    patch_size: int = option(128, help="training patch side (128 in the paper)", minimum=1, group=_DATA)
     patches_per_image: int = option(4, help="patches per image and epoch", minimum=1, group=_DATA)
     flip: bool = option(True, help="random left-right flips", negative="--no-flip",
                         negative_help="no random left-right flips", group=_DATA)
@@ -86,9 +86,9 @@ class TrainConfig(ConfigBase):
     resume: bool = option(False, help="continue the run in --out from its last checkpoint", group=_RUN)
     threads: int | None = option(None, help="torch CPU threads", minimum=1, default_help="torch's", group=_RUN)
     device: str = option("cpu", help="cpu | cuda | cuda:N | auto", group=_RUN)
-    progress: bool | None = option(None, help="progress bar even when stderr is not a terminal",
-                                   negative="--no-progress", negative_help="no progress bar",
-                                   default_help="when stderr is a terminal", group=_RUN)
+    progress: bool | None = option(None, help="progress bar even when stderr is not a terminal "
+                                              "(default: only when it is)",
+                                   negative="--no-progress", negative_help="no progress bar", group=_RUN)
     on_corrupt: str = option("error", choices=ON_CORRUPT, help="unreadable files: stop or skip them", group=_DATA)
     cache: bool = option(False, help="keep decoded images in memory", group=_DATA)
     val_split: str | None = option("val", help="evaluate on this split at the end", negative="--no-val",

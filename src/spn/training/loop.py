@@ -35,11 +35,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from spn import __version__
 from spn.data import PatchDataset, build_dataset, wrap_coarse_source
 from spn.data.sampling import MemoryCache, SampleView, StepSampler
 from spn.evaluation import evaluate
 from spn.models import create_model
 from spn.models.checkpoint import INFO_FILE, load_training_state, read_info, save_checkpoint, unwrap_model
+from spn.ops import active_backend
 from spn.utils.io import atomic_write_json, atomic_write_text
 
 from . import distributed as D
@@ -297,13 +299,8 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, cal
             "device": str(device),
             "torch": torch.__version__,
         }
-        try:
-            from spn import __version__
-            from spn.ops import active_backend
-            meta["spn_version"] = __version__
-            meta["backend"] = active_backend()
-        except Exception:  # descriptive only
-            pass
+        meta["spn_version"] = __version__
+        meta["backend"] = active_backend()
         atomic_write_json(run_dir / CONFIG_FILE, meta)
         log_path = run_dir / LOG_FILE
         if start > 0 or log_path.exists():

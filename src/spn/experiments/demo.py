@@ -18,76 +18,98 @@
    - ``figure.png``: image | coarse | one-way | three-way | ground truth for a few val images;
    - ``runs/{baseline,spn_one_way,spn_three_way}/``: the checkpoints and resolved configs
      (``config.json``, ``log.jsonl``) of the three training runs; ``demo_config.json``;
-5. when :mod:`spn.engine.compare` is available, appends the comparison with the classical
-   refiners (bilinear, guided filter, domain transform, dense CRF when installed) on the same
-   validation images (``compare/``); otherwise the report notes that it was skipped.
+5. appends the comparison with the classical refiners (bilinear, guided filter, domain
+   transform, dense CRF when installed) on the same validation images (``compare/``,
+   :mod:`spn.experiments.compare`), unless ``compare=False``.
 
 Timings are wall-clock seconds of the model call on this machine (CPU, ``threads`` torch
 threads); an SPN's seconds exclude the baseline that produced its coarse input.
 """
 from __future__ import annotations
 
-import dataclasses
+import logging
 import math
 import platform
 import shutil
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from spn.data import BaselineCoarse, build_dataset
+from spn.evaluation import evaluate
+from spn.inference import predict
 from spn.models import spn_preset
+from spn.models.checkpoint import load_checkpoint
+from spn.ops import active_backend
+from spn.peers import densecrf_available
+from spn.training import TrainConfig, train
+from spn.utils.config import ConfigBase, option
+from spn.utils.io import write_json, write_markdown
+from spn.viz import (figure_grid, fmt_percent, fmt_seconds, markdown_table, per_class_markdown, results_json,
+                     table3_markdown)
+
+from .compare import run_compare
 
 RUN_NAMES = ("baseline", "spn_one_way", "spn_three_way")
 TITLES = {"spn_one_way": "+1 way SPN", "spn_three_way": "+3 way SPN"}
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(ConfigBase):
     """Settings of :func:`run_demo`. ``DemoConfig.preset(quick)`` gives the tuned defaults.
 
     Data: ``size`` x ``size`` synthetic scenes, ``train_images`` / ``val_images`` per split.
     Training: ``baseline_steps`` / ``spn_steps`` Adam steps (``lr``) of ``batch_size`` patches of
     ``patch_size`` pixels. ``baseline_cfg`` / ``spn_cfg``: model options (see
-    :class:`spn.models.BaselineConfig`, :class:`spn.models.SPNConfig`).
-    ``coarse``: ``"auto"`` (the baseline's output, with the fallback described in the module
-    docstring), ``"baseline"`` (always the baseline's output) or ``"gt-downsample:F"``.
-    ``compare``: run :func:`spn.engine.compare.run_compare` (when it exists) on ``compare_limit``
-    val images with ``compare_peers`` (dense CRF only when installed); ``compare_time_512`` also
-    times every method on a 512 x 512 image. ``force``: replace the runs of an earlier demo in ``out``.
+    :class:`spn.models.BaselineConfig`, :class:`spn.models.SPNConfig`; the SPNs use the "fast"
+    preset, :data:`spn.models.SPN_PRESETS`). ``compare``: run
+    :func:`spn.experiments.compare.run_compare` on ``compare_limit`` val images with
+    ``compare_peers`` (dense CRF only when installed); ``compare_time_512`` also times every
+    method on a 512 x 512 image. The demo's ``metrics.json`` holds this config under ``"config"``
+    (``spn demo --config metrics.json`` reads it back).
     """
 
-    out: str = "runs/demo"
-    quick: bool = False
-    seed: int = 0
-    threads: int | None = None
-    size: int = 256
-    train_images: int = 64
-    val_images: int = 16
-    patch_size: int = 128
-    batch_size: int = 8
-    lr: float = 2e-3
-    baseline_steps: int = 1000
-    spn_steps: int = 1500
-    baseline_cfg: dict = field(default_factory=lambda: {"width": 16, "depth": 3})
+    section = "config"
+
+    out: str = option("runs/demo", help="output folder", metavar="DIR")
+    quick: bool = option(False, help="the short version (about 2 minutes on 2 cores; full: about 4)")
+    seed: int = option(0, help="random seed")
+    threads: int | None = option(None, help="torch CPU threads", metavar="N", default_help="torch's")
+    size: int = option(256, help="side of the synthetic scenes", cli=False)
+    train_images: int = option(64, help="training scenes", cli=False)
+    val_images: int = option(16, help="validation scenes", cli=False)
+    patch_size: int = option(128, help="training patch side", cli=False)
+    batch_size: int = option(8, help="patches per step", cli=False)
+    lr: float = option(2e-3, help="Adam learning rate", cli=False)
+    baseline_steps: int = option(1000, help="the baseline's training steps", metavar="N")
+    spn_steps: int = option(1500, help="each SPN's training steps", metavar="N")
+    baseline_cfg: dict = option(default_factory=lambda: {"width": 16, "depth": 3}, help="baseline options",
+                                cli=False)
     # The "fast" SPN preset: one gate map shared by the C' channels (Cg = 1) and a narrow guidance
     # network that also sees the coarse scores. A 512 x 512 image takes ~40 ms on 2 cores, against
     # ~90 ms with per-channel gates and a guidance width of 16 (the library default is per-channel).
-    spn_cfg: dict = field(default_factory=lambda: spn_preset("fast"))
+    spn_cfg: dict = option(default_factory=lambda: spn_preset("fast"), help="SPN options", cli=False)
     # Simulated coarse maps 8x smaller than the image (the scale of the VOC coarse maps the paper
     # refines). "auto" / "baseline" refine the baseline CNN's output instead.
-    coarse: str = "gt-downsample:8"
-    min_baseline_miou: float = 0.3
-    max_baseline_miou: float = 0.9
-    figure_rows: int = 4
-    compare: bool = True
-    compare_peers: list = field(default_factory=lambda: ["bilinear", "guided_filter", "domain_transform", "densecrf"])
-    compare_limit: int | None = None
-    compare_time_512: bool = True
-    progress: bool | None = None
-    force: bool = False
+    coarse: str = option("gt-downsample:8", metavar="SRC",
+                         help="coarse maps the SPNs refine: gt-downsample:F (simulated maps F times smaller than "
+                              "the image), baseline (the baseline CNN's output, the paper's HELEN protocol), or "
+                              "auto (the baseline's output, falling back to gt-downsample:8 when the baseline is "
+                              "too weak or too strong)")
+    min_baseline_miou: float = option(0.3, help="auto: the baseline's lowest val mIoU", cli=False)
+    max_baseline_miou: float = option(0.9, help="auto: the baseline's highest val mIoU", cli=False)
+    figure_rows: int = option(4, help="images in the figure (0: none)", cli=False)
+    compare: bool = option(True, help="compare with the classical refiners", negative="--no-compare",
+                           negative_help="skip the comparison with the classical refiners")
+    compare_peers: list = option(default_factory=lambda: ["bilinear", "guided_filter", "domain_transform",
+                                                          "densecrf"], help="peers compared", cli=False)
+    compare_limit: int | None = option(None, help="val images compared (None: all)", cli=False)
+    compare_time_512: bool = option(True, help="time every method on a 512 x 512 image", cli=False)
+    progress: bool | None = option(None, help="progress bars", negative="--no-progress",
+                                   negative_help="no progress bars", default_help="when stderr is a terminal")
+    force: bool = option(False, help="replace the runs of an earlier demo in --out")
 
     @classmethod
     def preset(cls, quick: bool = False, **overrides) -> "DemoConfig":
@@ -124,12 +146,8 @@ class DemoConfig:
                 raise TypeError(f"DemoConfig.{name} must be a dict")
         return self
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
-
-def _log(msg: str) -> None:
-    print(f"[spn demo] {msg}", file=sys.stderr, flush=True)
+log = logging.getLogger(__name__)
 
 
 def _prepare_out(cfg: DemoConfig) -> Path:
@@ -149,8 +167,6 @@ def _prepare_out(cfg: DemoConfig) -> Path:
 
 
 def _train(cfg: DemoConfig, model: str, model_cfg: dict, steps: int, coarse: str | None, out: Path) -> dict:
-    from spn.training import TrainConfig, train
-
     tc = TrainConfig(
         data="synthetic", data_options={"num_images": cfg.train_images, "size": cfg.size},
         coarse=coarse, model=model, model_cfg=dict(model_cfg), patch_size=cfg.patch_size,
@@ -165,8 +181,6 @@ def _train(cfg: DemoConfig, model: str, model_cfg: dict, steps: int, coarse: str
 
 
 def _figure_rows(cfg, val_coarse, models: dict) -> tuple[list, list[str]]:
-    from spn.inference import predict
-
     rows, names = [], []
     for i in range(min(cfg.figure_rows, len(val_coarse))):
         item = val_coarse[i]
@@ -183,22 +197,13 @@ def _figure_rows(cfg, val_coarse, models: dict) -> tuple[list, list[str]]:
 
 
 def _run_compare(cfg: DemoConfig, val_coarse, run_dirs: dict, out: Path) -> tuple[dict | None, str]:
-    """D's comparison with the classical refiners, when ``spn.engine.compare`` exists."""
+    """The comparison with the classical refiners (:func:`spn.experiments.compare.run_compare`)."""
     if not cfg.compare:
         return None, "skipped (compare disabled)"
-    try:
-        from .compare import run_compare
-    except ImportError as exc:
-        return None, f"skipped: spn.engine.compare is not available ({exc})"
     peers = list(cfg.compare_peers)
     note = ""
     if "densecrf" in peers:
-        try:
-            from spn.peers import densecrf_available
-            ok = densecrf_available()
-        except ImportError:
-            ok = False
-        if not ok:
+        if not densecrf_available():
             peers.remove("densecrf")
             note = " (dense CRF left out: pydensecrf2 is not installed; `pip install pydensecrf2`)"
     res = run_compare(val_coarse, {"one-way": str(run_dirs["spn_one_way"]), "three-way": str(run_dirs["spn_three_way"])},
@@ -210,15 +215,6 @@ def _run_compare(cfg: DemoConfig, val_coarse, run_dirs: dict, out: Path) -> tupl
 
 def run_demo(cfg: DemoConfig | None = None) -> dict:
     """Run the demo (see the module docstring); returns the content of ``metrics.json``."""
-    from spn.data import build_dataset
-
-    from spn.models.checkpoint import load_checkpoint
-    from spn.data import BaselineCoarse
-    from spn.evaluation import evaluate
-    from spn.utils.io import write_json, write_markdown
-
-    from spn.viz import figure_grid, per_class_markdown, results_json, table3_markdown
-
     cfg = (cfg or DemoConfig()).validate()
     t_start = time.perf_counter()
     if cfg.threads is not None:
@@ -229,11 +225,11 @@ def run_demo(cfg: DemoConfig | None = None) -> dict:
     write_json(out / "demo_config.json", cfg.to_dict())
 
     # 1. the baseline -------------------------------------------------------------------------
-    _log(f"training the baseline ({cfg.baseline_steps} steps) -> {run_dirs['baseline']}")
+    log.info(f"training the baseline ({cfg.baseline_steps} steps) -> {run_dirs['baseline']}")
     summaries = {"baseline": _train(cfg, "baseline", cfg.baseline_cfg, cfg.baseline_steps, None, run_dirs["baseline"])}
     baseline, _ = load_checkpoint(run_dirs["baseline"])
     val_plain = build_dataset("synthetic", split="val", coarse="none", num_images=cfg.val_images, size=cfg.size)
-    _log(f"evaluating the baseline on {len(val_plain)} val images")
+    log.info(f"evaluating the baseline on {len(val_plain)} val images")
     ev_base = evaluate(baseline, val_plain)
     base_miou = ev_base["refined"]["mean_iou"]
 
@@ -252,7 +248,7 @@ def run_demo(cfg: DemoConfig | None = None) -> dict:
     else:
         coarse_src = cfg.coarse
     if fallback:
-        _log(f"fallback: {fallback}; the SPNs refine simulated coarse maps (gt-downsample:8) instead")
+        log.info(f"fallback: {fallback}; the SPNs refine simulated coarse maps (gt-downsample:8) instead")
     if coarse_src.startswith("baseline:"):
         val_coarse = BaselineCoarse(val_plain, run_dirs["baseline"], cache_dir=out / "coarse_cache")
     else:
@@ -262,10 +258,10 @@ def run_demo(cfg: DemoConfig | None = None) -> dict:
     # 3. the two SPNs ---------------------------------------------------------------------------
     models, evals = {}, {}
     for name in ("spn_one_way", "spn_three_way"):
-        _log(f"training {name} on coarse maps from {coarse_src} ({cfg.spn_steps} steps) -> {run_dirs[name]}")
+        log.info(f"training {name} on coarse maps from {coarse_src} ({cfg.spn_steps} steps) -> {run_dirs[name]}")
         summaries[name] = _train(cfg, name, cfg.spn_cfg, cfg.spn_steps, coarse_src, run_dirs[name])
         models[name], _ = load_checkpoint(run_dirs[name])
-        _log(f"evaluating {name}")
+        log.info(f"evaluating {name}")
         evals[name] = evaluate(models[name], val_coarse)
 
     # 4. tables, figure, JSON -------------------------------------------------------------------
@@ -285,12 +281,12 @@ def run_demo(cfg: DemoConfig | None = None) -> dict:
         figure = figure_grid(rows, ["image", "coarse", "one-way", "three-way", "ground truth"], out / "figure.png",
                              row_labels=None, title=f"synthetic val, coarse: {_short(coarse_src)}")
 
-    _log("comparison with the classical refiners")
+    log.info("comparison with the classical refiners")
     try:
         compare_res, compare_note = _run_compare(cfg, val_coarse, run_dirs, out)
     except (ImportError, RuntimeError, ValueError, TypeError) as exc:
         compare_res, compare_note = None, f"failed: {exc}"
-        _log(f"comparison failed: {exc}")
+        log.info(f"comparison failed: {exc}")
 
     elapsed = time.perf_counter() - t_start
     class_names = list(getattr(val_plain, "class_names", []))
@@ -316,9 +312,9 @@ def run_demo(cfg: DemoConfig | None = None) -> dict:
                     "torch": torch.__version__, "backend": _backend()},
     }
     write_json(out / "metrics.json", metrics)
-    text = _report(cfg, metrics, results, class_names, compare_res, table3_markdown, per_class_markdown)
+    text = _report(cfg, metrics, results, class_names, compare_res)
     write_markdown(out / "report.md", text)
-    _log(f"done in {elapsed:.0f} s: {out / 'report.md'}, {out / 'metrics.json'}"
+    log.info(f"done in {elapsed:.0f} s: {out / 'report.md'}, {out / 'metrics.json'}"
          + (f", {out / 'figure.png'}" if figure else ""))
     metrics["report"] = str(out / "report.md")
     return metrics
@@ -328,12 +324,8 @@ def _short(src: str) -> str:
     return "baseline CNN" if src.startswith("baseline:") else src
 
 
-def _backend() -> str | None:
-    try:
-        from spn.ops import active_backend
-        return active_backend()
-    except Exception:  # descriptive only
-        return None
+def _backend() -> str:
+    return active_backend()
 
 
 def _compare_summary(res: dict | None) -> dict | None:
@@ -346,9 +338,7 @@ def _compare_summary(res: dict | None) -> dict | None:
     return keep
 
 
-def _report(cfg, metrics, results, class_names, compare_res, table3_markdown, per_class_markdown) -> str:
-    from spn.viz import fmt_seconds, markdown_table
-
+def _report(cfg, metrics, results, class_names, compare_res) -> str:
     m = metrics
     lines = [
         "# spn demo: refining a baseline's segmentation with spatial propagation networks",
@@ -426,5 +416,4 @@ def _reading(results: dict) -> str:
 
 
 def _pct(v) -> str:
-    from spn.viz import fmt_percent
     return fmt_percent(v)

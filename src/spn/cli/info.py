@@ -2,15 +2,26 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+
+from spn.utils.config import ConfigBase, option
+
+from .options import add_config_options, build_config
 
 HELP = "show the version, the active propagation backend and the thread count"
 
 
+@dataclass
+class InfoConfig(ConfigBase):
+    json: bool = option(False, help="print as JSON")
+
+
 def add_arguments(p) -> None:
-    p.add_argument("--json", action="store_true", help="print as JSON")
+    add_config_options(p, InfoConfig, config_file=False)
 
 
 def collect() -> dict:
+    """What ``spn info`` shows: versions, the propagation backend per device, threads, CUDA."""
     import platform
 
     import torch
@@ -33,8 +44,9 @@ def collect() -> dict:
 
 
 def run(args) -> int:
+    cfg = build_config(InfoConfig, args)
     info = collect()
-    if args.json:
+    if cfg.json:
         print(json.dumps(info, indent=2))
     else:
         for k, v in info.items():

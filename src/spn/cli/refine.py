@@ -16,9 +16,21 @@ the image.
 """
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
+
+from spn.data import read_coarse_file, read_image, write_image, write_mask
+from spn.inference import model_needs_coarse, predict
+from spn.models.checkpoint import checkpoint_classes, load_checkpoint
+from spn.utils.config import ConfigBase, option
+from spn.viz import overlay
+
+from .options import add_config_options, build_config
+
+log = logging.getLogger(__name__)
 
 HELP = "refine a coarse segmentation of an image (or a folder of images) with a checkpoint"
 
@@ -28,20 +40,34 @@ COARSE_EXTS = (".npy", ".png")
 ASPECT_TOLERANCE = 0.1
 
 
+@dataclass
+class RefineConfig(ConfigBase):
+    """What ``spn refine`` refines (see the module docstring)."""
+
+    checkpoint: str = option(help="run directory written by `spn train`", metavar="RUN")
+    image: str = option(help="an image file, or a folder of images", metavar="IMG")
+    out: str = option(help="refined label PNG (a folder with a folder of images)", metavar="PNG")
+    coarse: str | None = option(None, metavar="COARSE",
+                                help="a label PNG or (K, h, w) .npy scores (a folder of NAME.png / NAME.npy with a "
+                                     "folder of images); not needed for a baseline checkpoint")
+    overlay: str | None = option(None, help="also write the labels blended over the image", metavar="PNG")
+    alpha: float = option(0.5, help="overlay opacity")
+    restrict_to_present: bool = option(False, help="only keep the classes present in the coarse input "
+                                                   "(the VOC protocol)")
+    threads: int | None = option(None, help="torch CPU threads", metavar="N", default_help="torch's")
+    progress: bool = option(True, help="a progress bar over a folder", negative="--no-progress",
+                            negative_help="no progress bar")
+
+    def validate(self) -> "RefineConfig":
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"--alpha must be in [0, 1], got {self.alpha}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {self.threads}")
+        return self
+
+
 def add_arguments(p) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory written by `spn train`")
-    p.add_argument("--image", required=True, metavar="IMG", help="an image file, or a folder of images")
-    p.add_argument("--coarse", default=None, metavar="COARSE",
-                   help="a label PNG or (K, h, w) .npy scores (a folder of NAME.png / NAME.npy with a "
-                        "folder of images); not needed for a baseline checkpoint")
-    p.add_argument("--out", required=True, metavar="PNG", help="refined label PNG (a folder with a folder of images)")
-    p.add_argument("--overlay", default=None, metavar="PNG", help="also write the labels blended over the image")
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
-    p.add_argument("--restrict-to-present", action="store_true",
-                   help="only keep the classes present in the coarse input (the VOC protocol)")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--debug", action="store_true", help="re-raise errors with a traceback")
+    add_config_options(p, RefineConfig)
 
 
 @dataclass
@@ -103,30 +129,20 @@ def plan_jobs(image: str, coarse: str | None, out: str, overlay: str | None, nee
 
 
 def run(args) -> int:
-    import torch
-
-    from spn.data import read_coarse_file, read_image, write_image, write_mask
-    from spn.models.checkpoint import checkpoint_classes, load_checkpoint
-    from spn.inference import model_needs_coarse, predict
-    from spn.viz import overlay
-
-    if not 0.0 <= args.alpha <= 1.0:
-        raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    model, info = load_checkpoint(args.checkpoint)
+    cfg = build_config(RefineConfig, args)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    model, info = load_checkpoint(cfg.checkpoint)
     K, _ = checkpoint_classes(info, model)
     needs = model_needs_coarse(model)
-    if args.restrict_to_present and args.coarse is None:
+    if cfg.restrict_to_present and cfg.coarse is None:
         raise ValueError("--restrict-to-present needs --coarse")
-    jobs = plan_jobs(args.image, args.coarse, args.out, args.overlay, needs)
-    if not needs and args.coarse is not None and not args.restrict_to_present:
-        print(f"note: {getattr(model, 'name', 'the model')} segments from the image alone; "
-              f"--coarse is only checked, not used", file=sys.stderr)
+    jobs = plan_jobs(cfg.image, cfg.coarse, cfg.out, cfg.overlay, needs)
+    if not needs and cfg.coarse is not None and not cfg.restrict_to_present:
+        log.info(f"note: {getattr(model, 'name', 'the model')} segments from the image alone; "
+                 f"--coarse is only checked, not used")
     it = jobs
-    if len(jobs) > 1 and not args.no_progress:
+    if len(jobs) > 1 and cfg.progress:
         from tqdm import tqdm
         it = tqdm(jobs, desc="refine", unit="img")
     for job in it:
@@ -135,17 +151,17 @@ def run(args) -> int:
         coarse = None
         if job.coarse is not None:
             if K is None:
-                raise ValueError(f"checkpoint {args.checkpoint} does not record its number of classes")
-            coarse = read_coarse_file(job.coarse, K, (H, W), owner=f"checkpoint {args.checkpoint}",
+                raise ValueError(f"checkpoint {cfg.checkpoint} does not record its number of classes")
+            coarse = read_coarse_file(job.coarse, K, (H, W), owner=f"checkpoint {cfg.checkpoint}",
                                       max_aspect_error=ASPECT_TOLERANCE)
         # a baseline ignores the coarse map (it is only read for --restrict-to-present)
-        probs = predict(model, image, coarse, restrict=bool(args.restrict_to_present))
+        probs = predict(model, image, coarse, restrict=cfg.restrict_to_present)
         labels = probs.argmax(0)
         write_mask(job.out, labels)
         if job.overlay is not None:
-            write_image(job.overlay, overlay(image, labels, alpha=args.alpha))
+            write_image(job.overlay, overlay(image, labels, alpha=cfg.alpha))
     if len(jobs) == 1:
         print(f"wrote {jobs[0].out}" + (f" and {jobs[0].overlay}" if jobs[0].overlay else ""))
     else:
-        print(f"refined {len(jobs)} images into {Path(args.out)}")
+        print(f"refined {len(jobs)} images into {Path(cfg.out)}")
     return 0

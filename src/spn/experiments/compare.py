@@ -2,7 +2,7 @@
 
 Signature (what ``spn demo`` calls)::
 
-    from spn.engine.compare import run_compare
+    from spn.experiments.compare import run_compare
     result = run_compare(
         dataset,                                  # items with "image", "mask", "coarse" (see spn.data)
         checkpoints={"one-way": "runs/one", "three-way": "runs/three"},   # name -> run dir
@@ -32,20 +32,34 @@ or absent when ``time_512=False``), ``protocol``, ``images``, ``report``, ``json
 (paths as str), ``crf_params``, ``skipped`` (peers left out with ``skip_unavailable``).
 
 Timings are wall-clock seconds per image on this machine (CPU; the threads torch uses),
-of the refinement call only (loading excluded): the peer's ``refine`` or the model's forward.
+of the refinement call only (loading excluded): the peer's ``refine`` or the model's forward
+(:mod:`spn.utils.timer`).
+
+:class:`CompareConfig` and :func:`compare_from_config` are what ``spn compare`` runs: the dataset,
+the peers and dense CRF parameters (optionally tuned by a grid search on the training split),
+then :func:`run_compare`.
 """
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from spn.models.checkpoint import checkpoint_classes
+from spn.data import build_dataset, make_coarse_from_mask
+from spn.inference import predict
+from spn.metrics import PROTOCOLS, get_protocol
+from spn.models.checkpoint import checkpoint_classes, load_checkpoint
+from spn.peers import DenseCRFParams, densecrf_available, get_peer, grid_search, list_peers
+from spn.utils.config import ConfigBase, option
+from spn.utils.io import write_json, write_markdown
 from spn.utils.timer import Stopwatch, time_fn
+from spn.viz import figure_grid, fmt_percent, fmt_seconds, markdown_table
 
-from spn.metrics import get_protocol
+log = logging.getLogger(__name__)
 
 PEER_COLUMN = {"bilinear": None, "densecrf": "CRF", "guided_filter": "guided", "domain_transform": "domain transform"}
 
@@ -56,8 +70,6 @@ def _load_model(name: str, spec):
         return spec, {"source": "in-memory", "model": getattr(spec, "name", type(spec).__name__)}
     if not isinstance(spec, (str, Path)):
         raise TypeError(f"checkpoint {name!r}: expected a run dir path or an nn.Module, got {type(spec).__name__}")
-    from spn.models.checkpoint import load_checkpoint
-
     model, info = load_checkpoint(spec)
     info = dict(info or {})
     info["source"] = str(spec)
@@ -66,16 +78,11 @@ def _load_model(name: str, spec):
 
 def _predictor(model: nn.Module):
     """A function ``(image (3,H,W), coarse (K,H,W)) -> probs (K,H,W)`` (spn.inference.predict)."""
-    from spn.inference import predict
-
     return lambda image, coarse: predict(model, image, coarse)
 
 
 def _synthetic_512(num_classes: int, size: int = 512):
     """One ``size x size`` (512) synthetic image and a coarse map with ``num_classes`` classes."""
-    from spn.data import build_dataset
-    from spn.data.coarse import make_coarse_from_mask
-
     ds = build_dataset("synthetic", split="val", num_images=1, size=size, coarse="none")
     item = ds[0]
     mask = item["mask"].clone()
@@ -121,12 +128,6 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
     Returns:
         see the module docstring.
     """
-    from spn.peers import densecrf_available, get_peer
-
-    from spn.utils.io import write_json, write_markdown
-
-    from spn.viz import fmt_percent, fmt_seconds, markdown_table
-
     if isinstance(peers, str):
         peers = [p.strip() for p in peers.split(",") if p.strip()]
     peers = list(peers or [])
@@ -236,8 +237,6 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
     # --- figure ---------------------------------------------------------------------------------
     figure_path = None
     if fig_rows:
-        from spn.viz import figure_grid
-
         columns = ["image", "coarse"] + [m["column"] for m in methods.values() if m["column"] is not None]
         columns.append("ground truth")
         figure_path = figure_grid(fig_rows, columns, out_dir / "compare.png",
@@ -325,3 +324,110 @@ def checkpoint_args(values) -> "OrderedDict[str, str]":
             raise ValueError(f"--checkpoint name {name!r} given twice")
         out[name] = path
     return out
+
+
+# --- spn compare ---------------------------------------------------------------------------------
+
+DEFAULT_PEERS = "bilinear,densecrf,guided_filter"
+
+
+@dataclass
+class CompareConfig(ConfigBase):
+    """What ``spn compare`` compares (see :func:`compare_from_config`)."""
+
+    data: str = option(help="dataset: synthetic | folder:PATH | voc:PATH | helen:PATH", metavar="SPEC")
+    out: str = option(help="output folder: compare.md, compare.json, compare.png (and crf_grid.json)",
+                      metavar="DIR")
+    checkpoint: list = option(default_factory=list, metavar="NAME=RUN",
+                              help="an SPN (or baseline) run directory to compare, with its name in the table, "
+                                   "e.g. one-way=runs/one; repeat for several")
+    peers: str = option(DEFAULT_PEERS, metavar="LIST",
+                        help=f"comma-separated refiners among {', '.join(list_peers())} or 'none' (densecrf is "
+                             "left out with a warning when pydensecrf2 is not installed and the default is used)")
+    split: str = option("val", help="dataset split")
+    coarse: str | None = option(None, metavar="SRC", default_help="the dataset's",
+                                help="coarse source: files | gt-downsample:F | baseline:RUN_DIR")
+    limit: int | None = option(None, help="compare on the first N images only", metavar="N")
+    protocol: str = option("plain", choices=tuple(PROTOCOLS),
+                           help="evaluation protocol (voc: classes restricted to those of the coarse input; "
+                                "helen: F-measures of Table 1)")
+    crf_grid: bool = option(False, help="tune the dense CRF by grid search (mean IoU) on the training split first")
+    crf_grid_limit: int = option(8, help="training images used by --crf-grid", metavar="N")
+    crf: list = option(default_factory=list, metavar="KEY=VALUE",
+                       help=f"a dense CRF parameter ({', '.join(f.name for f in fields(DenseCRFParams))}), "
+                            "e.g. --crf bil_sxy=60; repeat for several")
+    figure_rows: int = option(4, help="images in the figure (0: none)", metavar="N")
+    time_512: bool = option(True, help="time every method on a 512 x 512 image", negative="--no-time-512",
+                            negative_help="skip the 512 x 512 timing of every method")
+    threads: int | None = option(None, help="torch CPU threads", metavar="N", default_help="torch's")
+
+    def validate(self) -> "CompareConfig":
+        for name in ("data", "out"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"--{name} is required")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {self.threads}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {self.limit}")
+        if self.figure_rows < 0:
+            raise ValueError(f"--figure-rows must be >= 0, got {self.figure_rows}")
+        return self
+
+
+def parse_peers(text: str) -> tuple[list[str], bool]:
+    """``"a,b"`` -> ``([a, b], is the default list)``; ``"none"`` -> no peer; unknown -> ValueError."""
+    if text.strip().lower() == "none":
+        return [], False
+    peers = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in peers if p not in list_peers()]
+    if bad:
+        raise ValueError(f"unknown peer(s) {', '.join(bad)}; valid peers are {', '.join(list_peers())}")
+    return peers, text == DEFAULT_PEERS
+
+
+def parse_crf(values) -> dict:
+    """``["KEY=VALUE", ...]`` -> dense CRF parameters (the fields of :class:`DenseCRFParams`)."""
+    types = {f.name: f.type for f in fields(DenseCRFParams)}
+    out = {}
+    for v in values:
+        key, sep, val = v.partition("=")
+        key = key.strip()
+        if not sep or key not in types:
+            raise ValueError(f"--crf expects KEY=VALUE with KEY in {', '.join(types)}, got {v!r}")
+        try:
+            out[key] = int(val) if key == "iterations" else float(val)
+        except ValueError:
+            raise ValueError(f"--crf {key}: {val!r} is not a number") from None
+    return out
+
+
+def compare_from_config(cfg: CompareConfig) -> dict:
+    """What ``spn compare`` does: check the options, build the dataset, optionally tune the dense
+    CRF on the training split (``crf_grid.json``), then :func:`run_compare`. Returns its result."""
+    cfg.validate()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    checkpoints = checkpoint_args(cfg.checkpoint)
+    peers, default = parse_peers(cfg.peers)
+    if "densecrf" in peers and not densecrf_available():
+        if default:
+            log.warning("pydensecrf2 is not installed; leaving out the dense CRF (pip install pydensecrf2)")
+            peers.remove("densecrf")
+        else:
+            raise RuntimeError("the densecrf peer needs pydensecrf: pip install pydensecrf2")
+    if not peers and not checkpoints:
+        raise ValueError("nothing to compare: give --checkpoint NAME=RUN and/or --peers")
+    crf_params = parse_crf(cfg.crf)
+    if cfg.crf_grid and "densecrf" not in peers:
+        raise ValueError("--crf-grid needs the densecrf peer in --peers")
+    dataset = build_dataset(cfg.data, split=cfg.split, coarse=cfg.coarse)
+    if cfg.crf_grid:
+        train = build_dataset(cfg.data, split="train", coarse=cfg.coarse)
+        log.info(f"dense CRF grid search on {min(cfg.crf_grid_limit, len(train))} training images")
+        grid = grid_search(train, limit=cfg.crf_grid_limit, protocol=cfg.protocol, base=crf_params)
+        write_json(f"{cfg.out}/crf_grid.json", grid)
+        crf_params = grid["best"]
+        log.info(f"best dense CRF mean IoU {100 * grid['best_mean_iou']:.2f}: {crf_params}")
+    return run_compare(dataset, checkpoints, peers, cfg.out, limit=cfg.limit, protocol=cfg.protocol,
+                       crf_params=crf_params or None, figure_rows=cfg.figure_rows, time_512=cfg.time_512,
+                       data_label=f"{cfg.data} ({cfg.split})")

@@ -1,4 +1,7 @@
-"""``spn bench``: the propagation operator benchmark (same code as benchmarks/bench_propagation.py)."""
+"""``spn bench``: the propagation operator benchmark (same code as benchmarks/bench_propagation.py).
+
+Its options are declared by :mod:`spn.benchmarking` itself (``add_arguments``), which
+``benchmarks/bench_propagation.py`` shares."""
 from __future__ import annotations
 
 HELP = "benchmark the propagation operator: compiled kernel vs reference vs memory roofline"
