@@ -398,3 +398,38 @@ def test_label_png_round_trip(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="bad.png"):
         read_mask(tmp_path / "bad.png")
+
+
+def test_wrapping_coarse_source_is_registered_and_gets_its_options():
+    from spn.data import coarse as coarse_mod
+    from spn.data import register_coarse_source, wrap_coarse_source
+
+    seen = {}
+
+    class Doubled:
+        def __init__(self, base, arg, **options):
+            seen.update(arg=arg, base_coarse=base.coarse, **options)
+            self.base = base
+
+        def __len__(self):
+            return len(self.base)
+
+        def __getitem__(self, i):
+            item = dict(self.base[i])
+            item["coarse"] = torch.full((6, *item["mask"].shape), 1 / 6)
+            return item
+
+    register_coarse_source("uniformtest")(Doubled)
+    try:
+        ds = build_dataset("synthetic", split="val", num_images=1, size=32, coarse="uniformtest:abc",
+                           coarse_options={"cache_dir": "x"})
+        assert seen == {"arg": "abc", "base_coarse": "none", "cache_dir": "x"}  # built without coarse maps
+        assert torch.allclose(ds[0]["coarse"], torch.full((6, 32, 32), 1 / 6))
+        plain = build_dataset("synthetic", split="val", num_images=1, size=32)
+        assert wrap_coarse_source(plain, "gt-downsample:8") is plain  # not a wrapping source: unchanged
+        with pytest.raises(ValueError, match="'uniformtest:' needs an argument"):
+            build_dataset("synthetic", coarse="uniformtest:")
+        with pytest.raises(ValueError, match="unknown coarse source.*or 'uniformtest:...'"):
+            parse_coarse_source("nope")
+    finally:
+        coarse_mod._WRAPPERS.pop("uniformtest", None)

@@ -22,18 +22,29 @@ def test_identity_model_gives_coarse_metrics():
     assert sec["n"] == 3 and sec["median"] > 0 and sec["mean"] > 0
 
 
-def test_evaluate_counts_against_confusion_matrix():
-    from spn.metrics import ConfusionMatrix
-
-    items = random_items(n=2, K=3)
+def test_evaluate_counts_against_hand_computed_metrics():
+    """Two 2 x 2 images, 3 classes, one ignored pixel; the model always says class 1 and the coarse
+    maps are one-hot with one wrong pixel each. Every number below is counted by hand."""
+    masks = [torch.tensor([[0, 1], [1, 2]]), torch.tensor([[1, 1], [255, 0]])]
+    coarse_labels = [torch.tensor([[0, 1], [2, 2]]), torch.tensor([[1, 0], [0, 0]])]
+    items = [{"image": torch.rand(3, 2, 2), "mask": m, "name": f"im{i}",
+              "coarse": torch.nn.functional.one_hot(c, 3).permute(2, 0, 1).float()}
+             for i, (m, c) in enumerate(zip(masks, coarse_labels))]
     res = ev.evaluate(FixedLogits([0.0, 2.0, 1.0]), DictDataset(items, 3), warmup=0)
-    cm = ConfusionMatrix(3)
-    for it in items:
-        cm.update(it["mask"], torch.full_like(it["mask"], 1))
-    want = cm.compute()
-    assert res["refined"]["pixel_accuracy"] == pytest.approx(want["pixel_accuracy"])
-    assert res["refined"]["mean_iou"] == pytest.approx(want["mean_iou"])
-    assert res["coarse"] is not None  # the items carry coarse maps even for a baseline
+    ref = res["refined"]
+    # 7 labelled pixels; class 1 is right on its 4 pixels; classes 0 (2 px) and 2 (1 px) are never predicted
+    assert ref["pixels"] == 7
+    assert ref["pixel_accuracy"] == pytest.approx(4 / 7)
+    assert ref["per_class_iou"] == pytest.approx([0.0, 4 / 7, 0.0])
+    assert ref["per_class_accuracy"] == pytest.approx([0.0, 1.0, 0.0])
+    assert ref["mean_iou"] == pytest.approx(4 / 21) and ref["mean_accuracy"] == pytest.approx(1 / 3)
+    assert ref["per_class_f1"] == pytest.approx([0.0, 8 / 11, 0.0])
+    # the coarse input: class 0 tp 2 of gt 2 / predicted 3; class 1 tp 2 of 4 / 2; class 2 tp 1 of 1 / 2
+    co = res["coarse"]
+    assert co["pixel_accuracy"] == pytest.approx(5 / 7)
+    assert co["per_class_iou"] == pytest.approx([2 / 3, 1 / 2, 1 / 2])
+    assert co["mean_iou"] == pytest.approx(5 / 9)
+    assert res["num_images"] == 2 and res["seconds_per_image"]["n"] == 2
 
 
 def test_evaluate_restrict_to_present():
