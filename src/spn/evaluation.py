@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from spn.inference import predict_logits
 from spn.metrics import PROTOCOLS, get_protocol
-from spn.utils.config import ConfigBase, option
+from spn.utils.config import ConfigBase, check_options, option
 from spn.utils.timer import Stopwatch
 
 
@@ -144,13 +144,7 @@ class EvalConfig(ConfigBase):
                                    default_help="when stderr is a terminal")
 
     def validate(self) -> "EvalConfig":
-        for name in ("checkpoint", "data"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"--{name} is required")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {self.limit}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {self.threads}")
+        check_options(self, required=("checkpoint", "data"), at_least={"limit": 1, "threads": 1})
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; valid protocols are {', '.join(PROTOCOLS)}")
         return self

@@ -25,7 +25,7 @@ import torch
 from spn.data import read_coarse_file, read_image, write_image, write_mask
 from spn.inference import model_needs_coarse, predict
 from spn.models.checkpoint import checkpoint_classes, load_checkpoint
-from spn.utils.config import ConfigBase, option
+from spn.utils.config import ConfigBase, check_options, option
 from spn.viz import overlay
 
 from .options import add_config_options, build_config
@@ -59,10 +59,9 @@ class RefineConfig(ConfigBase):
                             negative_help="no progress bar")
 
     def validate(self) -> "RefineConfig":
+        check_options(self, required=("checkpoint", "image", "out"), at_least={"threads": 1})
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"--alpha must be in [0, 1], got {self.alpha}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {self.threads}")
         return self
 
 

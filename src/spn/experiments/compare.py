@@ -54,7 +54,7 @@ from spn.inference import predict
 from spn.metrics import PROTOCOLS, get_protocol
 from spn.models.checkpoint import checkpoint_classes, load_checkpoint
 from spn.peers import DenseCRFParams, densecrf_available, get_peer, grid_search, list_peers
-from spn.utils.config import ConfigBase, option
+from spn.utils.config import ConfigBase, check_options, option
 from spn.utils.io import write_json, write_markdown
 from spn.utils.timer import Stopwatch, time_fn
 from spn.viz import figure_grid, fmt_percent, fmt_seconds, markdown_table
@@ -362,15 +362,8 @@ class CompareConfig(ConfigBase):
     threads: int | None = option(None, help="torch CPU threads", metavar="N", default_help="torch's")
 
     def validate(self) -> "CompareConfig":
-        for name in ("data", "out"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"--{name} is required")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {self.threads}")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {self.limit}")
-        if self.figure_rows < 0:
-            raise ValueError(f"--figure-rows must be >= 0, got {self.figure_rows}")
+        check_options(self, required=("data", "out"),
+                      at_least={"threads": 1, "limit": 1, "figure_rows": 0, "crf_grid_limit": 1})
         return self
 
 

@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import torch
@@ -36,7 +35,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .. import __version__
-from ..utils.io import atomic_write_bytes, atomic_write_json
+from ..utils.io import atomic_write_bytes, atomic_write_json, read_json
 from .registry import create_model
 
 FORMAT = "spn-checkpoint"
@@ -163,10 +162,7 @@ def read_info(path) -> dict:
     f = run_dir / INFO_FILE
     if not f.is_file():
         raise FileNotFoundError(f"no checkpoint in {run_dir}: {f} does not exist")
-    try:
-        info = json.loads(f.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"corrupt checkpoint: {f} is not valid JSON ({exc})") from None
+    info = read_json(f, "corrupt checkpoint:")
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise ValueError(f"{f} is not an spn checkpoint (format {info.get('format') if isinstance(info, dict) else None!r})")
     for key in ("model", "model_config", "step", "files"):
@@ -270,10 +266,7 @@ def load_training_state(run_dir, model: torch.nn.Module, optimizer=None) -> dict
         meta_file = run_dir / entry.get("meta", OPTIM_JSON)
         if not meta_file.is_file():
             raise FileNotFoundError(f"checkpoint optimizer file {meta_file} does not exist")
-        try:
-            meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"corrupt checkpoint: {meta_file} is not valid JSON ({exc})") from None
+        meta = read_json(meta_file, "corrupt checkpoint:")
         if meta.get("type") != type(optimizer).__name__:
             raise ValueError(f"checkpoint in {run_dir} holds {meta.get('type')} state, this run uses "
                              f"{type(optimizer).__name__}")

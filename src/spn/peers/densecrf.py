@@ -75,12 +75,10 @@ class DenseCRF(Peer):
     name = "densecrf"
     title = "dense CRF"
 
+    params_class = DenseCRFParams
+
     def __init__(self, **params):
-        known = {f.name for f in fields(DenseCRFParams)}
-        bad = sorted(set(params) - known)
-        if bad:
-            raise TypeError(f"densecrf: unknown parameters {bad}; valid are {sorted(known)}")
-        super().__init__(DenseCRFParams(**params))
+        super().__init__(**params)
         self._dcrf = _import_densecrf()
 
     def _refine(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:

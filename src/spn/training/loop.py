@@ -42,7 +42,7 @@ from spn.evaluation import evaluate
 from spn.models import create_model
 from spn.models.checkpoint import INFO_FILE, load_training_state, read_info, save_checkpoint, unwrap_model
 from spn.ops import active_backend
-from spn.utils.io import atomic_write_json, atomic_write_text
+from spn.utils.io import atomic_write_json, atomic_write_text, read_json
 
 from . import distributed as D
 from .config import TrainConfig, check_resume_compatible
@@ -271,10 +271,7 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, cal
     if cfg.resume:
         old_cfg = run_dir / CONFIG_FILE
         if old_cfg.is_file():
-            try:
-                stored = json.loads(old_cfg.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise ValueError(f"cannot resume: {old_cfg} is not valid JSON ({exc})") from None
+            stored = read_json(old_cfg, "cannot resume:")
             check_resume_compatible(_resume_view(stored.get("train_config", {}), stored.get("global_batch_size")),
                                     view, str(run_dir))
         if has_ckpt:

@@ -22,12 +22,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["ConfigBase", "OptionSpec", "option", "option_spec", "option_fields"]
+from .io import read_json
+
+__all__ = ["ConfigBase", "OptionSpec", "check_options", "option", "option_flag", "option_spec", "option_fields"]
 
 _KEY = "spn_option"
 
@@ -96,6 +97,27 @@ def option_fields(cls) -> list[tuple[dataclasses.Field, OptionSpec]]:
     return out
 
 
+def option_flag(cls, name: str) -> str:
+    """The command-line spelling of field ``name`` (``--field-name`` unless the field says otherwise)."""
+    spec = option_spec(cls, name)
+    return spec.flags[0] if spec is not None and spec.flags else "--" + name.replace("_", "-")
+
+
+def check_options(cfg, *, required: Sequence[str] = (), at_least: dict | None = None) -> None:
+    """Checks of a command's config whose errors name the option (``--limit must be >= 1, got 0``):
+    the ``required`` fields must be non-empty strings, the fields of ``at_least`` (name ->
+    minimum) at least their minimum when set."""
+    cls = type(cfg)
+    for name in required:
+        v = getattr(cfg, name)
+        if not isinstance(v, str) or not v:
+            raise ValueError(f"{option_flag(cls, name)} is required")
+    for name, minimum in (at_least or {}).items():
+        v = getattr(cfg, name)
+        if v is not None and v < minimum:
+            raise ValueError(f"{option_flag(cls, name)} must be >= {minimum}, got {v}")
+
+
 class ConfigBase:
     """JSON round trip of a config dataclass.
 
@@ -129,12 +151,7 @@ class ConfigBase:
     def load(cls, path):
         """Read a config from a JSON file (the bare config, or a file holding it under ``section``)."""
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"config file {path} is not valid JSON: {exc}") from None
+        d = read_json(path, "config file")
         if cls.section and isinstance(d, dict) and isinstance(d.get(cls.section), dict):
             d = d[cls.section]
         try:

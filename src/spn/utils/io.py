@@ -58,6 +58,18 @@ def atomic_write_json(path, obj, indent: int = 2) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
+def read_json(path, what: str = "JSON file"):
+    """The content of a JSON file; a missing file -> FileNotFoundError, bad JSON -> ValueError,
+    both naming ``what`` and the path (e.g. ``what="config file"``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what} {path} is not valid JSON ({exc})") from None
+
+
 def to_jsonable(obj):
     """Plain JSON types: NaN/inf -> None, tensors/arrays -> lists, tuples -> lists, Paths -> str."""
     if isinstance(obj, float):
