@@ -113,7 +113,7 @@ class DemoConfig(ConfigBase):
 
     @classmethod
     def preset(cls, quick: bool = False, **overrides) -> "DemoConfig":
-        """The full demo (about 10 minutes on 2 CPU cores) or ``quick`` (about 2 minutes)."""
+        """The full demo (about 4 minutes on 2 idle CPU cores) or ``quick`` (about 2 minutes)."""
         base = {}
         if quick:
             base = dict(quick=True, train_images=32, val_images=8, baseline_steps=600, spn_steps=400,
