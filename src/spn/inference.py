@@ -86,6 +86,11 @@ def predict_logits(model, image: torch.Tensor, coarse: torch.Tensor | None = Non
                    multiple: int | None = None) -> torch.Tensor:
     """Model logits for full images.
 
+    Shape:
+        - image: ``(3, H, W)`` or ``(B, 3, H, W)``
+        - coarse: ``(K, H, W)`` or ``(B, K, H, W)``, or None
+        - output: ``(K, H, W)`` or ``(B, K, H, W)``, float32
+
     Args:
         model: ``forward(image (B, 3, H, W), coarse (B, K, H, W) or None) -> (B, K, H, W)``.
         image: ``(3, H, W)`` or ``(B, 3, H, W)`` float in [0, 1].
@@ -137,9 +142,22 @@ def _null():
 
 def predict(model, image: torch.Tensor, coarse: torch.Tensor | None = None, *,
             multiple: int | None = None, restrict: bool = False) -> torch.Tensor:
-    """Class probabilities ``(K, H, W)`` (softmax of :func:`predict_logits`).
+    """Class probabilities (softmax of :func:`predict_logits` over the class axis).
 
     With ``restrict=True`` the classes absent from ``argmax(coarse)`` get probability 0.
+
+    Shape:
+        - image: ``(3, H, W)`` or ``(B, 3, H, W)``
+        - coarse: ``(K, H, W)`` or ``(B, K, H, W)``, or None (a model that needs no coarse map)
+        - output: ``(K, H, W)`` or ``(B, K, H, W)``, summing to one over ``K``
+
+    Example:
+        >>> import torch
+        >>> from spn.inference import predict
+        >>> from spn.models import create_model
+        >>> model = create_model("baseline", num_classes=4, width=4, depth=1)
+        >>> predict(model, torch.rand(2, 3, 24, 40)).shape
+        torch.Size([2, 4, 24, 40])
     """
     logits = predict_logits(model, image, coarse, multiple=multiple)
     if restrict:

@@ -196,6 +196,19 @@ def make_coarse_from_mask(mask, num_classes: int, factor: int = 8, sigma: float 
     The result is what an ideal network with output stride ``F`` would give: right in the
     interior of regions, soft and displaced at boundaries, thin parts washed out. No
     randomness: the same mask always gives the same map.
+
+    Shape:
+        - mask: ``(H, W)`` integer class ids
+        - output: ``(num_classes, H, W)`` float32 probabilities
+
+    Example:
+        >>> import torch
+        >>> from spn.data import make_coarse_from_mask
+        >>> mask = torch.zeros(64, 64, dtype=torch.long)
+        >>> mask[:, 30:34] = 1                        # a 4 px bar: thinner than a coarse cell
+        >>> coarse = make_coarse_from_mask(mask, 2, factor=8)
+        >>> coarse.argmax(0).sum().item()             # the bar is washed out
+        0
     """
     if isinstance(mask, np.ndarray):
         mask = torch.from_numpy(mask)

@@ -69,6 +69,17 @@ def helen_groups() -> dict[str, list[int]]:
 def restrict_to_coarse_classes(logits: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
     """Set the scores of classes absent from ``argmax(coarse)`` to ``-inf`` (per image).
 
+    Shape:
+        - logits, coarse: ``(B, K, H, W)`` or ``(K, H, W)``, the same for both
+        - output: the shape of ``logits``
+
+    Example:
+        >>> import torch
+        >>> from spn.metrics import restrict_to_coarse_classes
+        >>> coarse = torch.tensor([[[0.8]], [[0.1]], [[0.1]]])       # only class 0 is present
+        >>> restrict_to_coarse_classes(torch.tensor([[[1.0]], [[3.0]], [[2.0]]]), coarse).flatten()
+        tensor([1., -inf, -inf])
+
     Args:
         logits: ``(B, K, H, W)`` or ``(K, H, W)`` class scores.
         coarse: the coarse input, same shape (probabilities or scores).

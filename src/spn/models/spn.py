@@ -58,7 +58,19 @@ class SPNRefiner(nn.Module):
     ``connection`` is ``"three_way"`` (model "spn_three_way") or ``"one_way"`` ("spn_one_way"): the
     two differ only in the number of gates per pixel and direction (k = 3 or 1).
 
-    ``forward(image (B, 3, H, W), coarse (B, K, H, W)) -> logits (B, K, H, W)``.
+    Shape:
+        - image: ``(B, 3, H, W)``, any ``H, W``
+        - coarse: ``(B, K, H, W)`` class probabilities
+        - output: ``(B, K, H, W)`` logits
+
+    Example:
+        >>> import torch
+        >>> from spn.models import SPNConfig, SPNRefiner
+        >>> net = SPNRefiner(SPNConfig.from_name("fast", num_classes=3), "three_way").eval()
+        >>> coarse = torch.softmax(torch.randn(1, 3, 30, 45), 1)
+        >>> logits = net(torch.rand(1, 3, 30, 45), coarse)
+        >>> logits.shape, bool((logits.argmax(1) == coarse.argmax(1)).all())  # untrained: the coarse input
+        (torch.Size([1, 3, 30, 45]), True)
     """
 
     needs_coarse = True

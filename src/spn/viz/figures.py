@@ -27,7 +27,12 @@ _PALETTE = voc_palette(256)
 
 
 def colorize(mask, palette: np.ndarray | None = None) -> np.ndarray:
-    """Class ids ``(H, W)`` (int tensor or array, 255 = ignore) -> RGB ``(H, W, 3)`` uint8."""
+    """Class ids (int tensor or array, 255 = ignore) -> RGB in the VOC colours.
+
+    Shape:
+        - mask: ``(H, W)``
+        - output: ``(H, W, 3)`` uint8
+    """
     pal = _PALETTE if palette is None else np.asarray(palette, dtype=np.uint8)
     if pal.ndim != 2 or pal.shape[1] != 3:
         raise ValueError(f"palette must be (N, 3), got shape {tuple(pal.shape)}")
@@ -41,8 +46,12 @@ def overlay(image, mask, alpha: float = 0.5, palette: np.ndarray | None = None,
             ignore_index: int | None = IGNORE_INDEX) -> np.ndarray:
     """Blend the coloured mask over the image: ``(1 - alpha) * image + alpha * colour``.
 
-    ``image`` (3, H, W) float in [0, 1] or (H, W, 3) uint8; ``mask`` (H, W). Pixels equal to
-    ``ignore_index`` and class 0 (background) keep the plain image. Returns ``(H, W, 3)`` uint8.
+    Pixels equal to ``ignore_index`` and class 0 (background) keep the plain image.
+
+    Shape:
+        - image: ``(3, H, W)`` float in [0, 1] or ``(H, W, 3)`` uint8
+        - mask: ``(H, W)``
+        - output: ``(H, W, 3)`` uint8
     """
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
