@@ -129,7 +129,7 @@ class EvalConfig(ConfigBase):
     data: str = option(help="dataset: synthetic | folder:PATH | voc:PATH | helen:PATH", metavar="SPEC")
     split: str = option("val", help="dataset split")
     coarse: str | None = option(None, help="coarse source: files | gt-downsample:F | none | baseline:RUN_DIR",
-                                metavar="SRC", default_help="the dataset's default")
+                                metavar="SRC", default_help="the dataset's")
     limit: int | None = option(None, help="evaluate the first N images only", metavar="N")
     protocol: str = option("plain", help="evaluation protocol (voc restricts the refined classes to those "
                                          "of the coarse input; helen: the F-measures of Table 1)",

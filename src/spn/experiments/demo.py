@@ -123,6 +123,8 @@ class DemoConfig(ConfigBase):
         return cls(**base)
 
     def validate(self) -> "DemoConfig":
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"DemoConfig.seed must be an int >= 0, got {self.seed!r}")
         for name in ("size", "train_images", "val_images", "patch_size", "batch_size",
                      "baseline_steps", "spn_steps"):
             v = getattr(self, name)
