@@ -110,8 +110,10 @@ def add_config_options(parser: argparse.ArgumentParser, cls, *, prefix: str = ""
     hints = typing.get_type_hints(cls)
     if config_file:
         parser.add_argument("--config", metavar="FILE.json", default=None,
-                            help=f"start from the {cls.__name__} in a JSON file (a config this command "
-                                 "saved works); the options given here override it")
+                            help=f"start from the {cls.__name__} fields stored in a JSON file"
+                                 + (f" (or the file holding it under {cls.section!r}, as a run saves it)"
+                                    if getattr(cls, "section", None) else "")
+                                 + "; the options given here override it")
     for f, spec in option_fields(cls):
         if spec.group is None:
             target = parser
