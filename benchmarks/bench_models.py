@@ -13,15 +13,15 @@ import sys
 import spn  # noqa: F401  (sets THP_MEM_ALLOC_ENABLE before torch allocates)
 import torch
 
-from spn.models import create_model
+from spn.models import SPN_PRESETS, create_model
 from spn.utils.io import atomic_write_json
 from spn.utils.timer import time_fn
 
 CONFIGS = {
-    "demo (Cg=1, guidance width 8)": dict(channels=16, guidance_width=8, shared_gates=True, guidance_coarse=True),
+    "demo (Cg=1, guidance width 8)": SPN_PRESETS["fast"],
     "per-channel gates, guidance width 8": dict(channels=16, guidance_width=8, guidance_coarse=True),
     "per-channel gates, guidance width 16": dict(channels=16, guidance_width=16, guidance_coarse=True),
-    "library default (C'=32, width 16)": dict(),
+    "library default (C'=32, width 16)": SPN_PRESETS["paper"],
 }
 
 

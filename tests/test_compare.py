@@ -8,8 +8,8 @@ from torch import nn
 
 from spn.cli import main
 from spn.data import build_dataset
-from spn.engine.compare import checkpoint_args, run_compare
-from spn.engine.metrics import ConfusionMatrix
+from spn.experiments.compare import checkpoint_args, run_compare
+from spn.metrics import ConfusionMatrix
 
 SIZE = 64
 
@@ -17,8 +17,7 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Two SPN checkpoints (one-way, three-way) trained for 2 steps on tiny synthetic scenes."""
-    from spn.engine.config import TrainConfig
-    from spn.engine.train import train
+    from spn.training import TrainConfig, train
 
     root = tmp_path_factory.mktemp("runs")
     out = {}

@@ -82,11 +82,23 @@ def test_register_dataset_extension():
         calls.update(arg=arg, split=split, coarse=coarse, **kw)
         return SyntheticScenes(split=split, num_images=2, size=32, coarse=coarse)
 
+    from spn.data import registry
+
     register_dataset("mytest", factory)
-    assert "mytest" in dataset_prefixes()
-    ds = build_dataset("mytest:/some/where", split="val", coarse="none", extra=3)
-    assert calls == {"arg": "/some/where", "split": "val", "coarse": "none", "extra": 3}
-    assert "coarse" not in ds[0]
+    try:
+        assert "mytest" in dataset_prefixes()
+        ds = build_dataset("mytest:/some/where", split="val", coarse="none", extra=3)
+        assert calls == {"arg": "/some/where", "split": "val", "coarse": "none", "extra": 3}
+        assert "coarse" not in ds[0]
+        # the decorator form registers the same way
+        assert register_dataset("mytest2", needs_path=False)(factory) is factory
+        build_dataset("mytest2", split="train", coarse="none")
+        assert calls["arg"] is None and calls["split"] == "train"
+        with pytest.raises(ValueError, match="takes no argument"):
+            build_dataset("mytest2:x")
+    finally:
+        registry._REGISTRY.pop("mytest", None)
+        registry._REGISTRY.pop("mytest2", None)
 
 
 def test_parse_coarse_source():
@@ -208,7 +220,7 @@ def test_read_coarse_file_npy_and_png(tmp_path):
     ref = torch.nn.functional.interpolate(torch.softmax(torch.from_numpy(logits), 0)[None], size=(8, 12),
                                           mode="bilinear", align_corners=False)[0]
     assert torch.allclose(p, ref, atol=1e-5)  # softmax first, then bilinear upsampling
-    with pytest.raises(ValueError, match="3 channels.*5 classes"):
+    with pytest.raises(ValueError, match="has 3 classes but the dataset has 5"):
         read_coarse_file(tmp_path / "l.npy", 5, (8, 12))
     write_mask(tmp_path / "c.png", np.array([[0, 1], [2, 255]]))
     q = read_coarse_file(tmp_path / "c.png", 3, (2, 2))
@@ -384,3 +396,52 @@ def test_patches_pad_small_images():
     assert torch.equal(p["mask"][1:6, 2:5], m)  # centred: top 1 / bottom 2, left 2 / right 3 rows of padding
     with pytest.raises(ValueError):
         PatchDataset(_Fixed([m]), size=0)
+
+
+def test_label_png_round_trip(tmp_path):
+    m = torch.tensor([[0, 1, 2], [20, 255, 3]])
+    p = write_mask(tmp_path / "l.png", m)
+    with Image.open(p) as im:
+        assert im.mode == "P"
+        assert im.getpalette()[3:6] == [128, 0, 0]
+    assert read_mask(p).tolist() == m.tolist()
+    with pytest.raises(FileNotFoundError):
+        read_mask(tmp_path / "missing.png")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="bad.png"):
+        read_mask(tmp_path / "bad.png")
+
+
+def test_wrapping_coarse_source_is_registered_and_gets_its_options():
+    from spn.data import coarse as coarse_mod
+    from spn.data import register_coarse_source, wrap_coarse_source
+
+    seen = {}
+
+    class Doubled:
+        def __init__(self, base, arg, **options):
+            seen.update(arg=arg, base_coarse=base.coarse, **options)
+            self.base = base
+
+        def __len__(self):
+            return len(self.base)
+
+        def __getitem__(self, i):
+            item = dict(self.base[i])
+            item["coarse"] = torch.full((6, *item["mask"].shape), 1 / 6)
+            return item
+
+    register_coarse_source("uniformtest")(Doubled)
+    try:
+        ds = build_dataset("synthetic", split="val", num_images=1, size=32, coarse="uniformtest:abc",
+                           coarse_options={"cache_dir": "x"})
+        assert seen == {"arg": "abc", "base_coarse": "none", "cache_dir": "x"}  # built without coarse maps
+        assert torch.allclose(ds[0]["coarse"], torch.full((6, 32, 32), 1 / 6))
+        plain = build_dataset("synthetic", split="val", num_images=1, size=32)
+        assert wrap_coarse_source(plain, "gt-downsample:8") is plain  # not a wrapping source: unchanged
+        with pytest.raises(ValueError, match="'uniformtest:' needs an argument"):
+            build_dataset("synthetic", coarse="uniformtest:")
+        with pytest.raises(ValueError, match="unknown coarse source.*or 'uniformtest:...'"):
+            parse_coarse_source("nope")
+    finally:
+        coarse_mod._WRAPPERS.pop("uniformtest", None)

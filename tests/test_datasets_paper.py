@@ -7,10 +7,9 @@ import torch
 from PIL import Image
 
 from spn.data import (
-    HELEN_CLASSES, HELEN_GROUPS, VOC_CLASSES, HelenFaces, PatchDataset, VOCSegmentation,
-    build_dataset, combine_component_maps, group_scores, read_landmarks, voc_palette,
+    HELEN_CLASSES, VOC_CLASSES, HelenFaces, PatchDataset, VOCSegmentation,
+    build_dataset, combine_component_maps, read_landmarks, voc_palette,
 )
-from spn.engine.metrics import ConfusionMatrix
 
 
 # ----------------------------------------------------------------------------- VOC
@@ -27,7 +26,7 @@ def make_voc(root, train=("2007_000032", "2007_000039"), val=("2007_000063",), h
         m[5:20, 8:30] = cls
         m[4, 7:31] = m[20, 7:31] = 255  # VOC's ignore border
         img = Image.frombytes("P", (w, h), m.tobytes())
-        img.putpalette(voc_palette())
+        img.putpalette(voc_palette().reshape(-1).tolist())
         img.save(voc / "SegmentationClass" / f"{n}.png")
         masks[n] = m
     (voc / "ImageSets/Segmentation/train.txt").write_text("\n".join(train) + "\n")
@@ -206,21 +205,3 @@ def test_helen_layout_errors(tmp_path):
         HelenFaces(tmp_path / "h", split="val")
     with pytest.raises(ValueError, match="lists no images"):
         HelenFaces(tmp_path / "h", split="test")
-
-
-def test_helen_groups_and_scores():
-    assert HELEN_GROUPS["brows"] == [2, 3] and HELEN_GROUPS["eyes"] == [4, 5]
-    assert HELEN_GROUPS["mouth"] == [7, 8, 9] and HELEN_GROUPS["overall"] == list(range(2, 10))
-    assert {"skin", "nose", "upper_lip", "lower_lip", "inner_mouth"} <= set(HELEN_GROUPS)
-    cm = ConfusionMatrix(11)
-    t = torch.tensor([2, 2, 3, 3, 4, 1, 1, 0])
-    p = torch.tensor([3, 2, 3, 1, 4, 1, 0, 0])
-    cm.update(t, p)
-    s = group_scores(cm)
-    # brows as one region: gt 4 pixels, predicted 3 (2,3,3... index 0,1,2), tp 3 -> F1 = 6 / 7
-    assert s["brows"]["f1"] == pytest.approx(6 / 7) and s["brows"]["iou"] == pytest.approx(3 / 4)
-    assert s["eyes"]["f1"] == pytest.approx(1.0)
-    assert s["skin"]["f1"] == pytest.approx(2 * 1 / (2 + 2))
-    assert np.isnan(s["nose"]["f1"])
-    with pytest.raises(ValueError):
-        group_scores(torch.zeros(3, 3))

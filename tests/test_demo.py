@@ -1,4 +1,5 @@
-"""``run_demo`` on a test-sized configuration: the outputs exist and hold consistent numbers."""
+"""``run_demo`` on a test-sized configuration: the outputs hold the numbers the saved checkpoints
+really score, the config round-trips, and the report shows the metrics file's numbers."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spn.engine.demo import DemoConfig, run_demo
+from spn.data import build_dataset
+from spn.evaluation import evaluate
+from spn.experiments.demo import DemoConfig, run_demo
+from spn.models.checkpoint import load_checkpoint
 
 TINY = dict(size=48, train_images=3, val_images=2, patch_size=32, batch_size=2, baseline_steps=2, spn_steps=2,
             baseline_cfg={"width": 4, "depth": 1}, spn_cfg={"channels": 4, "guidance_width": 4, "guidance_depth": 1},
@@ -21,22 +25,34 @@ def _tiny(tmp_path, **kw):
 
 
 def test_run_demo_writes_report_metrics_figure(tmp_path):
-    pytest.importorskip("spn.engine.compare")
     cfg = _tiny(tmp_path, compare=True, compare_peers=["bilinear"], compare_limit=1, compare_time_512=False)
     m = run_demo(cfg)
     out = tmp_path / "demo"
-    for f in ("report.md", "metrics.json", "figure.png", "demo_config.json"):
-        assert (out / f).is_file(), f
-    for run in ("baseline", "spn_one_way", "spn_three_way"):
-        assert (out / "runs" / run / "model.safetensors").is_file()
-        assert (out / "runs" / run / "config.json").is_file()
+    # the config round-trips through both files that hold it
+    assert DemoConfig.load(out / "demo_config.json") == cfg
+    assert DemoConfig.load(out / "metrics.json") == cfg
     data = json.loads((out / "metrics.json").read_text())
     assert data["num_val_images"] == 2 and data["mode"] == "full"
     rows = data["results"]
     assert "+1 way SPN" in rows and "+3 way SPN" in rows
     assert any(k.startswith("baseline CNN") for k in rows)
-    for v in rows.values():
-        assert 0.0 <= v["pixel_accuracy"] <= 1.0
+    # each run holds the model it names, trained for the steps asked, with the demo's model options
+    steps = {"baseline": cfg.baseline_steps, "spn_one_way": cfg.spn_steps, "spn_three_way": cfg.spn_steps}
+    models = {}
+    for run, n in steps.items():
+        models[run], info = load_checkpoint(out / "runs" / run)
+        assert info["model"] == run and info["step"] == n
+        stored = json.loads((out / "runs" / run / "config.json").read_text())["train_config"]
+        want = cfg.baseline_cfg if run == "baseline" else cfg.spn_cfg
+        assert {k: stored["model_cfg"][k] for k in want} == want and stored["steps"] == n
+    # the numbers of metrics.json are what the saved checkpoints score on the val scenes, with the
+    # coarse maps of the recorded source built afresh
+    val = build_dataset("synthetic", split="val", coarse=data["coarse_source"], num_images=cfg.val_images,
+                        size=cfg.size)
+    for run, title in (("spn_one_way", "+1 way SPN"), ("spn_three_way", "+3 way SPN")):
+        again = evaluate(models[run], val)["refined"]
+        for key in ("pixel_accuracy", "mean_accuracy", "mean_iou"):
+            assert rows[title][key] == pytest.approx(again[key], abs=1e-12), (title, key)
     # the coarse source follows the rule: baseline output unless its mIoU is out of range
     base = data["baseline_val_miou"]
     in_range = cfg.min_baseline_miou <= base <= cfg.max_baseline_miou
@@ -44,7 +60,10 @@ def test_run_demo_writes_report_metrics_figure(tmp_path):
     assert (data["fallback"] is None) == in_range
     report = (out / "report.md").read_text()
     assert "| method | overall AC | mean AC | mean IoU | s/image |" in report
-    assert "+3 way SPN" in report and "figure.png" in report
+    three = rows["+3 way SPN"]
+    assert (f"| +3 way SPN | {100 * three['pixel_accuracy']:.2f} | {100 * three['mean_accuracy']:.2f} | "
+            f"{100 * three['mean_iou']:.2f} |") in report
+    assert "figure.png" in report
     assert ("Fallback" in report) == (not in_range)
     assert data["compare"] is not None and "Comparison with classical refiners" in report
     # the figure: 2 rows x 5 columns of 48 x 48 cells under a title and column titles

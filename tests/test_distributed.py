@@ -8,9 +8,9 @@ import sys
 import pytest
 import torch
 
-from spn.engine import checkpoint as ckpt
-from spn.engine.distributed import DistContext, all_reduce_sum, env_world_size, init_distributed, wrap_model
-from spn.engine.train import read_log
+from spn.models import checkpoint as ckpt
+from spn.training.distributed import DistContext, all_reduce_sum, env_world_size, init_distributed, wrap_model
+from spn.training import read_log
 
 COMMON = ["--data", "synthetic", "--data-option", "num_images=4", "--data-option", "size=48",
           "--coarse", "gt-downsample:8", "--model", "spn_three_way", "--channels", "4", "--width", "4",

@@ -228,3 +228,56 @@ def test_unet_output_level_and_padding():
 def test_spn_refiner_rejects_unknown_connection():
     with pytest.raises(ValueError, match="connection"):
         SPNRefiner(SPNConfig(num_classes=3), connection="two_way")
+
+
+def test_register_model_decorator_builds_through_create_model():
+    from dataclasses import dataclass
+
+    from spn.models import register_model
+    from spn.models import registry
+
+    @dataclass
+    class TinyConfig:
+        num_classes: int
+        scale: float = 2.0
+
+    class Tiny(torch.nn.Module):
+        def __init__(self, cfg):
+            super().__init__()
+            self.cfg, self.config = cfg, {"num_classes": cfg.num_classes, "scale": cfg.scale}
+
+        def forward(self, image, coarse=None):
+            return self.cfg.scale * image[:, :1].expand(-1, self.cfg.num_classes, -1, -1)
+
+    try:
+        assert register_model("tiny_test", TinyConfig, "a test model")(Tiny) is Tiny
+        assert list_models()[-1] == "tiny_test"
+        m = create_model("tiny_test", num_classes=2, scale=3.0)
+        assert m.name == "tiny_test" and m(torch.ones(1, 3, 4, 4)).sum().item() == 3.0 * 2 * 16
+        with pytest.raises(ValueError, match="already registered"):
+            register_model("tiny_test", TinyConfig)(Tiny)
+        with pytest.raises(TypeError, match="unknown option.*width.*valid options are num_classes, scale"):
+            create_model("tiny_test", num_classes=2, width=3)
+        with pytest.raises(TypeError, match="dataclass"):
+            register_model("not_a_config", dict)
+    finally:
+        registry._REGISTRY.pop("tiny_test", None)
+    assert "tiny_test" not in list_models()
+
+
+def test_named_spn_presets():
+    from spn.models import SPN_PRESETS, spn_preset
+
+    assert SPNConfig.from_name("paper", num_classes=5) == SPNConfig(num_classes=5)
+    fast = SPNConfig.from_name("fast", num_classes=5)
+    # the demo's settings: Cg = 1, a narrow guidance network that sees the coarse scores
+    assert (fast.channels, fast.guidance_width, fast.guidance_depth) == (16, 8, 3)
+    assert fast.shared_gates and fast.guidance_coarse
+    assert fast.normalize == "clip" and fast.merge == "max" and fast.scale == 2  # the rest: defaults
+    assert SPNConfig.from_name("fast", num_classes=5, channels=8).channels == 8
+    m = create_model("spn_three_way", num_classes=5, **spn_preset("fast"))
+    assert m.propagation is not None and m.guidance.cg == 1
+    with pytest.raises(ValueError, match="unknown SPN preset 'huge'; valid presets are paper, fast"):
+        SPNConfig.from_name("huge", num_classes=5)
+    spn_preset("fast")["channels"] = 99  # a copy: the preset itself does not change
+    assert SPN_PRESETS["fast"]["channels"] == 16

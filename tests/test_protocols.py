@@ -1,11 +1,13 @@
 """Evaluation protocols: plain, VOC (restriction to the coarse classes), HELEN (group F-measures)."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from spn.engine.protocols import (HELEN_CLASS_NAMES, get_protocol, helen_groups,
-                                  list_protocols, restrict_to_coarse_classes)
+from spn.data import HELEN_GROUPS
+from spn.metrics import (HELEN_CLASS_NAMES, ConfusionMatrix, get_protocol, group_scores, helen_groups,
+                         list_protocols, restrict_to_coarse_classes)
 
 
 def test_registry_lists_names_on_unknown():
@@ -153,3 +155,39 @@ def test_helen_needs_eleven_classes_and_groups_match_data_module():
     assert g["brows"] == [2, 3] and g["eyes"] == [4, 5] and g["mouth"] == [7, 8, 9]
     assert g["upper_lip"] == [7] and g["lower_lip"] == [9] and g["inner_mouth"] == [8]
     assert g["skin"] == [1] and g["nose"] == [6] and g["overall"] == list(range(2, 10))
+
+
+def test_helen_groups_and_scores():
+    assert HELEN_GROUPS["brows"] == [2, 3] and HELEN_GROUPS["eyes"] == [4, 5]
+    assert HELEN_GROUPS["mouth"] == [7, 8, 9] and HELEN_GROUPS["overall"] == list(range(2, 10))
+    assert {"skin", "nose", "upper_lip", "lower_lip", "inner_mouth"} <= set(HELEN_GROUPS)
+    cm = ConfusionMatrix(11)
+    t = torch.tensor([2, 2, 3, 3, 4, 1, 1, 0])
+    p = torch.tensor([3, 2, 3, 1, 4, 1, 0, 0])
+    cm.update(t, p)
+    s = group_scores(cm, HELEN_GROUPS)
+    # brows as one region: gt 4 pixels, predicted 3 (2,3,3... index 0,1,2), tp 3 -> F1 = 6 / 7
+    assert s["brows"]["f1"] == pytest.approx(6 / 7) and s["brows"]["iou"] == pytest.approx(3 / 4)
+    assert s["eyes"]["f1"] == pytest.approx(1.0)
+    assert s["skin"]["f1"] == pytest.approx(2 * 1 / (2 + 2))
+    assert np.isnan(s["nose"]["f1"])
+    with pytest.raises(ValueError):
+        group_scores(torch.zeros(3, 3), HELEN_GROUPS)
+
+
+def test_restrict_to_coarse_classes_hand_made():
+    # coarse argmax: classes 0 and 2 present, 1 absent
+    coarse = torch.zeros(3, 2, 2)
+    coarse[0, 0, :] = 1
+    coarse[2, 1, :] = 1
+    logits = torch.tensor([1.0, 5.0, 2.0])[:, None, None].expand(3, 2, 2).clone()
+    out = restrict_to_coarse_classes(logits, coarse)
+    assert torch.isinf(out[1]).all() and (out[1] < 0).all()
+    assert torch.equal(out[0], logits[0]) and torch.equal(out[2], logits[2])
+    assert (out.argmax(0) == 2).all()
+    # batched form, per image
+    every = torch.nn.functional.one_hot(torch.tensor([[0, 1], [2, 0]]), 3).permute(2, 0, 1).float()
+    b = restrict_to_coarse_classes(torch.stack([logits, logits]), torch.stack([coarse, every]))
+    assert torch.isinf(b[0, 1]).all() and torch.isfinite(b[1]).all()
+    with pytest.raises(ValueError, match="differ in shape"):
+        restrict_to_coarse_classes(logits, coarse[:2])

@@ -34,7 +34,7 @@ def _train_steps(model, steps=2, seed=0):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     from spn.data import build_dataset
-    from spn.engine.checkpoint import save_checkpoint
+    from spn.models.checkpoint import save_checkpoint
     from spn.models import create_model
 
     root = tmp_path_factory.mktemp("runs")
@@ -50,7 +50,7 @@ def runs(tmp_path_factory):
         out[name] = root / name
     # inputs: images + coarse maps (label PNG at 1/8, npy scores at 1/4)
     from spn.data import write_image
-    from spn.engine.visualize import save_label_png
+    from spn.data import write_mask
 
     imgs, co = root / "images", root / "coarse"
     imgs.mkdir()
@@ -59,7 +59,7 @@ def runs(tmp_path_factory):
         it = ds[i]
         write_image(imgs / f"im{i}.png", it["image"])
         if i == 0:
-            save_label_png(co / f"im{i}.png", it["coarse"].argmax(0)[::8, ::8])
+            write_mask(co / f"im{i}.png", it["coarse"].argmax(0)[::8, ::8])
         else:
             np.save(co / f"im{i}.npy", it["coarse"][:, ::4, ::4].numpy())
     out["images"], out["coarse"], out["dataset"] = imgs, co, ds
@@ -136,10 +136,10 @@ def test_refine_errors(runs, tmp_path, capsys):
     assert main(["refine", "--checkpoint", ck, "--image", img, "--coarse", str(bad), "--out", str(tmp_path / "x.png")]) == 1
     assert f"has {K - 1} classes but checkpoint" in _err(capsys)
     # class id out of range (label png)
-    from spn.engine.visualize import save_label_png
+    from spn.data import write_mask
 
     badpng = tmp_path / "badlab.png"
-    save_label_png(badpng, torch.full((8, 8), K + 3))
+    write_mask(badpng, torch.full((8, 8), K + 3))
     assert main(["refine", "--checkpoint", ck, "--image", img, "--coarse", str(badpng), "--out", str(tmp_path / "x.png")]) == 1
     assert f"class ids [{K + 3}]" in _err(capsys)
     # aspect ratio mismatch

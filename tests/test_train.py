@@ -1,4 +1,4 @@
-"""spn.engine training: loss goes down, determinism, checkpoints, resume, errors, spn train CLI,
+"""spn.training: loss goes down, determinism, checkpoints, resume, errors, spn train CLI,
 baseline coarse maps, and the paper's ordering (three-way > one-way > coarse) on synthetic data."""
 import json
 import math
@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spn.engine import checkpoint as ckpt
-from spn.engine.coarse import BaselineCoarse
-from spn.engine.config import TrainConfig, load_config
-from spn.engine.losses import segmentation_loss
-from spn.engine.train import SampleView, StepSampler, read_log, train
+from spn.models import checkpoint as ckpt
+from spn.data import BaselineCoarse
+from spn.training import TrainConfig, load_config, read_log, train
+from spn.training.losses import cross_entropy_sum, valid_pixels
+from spn.data.sampling import SampleView, StepSampler
 from spn.models import create_model
 
 K = 3
@@ -328,16 +328,23 @@ def test_train_config_validation_and_json(tmp_path):
     assert TrainConfig().resolved_lr() == 1e-3 and TrainConfig(optimizer="sgd").resolved_lr() == 1e-4
 
 
-def test_loss_ignores_255_and_uses_the_given_normalizer():
+def test_loss_ignores_255_and_sums_over_labelled_pixels():
     logits = torch.randn(2, K, 4, 4)
     target = torch.randint(0, K, (2, 4, 4))
     target[0, 0] = 255
+    n = valid_pixels(target)
+    assert n.item() == 2 * 16 - 4
+    # the loop's loss: the sum over labelled pixels divided by their count = torch's mean
     ref = F.cross_entropy(logits, target, ignore_index=255)
-    assert torch.allclose(segmentation_loss(logits, target), ref)
-    n = (target != 255).sum()
-    assert torch.allclose(segmentation_loss(logits, target, normalizer=2 * n), ref / 2)
+    assert torch.allclose(cross_entropy_sum(logits, target) / n.float(), ref)
+    # by hand at one pixel: -log softmax(logits)[target]
+    one = target[1, 2, 3]
+    by_hand = -torch.log_softmax(logits[1, :, 2, 3], 0)[one]
+    t1 = torch.full_like(target, 255)
+    t1[1, 2, 3] = one
+    assert torch.allclose(cross_entropy_sum(logits, t1), by_hand)
     with pytest.raises(ValueError, match="outside"):
-        segmentation_loss(logits, torch.full((2, 4, 4), 7))
+        cross_entropy_sum(logits, torch.full((2, 4, 4), 7))
 
 
 # ---------------------------------------------------------------------------------------------

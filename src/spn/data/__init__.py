@@ -1,21 +1,35 @@
-"""Datasets for segmentation refinement.
+"""Datasets for segmentation refinement, coarse sources, image and label I/O, and the sampling
+of training patches.
 
 Items are dicts: ``"image"`` float32 ``(3, H, W)`` in [0, 1], ``"mask"`` int64 ``(H, W)``
 (255 = ignore), ``"coarse"`` float32 ``(K, H, W)`` probabilities (absent with coarse source
 ``"none"``), ``"name"`` str. Datasets expose ``num_classes``, ``class_names``, ``ignore_index``.
 
 ``build_dataset(spec, split, coarse, **kw)`` with spec ``"synthetic"``, ``"folder:PATH"``,
-``"voc:PATH"``, ``"helen:PATH"``; ``PatchDataset`` crops training patches.
+``"voc:PATH"``, ``"helen:PATH"`` and coarse ``"files"``, ``"gt-downsample:F"``, ``"none"`` or
+``"baseline:RUN_DIR"``; ``PatchDataset`` crops training patches; :mod:`spn.data.sampling` maps
+a run's sample numbers to patches.
+
+Shape:
+    - item["image"]: ``(3, H, W)`` float32
+    - item["mask"]: ``(H, W)`` int64
+    - item["coarse"]: ``(K, H, W)`` float32
+
+Example:
+    >>> from spn.data import build_dataset
+    >>> item = build_dataset("synthetic", split="val", num_images=1, size=32)[0]
+    >>> item["image"].shape, item["mask"].shape, item["coarse"].shape
+    (torch.Size([3, 32, 32]), torch.Size([32, 32]), torch.Size([6, 32, 32]))
 """
 from .base import FileSegmentationDataset, Record, SegmentationDataset, infer_num_classes
 from .coarse import (COARSE_SOURCES, CoarseSource, gaussian_blur, make_coarse_from_mask,
-                     one_hot_mask, parse_coarse_source, read_coarse_file, resize_probs,
-                     scores_to_probs)
+                     one_hot_mask, parse_coarse_source, read_coarse_file, register_coarse_source,
+                     resize_probs, scores_to_probs, wrap_coarse_source)
+from .baseline import BaselineCoarse
 from .folder import FolderDataset
-from .helen import (HELEN_CLASSES, HELEN_GROUPS, HelenFaces, combine_component_maps, group_scores,
-                    read_landmarks)
-from .io import (IGNORE_INDEX, CorruptFileError, read_image, read_mask, voc_palette, write_image,
-                 write_mask)
+from .helen import HELEN_CLASSES, HELEN_GROUPS, HelenFaces, combine_component_maps, read_landmarks
+from .io import (IGNORE_INDEX, CorruptFileError, as_label_map, as_numpy, read_image, read_mask, to_rgb_uint8,
+                 voc_palette, write_image, write_mask)
 from .patches import PatchDataset
 from .registry import build_dataset, dataset_prefixes, register_dataset
 from .synthetic import SYNTHETIC_CLASSES, SyntheticConfig, SyntheticScenes, render_scene
@@ -26,11 +40,12 @@ __all__ = [
     "SegmentationDataset", "FileSegmentationDataset", "Record", "infer_num_classes",
     "SyntheticScenes", "SyntheticConfig", "SYNTHETIC_CLASSES", "render_scene",
     "FolderDataset", "VOCSegmentation", "VOC_CLASSES", "resolve_voc_root",
-    "HelenFaces", "HELEN_CLASSES", "HELEN_GROUPS", "group_scores", "combine_component_maps",
+    "HelenFaces", "HELEN_CLASSES", "HELEN_GROUPS", "combine_component_maps",
     "read_landmarks",
-    "PatchDataset",
+    "PatchDataset", "BaselineCoarse",
     "COARSE_SOURCES", "CoarseSource", "parse_coarse_source", "make_coarse_from_mask",
     "read_coarse_file", "scores_to_probs", "resize_probs", "one_hot_mask", "gaussian_blur",
+    "register_coarse_source", "wrap_coarse_source",
     "IGNORE_INDEX", "CorruptFileError", "read_image", "read_mask", "write_image", "write_mask",
-    "voc_palette",
+    "voc_palette", "as_label_map", "as_numpy", "to_rgb_uint8",
 ]

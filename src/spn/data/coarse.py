@@ -4,28 +4,50 @@ A *coarse source* names how a dataset fills the ``"coarse"`` key of its items:
 
 ``"files"``
     maps stored next to the data (``ROOT/coarse/NAME.npy`` or ``NAME.png`` for the folder
-    dataset, ``coarse_dir=`` for VOC and HELEN), read by :func:`read_coarse_file`.
+    dataset, ``coarse_dir=`` for VOC and HELEN), read by :func:`read_coarse_file`, the one
+    reader of a stored coarse map (``spn refine`` reads its ``--coarse`` files with it too).
 ``"gt-downsample:F"``
     a simulated coarse segmentation made from the ground truth by
     :func:`make_coarse_from_mask` (one-hot, area-downsampled by ``F``, blurred a little,
     bilinearly upsampled back). Deterministic.
 ``"none"``
     no ``"coarse"`` key at all.
+``"PREFIX:ARG"`` of a registered *wrapping* source
+    the dataset is built with ``"none"`` and wrapped by the source's function
+    (:func:`register_coarse_source`); ``"baseline:RUN_DIR"`` (the softmax of a trained
+    baseline, :class:`spn.data.baseline.BaselineCoarse`) is one.
 
 Every coarse map is a float32 ``(K, H, W)`` tensor of class probabilities (non-negative,
 summing to one over ``K`` at every pixel) at the resolution of the image.
+
+Shape:
+    - mask: ``(H, W)`` int class ids (255 = ignore)
+    - coarse: ``(K, H, W)`` float32 probabilities
+
+Example:
+    >>> import torch
+    >>> from spn.data import make_coarse_from_mask
+    >>> mask = torch.zeros(32, 32, dtype=torch.long)
+    >>> mask[8:24, 8:24] = 1
+    >>> coarse = make_coarse_from_mask(mask, num_classes=2, factor=8)
+    >>> coarse.shape, bool(torch.allclose(coarse.sum(0), torch.ones(32, 32)))
+    (torch.Size([2, 32, 32]), True)
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 COARSE_SOURCES = ("files", "gt-downsample:F", "none")
+
+# wrapping coarse sources: prefix -> wrap(dataset, arg, **options) -> dataset
+_WRAPPERS: dict[str, Callable] = {}
 
 # tolerances of the "is this already a probability map?" test for stored scores
 _PROB_NEG_TOL = 1e-6
@@ -70,7 +92,44 @@ def parse_coarse_source(spec: str | CoarseSource) -> CoarseSource:
             "e.g. 'gt-downsample:8'")
     raise ValueError(
         f"unknown coarse source {spec!r}; valid sources: {', '.join(COARSE_SOURCES)} "
-        "(e.g. 'gt-downsample:8')")
+        "(e.g. 'gt-downsample:8')" + "".join(f", or '{p}:...'" for p in sorted(_WRAPPERS)))
+
+
+def register_coarse_source(prefix: str):
+    """Decorator: register ``wrap(dataset, arg, **options) -> dataset`` as the coarse source
+    ``"PREFIX:ARG"``. The dataset is built with coarse source ``"none"`` and handed to ``wrap``
+    with the text after the colon and the ``coarse_options`` of :func:`spn.data.build_dataset`."""
+    if not isinstance(prefix, str) or not prefix or ":" in prefix:
+        raise ValueError(f"coarse source prefix must be a non-empty string without ':', got {prefix!r}")
+
+    def deco(wrap: Callable) -> Callable:
+        _WRAPPERS[prefix] = wrap
+        return wrap
+
+    return deco
+
+
+def wrapping_source(spec) -> tuple[Callable, str] | None:
+    """``(wrap, arg)`` when ``spec`` is ``"PREFIX:ARG"`` of a registered wrapping source, else None.
+    An empty ``ARG`` is a ValueError."""
+    if not isinstance(spec, str):
+        return None
+    prefix, sep, arg = spec.partition(":")
+    if not sep or prefix not in _WRAPPERS:
+        return None
+    if not arg:
+        raise ValueError(f"coarse source '{prefix}:' needs an argument, e.g. '{prefix}:runs/{prefix}'")
+    return _WRAPPERS[prefix], arg
+
+
+def wrap_coarse_source(dataset, spec, **options):
+    """``dataset`` wrapped by the coarse source ``spec`` when that is a registered wrapping source
+    (with ``options``); otherwise ``dataset`` unchanged."""
+    found = wrapping_source(spec)
+    if found is None:
+        return dataset
+    wrap, arg = found
+    return wrap(dataset, arg, **options)
 
 
 def _gaussian_kernel1d(sigma: float, dtype=torch.float32) -> torch.Tensor:
@@ -137,6 +196,19 @@ def make_coarse_from_mask(mask, num_classes: int, factor: int = 8, sigma: float 
     The result is what an ideal network with output stride ``F`` would give: right in the
     interior of regions, soft and displaced at boundaries, thin parts washed out. No
     randomness: the same mask always gives the same map.
+
+    Shape:
+        - mask: ``(H, W)`` integer class ids
+        - output: ``(num_classes, H, W)`` float32 probabilities
+
+    Example:
+        >>> import torch
+        >>> from spn.data import make_coarse_from_mask
+        >>> mask = torch.zeros(64, 64, dtype=torch.long)
+        >>> mask[:, 30:34] = 1                        # a 4 px bar: thinner than a coarse cell
+        >>> coarse = make_coarse_from_mask(mask, 2, factor=8)
+        >>> coarse.argmax(0).sum().item()             # the bar is washed out
+        0
     """
     if isinstance(mask, np.ndarray):
         mask = torch.from_numpy(mask)
@@ -178,10 +250,10 @@ def scores_to_probs(scores: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return torch.softmax(scores, dim=0), True
 
 
-def read_coarse_file(path, num_classes: int, size: tuple[int, int],
-                     ignore_index: int = 255) -> torch.Tensor:
+def read_coarse_file(path, num_classes: int, size: tuple[int, int], ignore_index: int = 255, *,
+                     owner: str = "the dataset", max_aspect_error: float | None = None) -> torch.Tensor:
     """Read a stored coarse map and return float32 ``(num_classes, H, W)`` probabilities at
-    ``size = (H, W)``.
+    ``size = (H, W)``. This is the one reader of coarse files (datasets and ``spn refine``).
 
     - ``NAME.npy``: float scores ``(K, h, w)`` at any resolution. When they are not already
       probabilities (a negative value, or a pixel whose sum over ``K`` is not 1 within 1e-3)
@@ -191,15 +263,20 @@ def read_coarse_file(path, num_classes: int, size: tuple[int, int],
     - ``NAME.png``: class indices (palette or greyscale PNG), turned into one-hot
       probabilities (``ignore_index`` pixels -> uniform), then bilinearly resized if the
       resolution differs from the image.
+
+    ``owner`` names who fixes ``num_classes`` in the error messages (``"checkpoint RUN"`` for
+    ``spn refine``). With ``max_aspect_error`` the map must cover the image: its vertical and
+    horizontal upsampling factors may differ by at most that fraction (``spn refine``: 0.1).
+
+    Shape:
+        - output: ``(num_classes, H, W)`` float32, summing to one over the classes
     """
-    from .io import read_mask  # local: io imports nothing from here, avoid a cycle anyway
+    from .io import CorruptFileError, read_mask
 
     path = Path(path)
     H, W = int(size[0]), int(size[1])
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        from .io import CorruptFileError
-
         try:
             arr = np.load(path, allow_pickle=False)
         except FileNotFoundError:
@@ -207,13 +284,13 @@ def read_coarse_file(path, num_classes: int, size: tuple[int, int],
         except (ValueError, OSError, EOFError) as exc:
             raise CorruptFileError(f"cannot read coarse map {path}: {exc}") from exc
         if arr.ndim != 3:
-            raise ValueError(f"coarse map {path} must have shape (K, h, w), got {arr.shape}")
+            raise ValueError(f"coarse map {path} must be (K, h, w) scores, got shape {tuple(arr.shape)}")
         if arr.shape[0] != num_classes:
-            raise ValueError(
-                f"coarse map {path} has {arr.shape[0]} channels but the dataset has "
-                f"{num_classes} classes (shape {arr.shape})")
+            raise ValueError(f"coarse map {path} has {arr.shape[0]} classes but {owner} has {num_classes} "
+                             f"(shape {tuple(arr.shape)}: one channel per class)")
         if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
             raise ValueError(f"coarse map {path} must hold numbers, got dtype {arr.dtype}")
+        _check_coverage(path, arr.shape[1:], (H, W), max_aspect_error)
         t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"coarse map {path} holds NaN or infinite values")
@@ -223,10 +300,26 @@ def read_coarse_file(path, num_classes: int, size: tuple[int, int],
         m = torch.from_numpy(read_mask(path))
         bad = (m != ignore_index) & (m >= num_classes)
         if bool(bad.any()):
-            ids = sorted(set(m[bad].unique().tolist()))
-            raise ValueError(
-                f"coarse label map {path} holds class ids {ids} >= num_classes {num_classes}")
+            ids = sorted(set(m[bad].unique().tolist()))[:10]
+            raise ValueError(f"coarse label map {path} holds class ids {ids}, but {owner} has {num_classes} "
+                             f"classes (0..{num_classes - 1}, {ignore_index} = unknown)")
+        _check_coverage(path, tuple(m.shape), (H, W), max_aspect_error)
         oh = one_hot_mask(m, num_classes, ignore_index)
         oh = torch.where((m == ignore_index).unsqueeze(0), torch.full_like(oh, 1.0 / num_classes), oh)
         return resize_probs(oh, (H, W)).contiguous()
     raise ValueError(f"coarse map {path}: unsupported file type {path.suffix!r} (use .npy or .png)")
+
+
+def _check_coverage(path, hw, size, max_aspect_error) -> None:
+    """A coarse map of ``hw = (h, w)`` must be non-empty and, with ``max_aspect_error``, have the
+    aspect ratio of the image ``size``."""
+    h, w = int(hw[0]), int(hw[1])
+    if h < 1 or w < 1:
+        raise ValueError(f"coarse map {path} is empty ({h} x {w})")
+    if max_aspect_error is None:
+        return
+    H, W = size
+    fy, fx = H / h, W / w
+    if abs(fy - fx) > max_aspect_error * max(fy, fx):
+        raise ValueError(f"coarse map {path} is {h} x {w} but the image is {H} x {W}: not the same aspect "
+                         f"ratio (upsampling factors {fy:.3g} and {fx:.3g}); it must cover the whole image")

@@ -25,8 +25,8 @@ face labels to the image centre. Padding: image 0, mask 255 (ignored), coarse un
 Reporting groups (the paper's Table 1, label definitions of Liu et al. 2015): see
 ``HELEN_GROUPS``. ``"overall"`` is the F-measure over every facial component (brows, eyes,
 nose, upper lip, inner mouth, lower lip: ids 2..9), excluding background, face skin and hair,
-as in Liu et al.; :func:`group_scores` computes a group's F-measure by treating the group's
-classes as one region.
+as in Liu et al.; :func:`spn.metrics.group_scores` computes a group's F-measure by treating the
+group's classes as one region.
 """
 from __future__ import annotations
 
@@ -69,28 +69,6 @@ HELEN_LAYOUT = """expected layout (Smith et al. 2013 labelled release):
     PATH/exemplars.txt (train), tuning.txt (val), testing.txt (test)"""
 
 _NUM = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
-
-
-def group_scores(confusion, groups: dict[str, list[int]] = HELEN_GROUPS) -> dict[str, dict[str, float]]:
-    """F-measure and IoU of groups of classes from a confusion matrix ``mat[t, p]`` ``(K, K)``
-    (a tensor/array, or an object with ``.mat`` such as spn.engine.metrics.ConfusionMatrix).
-    A group is scored as one region: ``tp`` = pixels of the group predicted in the group."""
-    mat = getattr(confusion, "mat", confusion)
-    m = torch.as_tensor(np.asarray(mat), dtype=torch.float64)
-    if m.dim() != 2 or m.shape[0] != m.shape[1]:
-        raise ValueError(f"confusion matrix must be (K, K), got {tuple(m.shape)}")
-    out = {}
-    for name, ids in groups.items():
-        if any(not 0 <= i < m.shape[0] for i in ids):
-            raise ValueError(f"group {name!r} has ids {ids} outside 0..{m.shape[0] - 1}")
-        idx = torch.tensor(ids)
-        tp = float(m[idx][:, idx].sum())
-        gt = float(m[idx].sum())
-        pr = float(m[:, idx].sum())
-        f1 = 2 * tp / (gt + pr) if gt + pr > 0 else float("nan")
-        iou = tp / (gt + pr - tp) if gt + pr - tp > 0 else float("nan")
-        out[name] = {"f1": f1, "iou": iou}
-    return out
 
 
 def _numbers(tokens: list[str], where: str) -> np.ndarray:

@@ -1,4 +1,17 @@
-"""Reading and writing images, index masks and folder trees, with errors that name the file."""
+"""Reading and writing images and label maps (the one palette and label-PNG code of spn), and
+folder listings, with errors that name the file.
+
+A label PNG is a palette ("P") PNG whose pixel values are the class ids, coloured with the VOC
+palette (:func:`write_mask`); :func:`read_mask` reads it (and greyscale masks) back as ids.
+
+Example:
+    >>> import tempfile, torch
+    >>> from pathlib import Path
+    >>> from spn.data import read_mask, write_mask
+    >>> p = write_mask(Path(tempfile.mkdtemp()) / "m.png", torch.tensor([[0, 1], [2, 255]]))
+    >>> read_mask(p).tolist()
+    [[0, 1], [2, 255]]
+"""
 from __future__ import annotations
 
 import io as _io
@@ -91,19 +104,78 @@ def read_mask(path) -> np.ndarray:
     return arr
 
 
-def voc_palette() -> list[int]:
-    """The PASCAL VOC colour map (256 RGB triplets, flat), as used by its palette PNGs."""
-    pal = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
+def voc_palette(n: int = 256) -> np.ndarray:
+    """The PASCAL VOC palette, the one colour code of spn's label PNGs and pictures: ``(n, 3)`` uint8.
+
+    Colour of index ``i``: the bits of ``i`` are spread over the three channels, most
+    significant first (bit 0 -> red, bit 1 -> green, bit 2 -> blue, bit 3 -> red one level
+    lower, ...). Index 0 is black, 1 dark red, 2 dark green, 255 (ignore) (224, 224, 192).
+
+    Example:
+        >>> from spn.data import voc_palette
+        >>> voc_palette()[[0, 1, 2, 255]].tolist()
+        [[0, 0, 0], [128, 0, 0], [0, 128, 0], [224, 224, 192]]
+    """
+    if not isinstance(n, int) or not 1 <= n <= 256:
+        raise ValueError(f"palette size must be an int in 1..256, got {n!r}")
+    pal = np.zeros((n, 3), dtype=np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
         for j in range(8):
             r |= ((c >> 0) & 1) << (7 - j)
             g |= ((c >> 1) & 1) << (7 - j)
             b |= ((c >> 2) & 1) << (7 - j)
             c >>= 3
-        pal += [r, g, b]
+        pal[i] = (r, g, b)
     return pal
+
+
+def as_numpy(a) -> np.ndarray:
+    """A tensor (detached, on the CPU) or an array as a numpy array; TypeError otherwise."""
+    if isinstance(a, torch.Tensor):
+        return a.detach().cpu().numpy()
+    if isinstance(a, np.ndarray):
+        return a
+    raise TypeError(f"expected a torch.Tensor or numpy array, got {type(a).__name__}")
+
+
+def as_label_map(mask) -> np.ndarray:
+    """A label map ``(H, W)`` (tensor or array of class ids 0..255; floats only when they are
+    whole numbers) as int64; TypeError/ValueError naming the problem otherwise."""
+    m = as_numpy(mask) if isinstance(mask, (torch.Tensor, np.ndarray)) else np.asarray(mask)
+    if m.ndim != 2:
+        raise ValueError(f"a label mask must be (H, W), got shape {tuple(m.shape)}")
+    if np.issubdtype(m.dtype, np.floating) or m.dtype == np.bool_:
+        if m.dtype != np.bool_ and not np.all(np.equal(np.mod(m, 1), 0)):
+            raise TypeError(f"a label mask must hold integer class ids, got dtype {m.dtype}")
+        m = m.astype(np.int64)
+    m = m.astype(np.int64, copy=False)
+    if m.size and (m.min() < 0 or m.max() > 255):
+        raise ValueError(f"class ids must be in 0..255, got range {int(m.min())}..{int(m.max())}")
+    return m
+
+
+def to_rgb_uint8(image) -> np.ndarray:
+    """An image ``(3, H, W)`` float in [0, 1] (tensor or array), or ``(H, W, 3)`` uint8 -> ``(H, W, 3)`` uint8."""
+    a = as_numpy(image)
+    if a.ndim == 3:
+        floating = np.issubdtype(a.dtype, np.floating)
+        first, last = a.shape[0] in (1, 3), a.shape[-1] in (1, 3)
+        # floats are channel-first by the dataset contract, uint8 pictures channel-last
+        if first and (floating or not last):
+            a = np.moveaxis(a, 0, -1)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[-1] not in (1, 3):
+        raise ValueError(f"an image must be (3, H, W) or (H, W, 3), got shape {tuple(as_numpy(image).shape)}")
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    if np.issubdtype(a.dtype, np.floating):
+        a = np.clip(np.nan_to_num(a, nan=0.0), 0.0, 1.0)
+        a = (a * 255.0 + 0.5).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(a)
 
 
 def encode_png(img: Image.Image) -> bytes:
@@ -113,33 +185,27 @@ def encode_png(img: Image.Image) -> bytes:
 
 
 def write_mask(path, mask, palette: bool = True) -> Path:
-    """Write an index mask ``(H, W)`` (values 0..255) as a palette PNG (VOC colours) or, with
-    ``palette=False``, a greyscale PNG. Atomic (temp file + rename)."""
+    """Write a label map ``(H, W)`` (class ids 0..255) as a palette PNG whose pixel values are the
+    class ids (VOC colours, :func:`voc_palette`) or, with ``palette=False``, a greyscale PNG.
+    Atomic (temp file + rename). :func:`read_mask` reads it back."""
     from spn.utils.io import atomic_write_bytes
 
-    m = mask.cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-    if m.ndim != 2:
-        raise ValueError(f"mask must be (H, W), got shape {m.shape}")
-    if m.size and (m.min() < 0 or m.max() > 255):
-        raise ValueError(f"mask values must lie in [0, 255], got [{m.min()}, {m.max()}]")
-    u8 = np.ascontiguousarray(m.astype(np.uint8))
+    u8 = np.ascontiguousarray(as_label_map(mask).astype(np.uint8))
     if palette:
         img = Image.frombytes("P", (u8.shape[1], u8.shape[0]), u8.tobytes())
-        img.putpalette(voc_palette())
+        img.putpalette(voc_palette().reshape(-1).tolist())
     else:
         img = Image.frombytes("L", (u8.shape[1], u8.shape[0]), u8.tobytes())
     return atomic_write_bytes(path, encode_png(img))
 
 
 def write_image(path, image) -> Path:
-    """Write float ``(3, H, W)`` in [0, 1] (tensor or array) as PNG/JPEG (by suffix). Atomic."""
+    """Write an RGB picture, float ``(3, H, W)`` in [0, 1] or ``(H, W, 3)`` uint8 (tensor or
+    array), as PNG/JPEG (by suffix). Atomic."""
     from spn.utils.io import atomic_write_bytes
 
-    a = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    if a.ndim != 3 or a.shape[0] != 3:
-        raise ValueError(f"image must be (3, H, W), got shape {a.shape}")
-    u8 = (np.clip(a.transpose(1, 2, 0), 0, 1) * 255 + 0.5).astype(np.uint8)
-    img = Image.frombytes("RGB", (u8.shape[1], u8.shape[0]), np.ascontiguousarray(u8).tobytes())
+    u8 = to_rgb_uint8(image if isinstance(image, (torch.Tensor, np.ndarray)) else np.asarray(image))
+    img = Image.frombytes("RGB", (u8.shape[1], u8.shape[0]), u8.tobytes())
     path = Path(path)
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower())
     if fmt is None:

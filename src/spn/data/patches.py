@@ -31,6 +31,16 @@ class PatchDataset(Dataset):
     Flip: with ``flip=True`` a patch is mirrored left-right with probability 1/2 (every key).
 
     Items: the base item's keys cropped, ``"name"`` = ``"NAME@yY,xX"`` (+ ``",flip"``).
+
+    Shape:
+        - item["image"]: ``(3, size, size)``; item["mask"]: ``(size, size)``;
+          item["coarse"]: ``(K, size, size)``
+
+    Example:
+        >>> from spn.data import PatchDataset, build_dataset
+        >>> patches = PatchDataset(build_dataset("synthetic", num_images=2, size=64), size=32, patches_per_image=3)
+        >>> len(patches), patches[4]["image"].shape, patches[4]["coarse"].shape
+        (6, torch.Size([3, 32, 32]), torch.Size([6, 32, 32]))
     """
 
     def __init__(self, base, size: int = 128, patches_per_image: int = 4, flip: bool = True,

@@ -1,22 +1,42 @@
-"""Dataset registry: ``build_dataset("PREFIX[:ARG]", split, coarse, **kw)``."""
+"""Dataset registry: ``build_dataset("PREFIX[:ARG]", split, coarse, **kw)``.
+
+Datasets register a factory with the :func:`register_dataset` decorator; an unknown prefix is an
+error that lists the valid specs.
+
+Example:
+    >>> from spn.data import build_dataset, dataset_prefixes
+    >>> [p for p in dataset_prefixes() if p in ("folder", "helen", "synthetic", "voc")]
+    ['folder', 'helen', 'synthetic', 'voc']
+    >>> ds = build_dataset("synthetic", split="val", num_images=2, size=32)
+    >>> len(ds), ds.num_classes, ds[0]["coarse"].shape
+    (2, 6, torch.Size([6, 32, 32]))
+"""
 from __future__ import annotations
 
 from typing import Callable
+
+from .coarse import parse_coarse_source, wrapping_source
 
 # prefix -> (factory(arg, split, coarse, **kw) -> dataset, needs_arg)
 _REGISTRY: dict[str, tuple[Callable, bool]] = {}
 
 
-def register_dataset(prefix: str, factory: Callable, needs_path: bool = True) -> None:
-    """Register ``factory(arg, split=..., coarse=..., **kw)`` under ``prefix``.
+def register_dataset(prefix: str, factory: Callable | None = None, needs_path: bool = True):
+    """Register ``factory(arg, split=..., coarse=..., **kw)`` under ``prefix``; used as a decorator
+    (``@register_dataset("voc")``) or called with the factory.
 
     ``arg`` is the text after ``"PREFIX:"`` (a path for file-backed datasets), or None when
     the spec is just ``"PREFIX"``; with ``needs_path=True`` that is an error."""
     if not isinstance(prefix, str) or not prefix or ":" in prefix:
         raise ValueError(f"dataset prefix must be a non-empty string without ':', got {prefix!r}")
-    if not callable(factory):
-        raise TypeError(f"factory for {prefix!r} must be callable")
-    _REGISTRY[prefix.lower()] = (factory, bool(needs_path))
+
+    def deco(fn: Callable) -> Callable:
+        if not callable(fn):
+            raise TypeError(f"factory for {prefix!r} must be callable")
+        _REGISTRY[prefix.lower()] = (fn, bool(needs_path))
+        return fn
+
+    return deco if factory is None else deco(factory)
 
 
 def dataset_prefixes() -> list[str]:
@@ -27,14 +47,16 @@ def _usage() -> str:
     return ", ".join(f"'{p}:PATH'" if need else f"'{p}'" for p, (_, need) in sorted(_REGISTRY.items()))
 
 
-def build_dataset(spec: str, split: str = "train", coarse: str | None = None, **kw):
+def build_dataset(spec: str, split: str = "train", coarse: str | None = None, *,
+                  coarse_options: dict | None = None, **kw):
     """Build a dataset from a spec string.
 
     ``"synthetic"`` (kw: ``num_images``, ``size``, ``seed``), ``"folder:PATH"``, ``"voc:PATH"``
     (kw ``coarse_dir``), ``"helen:PATH"`` (kw ``size``, ``landmarks``, ``coarse_dir``), plus any
     :func:`register_dataset` extension. ``coarse`` is ``"files"``, ``"gt-downsample:F"``,
-    ``"none"`` or None (the dataset's default). Unknown prefixes raise ValueError listing the
-    valid ones.
+    ``"none"``, a wrapping source such as ``"baseline:RUN_DIR"`` (``coarse_options`` are its
+    options, e.g. ``cache_dir``, ``device``), or None (the dataset's default). Unknown prefixes
+    raise ValueError listing the valid ones.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"dataset spec must be a non-empty string like 'synthetic' or 'folder:PATH', got {spec!r}")
@@ -50,38 +72,38 @@ def build_dataset(spec: str, split: str = "train", coarse: str | None = None, **
         raise ValueError(f"dataset spec {spec!r} needs a path: '{key}:PATH'")
     if not needs_path and arg:
         raise ValueError(f"dataset spec {spec!r}: '{key}' takes no argument (pass options as keywords)")
+    wrap = wrapping_source(coarse)
+    if wrap is not None:
+        fn, warg = wrap
+        return fn(factory(arg, split=split, coarse="none", **kw), warg, **(coarse_options or {}))
     if coarse is not None:
-        from .coarse import parse_coarse_source
-
         coarse = str(parse_coarse_source(coarse))  # validate early, clear message
     return factory(arg, split=split, coarse=coarse, **kw)
 
 
+@register_dataset("synthetic", needs_path=False)
 def _synthetic(arg, split="train", coarse=None, **kw):
     from .synthetic import SyntheticScenes
 
     return SyntheticScenes(split=split, coarse=coarse, **kw)
 
 
+@register_dataset("folder")
 def _folder(arg, split="train", coarse=None, **kw):
     from .folder import FolderDataset
 
     return FolderDataset(arg, split=split, coarse=coarse, **kw)
 
 
+@register_dataset("voc")
 def _voc(arg, split="train", coarse=None, **kw):
     from .voc import VOCSegmentation
 
     return VOCSegmentation(arg, split=split, coarse=coarse, **kw)
 
 
+@register_dataset("helen")
 def _helen(arg, split="train", coarse=None, **kw):
     from .helen import HelenFaces
 
     return HelenFaces(arg, split=split, coarse=coarse, **kw)
-
-
-register_dataset("synthetic", _synthetic, needs_path=False)
-register_dataset("folder", _folder)
-register_dataset("voc", _voc)
-register_dataset("helen", _helen)

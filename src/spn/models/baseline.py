@@ -10,6 +10,7 @@ from torch import nn
 
 from .blocks import UNet
 from .config import BaselineConfig
+from .registry import register_model
 
 
 def check_image(image, name: str = "image") -> None:
@@ -21,12 +22,22 @@ def check_image(image, name: str = "image") -> None:
         raise TypeError(f"{name} must be a floating tensor, got {image.dtype}")
 
 
+@register_model("baseline", BaselineConfig, "baseline CNN: symmetric U-Net at 1/8 resolution (ignores coarse)")
 class BaselineNet(nn.Module):
     """Image -> class logits. The image is area-downsampled by ``factor`` (8), a U-Net computes
     logits at that resolution, and they are bilinearly upsampled to the input size. ``coarse`` is
     ignored (accepted for the common model interface).
 
-    ``forward(image (B, 3, H, W), coarse=None) -> logits (B, K, H, W)``.
+    Shape:
+        - image: ``(B, 3, H, W)``, any ``H, W``
+        - output: ``(B, K, H, W)`` logits
+
+    Example:
+        >>> import torch
+        >>> from spn.models import BaselineConfig, BaselineNet
+        >>> net = BaselineNet(BaselineConfig(num_classes=4, width=4, depth=2))
+        >>> net(torch.rand(2, 3, 40, 56)).shape
+        torch.Size([2, 4, 40, 56])
     """
 
     name = "baseline"

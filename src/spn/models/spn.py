@@ -10,6 +10,7 @@ from ..nn import CONNECTIONS, SpatialPropagation
 from .baseline import check_image
 from .blocks import UNet
 from .config import SPNConfig
+from .registry import register_model
 
 
 class GuidanceNet(nn.Module):
@@ -57,7 +58,19 @@ class SPNRefiner(nn.Module):
     ``connection`` is ``"three_way"`` (model "spn_three_way") or ``"one_way"`` ("spn_one_way"): the
     two differ only in the number of gates per pixel and direction (k = 3 or 1).
 
-    ``forward(image (B, 3, H, W), coarse (B, K, H, W)) -> logits (B, K, H, W)``.
+    Shape:
+        - image: ``(B, 3, H, W)``, any ``H, W``
+        - coarse: ``(B, K, H, W)`` class probabilities
+        - output: ``(B, K, H, W)`` logits
+
+    Example:
+        >>> import torch
+        >>> from spn.models import SPNConfig, SPNRefiner
+        >>> net = SPNRefiner(SPNConfig.from_name("fast", num_classes=3), "three_way").eval()
+        >>> coarse = torch.softmax(torch.randn(1, 3, 30, 45), 1)
+        >>> logits = net(torch.rand(1, 3, 30, 45), coarse)
+        >>> logits.shape, bool((logits.argmax(1) == coarse.argmax(1)).all())  # untrained: the coarse input
+        (torch.Size([1, 3, 30, 45]), True)
     """
 
     needs_coarse = True
@@ -123,3 +136,15 @@ class SPNRefiner(nn.Module):
         if self.cfg.residual:
             logits = logits + torch.log(coarse.clamp_min(0) + self.cfg.eps)
         return logits
+
+
+@register_model("spn_one_way", SPNConfig, "SPN refiner, one-way connection (k = 1)")
+def spn_one_way(cfg: SPNConfig) -> SPNRefiner:
+    """The SPN refiner with the one-way connection (one gate per pixel and direction)."""
+    return SPNRefiner(cfg, "one_way")
+
+
+@register_model("spn_three_way", SPNConfig, "SPN refiner, three-way connection (k = 3)")
+def spn_three_way(cfg: SPNConfig) -> SPNRefiner:
+    """The SPN refiner with the three-way connection (three gates per pixel and direction)."""
+    return SPNRefiner(cfg, "three_way")

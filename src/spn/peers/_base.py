@@ -1,7 +1,7 @@
 """Shared input checks and the common shape of a peer refiner."""
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 import torch
 
@@ -46,14 +46,21 @@ def renormalize(probs: torch.Tensor, fallback: torch.Tensor, eps: float = 1e-8) 
 class Peer:
     """A refiner: ``refine(image (3, H, W) in [0, 1], coarse (K, H, W)) -> probs (K, H, W)``.
 
-    Subclasses set ``name``, ``params`` (a dataclass instance) and implement ``_refine``.
+    Subclasses set ``name``, ``title``, ``params_class`` (the dataclass of their parameters) and
+    implement ``_refine``; ``Peer(**params)`` builds ``self.params`` (unknown names -> TypeError
+    listing the valid ones, bad values -> the dataclass's ValueError).
     """
 
     name = "peer"
     title = "peer"
+    params_class: type
 
-    def __init__(self, params):
-        self.params = params
+    def __init__(self, **params):
+        known = {f.name for f in fields(self.params_class)}
+        bad = sorted(set(params) - known)
+        if bad:
+            raise TypeError(f"{self.name}: unknown parameters {bad}; valid are {sorted(known)}")
+        self.params = self.params_class(**params)
 
     def refine(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         image, coarse = check_inputs(image, coarse, self.name)

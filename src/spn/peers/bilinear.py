@@ -19,8 +19,7 @@ class Bilinear(Peer):
     name = "bilinear"
     title = "coarse (bilinear)"
 
-    def __init__(self, **params):
-        super().__init__(BilinearParams(**params))
+    params_class = BilinearParams
 
     def _refine(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         return coarse.clone()

@@ -75,12 +75,10 @@ class DenseCRF(Peer):
     name = "densecrf"
     title = "dense CRF"
 
+    params_class = DenseCRFParams
+
     def __init__(self, **params):
-        known = {f.name for f in fields(DenseCRFParams)}
-        bad = sorted(set(params) - known)
-        if bad:
-            raise TypeError(f"densecrf: unknown parameters {bad}; valid are {sorted(known)}")
-        super().__init__(DenseCRFParams(**params))
+        super().__init__(**params)
         self._dcrf = _import_densecrf()
 
     def _refine(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
@@ -126,7 +124,7 @@ def grid_search(dataset, param_grid: dict | None = None, limit: int | None = 8, 
         ``{"best": params dict, "best_mean_iou": float, "results": [{"params", "mean_iou"}, ...],
         "images": n}``; ties keep the first setting in grid order.
     """
-    from spn.engine.protocols import get_protocol
+    from spn.metrics import get_protocol
 
     grid = dict(DEFAULT_CRF_GRID if param_grid is None else param_grid)
     if not grid:

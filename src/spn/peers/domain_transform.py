@@ -17,7 +17,7 @@ renormalised.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
@@ -87,12 +87,7 @@ class DomainTransform(Peer):
     name = "domain_transform"
     title = "domain transform"
 
-    def __init__(self, **params):
-        known = {f.name for f in fields(DomainTransformParams)}
-        bad = sorted(set(params) - known)
-        if bad:
-            raise TypeError(f"domain_transform: unknown parameters {bad}; valid are {sorted(known)}")
-        super().__init__(DomainTransformParams(**params))
+    params_class = DomainTransformParams
 
     def _refine(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         p = self.params

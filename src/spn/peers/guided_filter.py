@@ -14,7 +14,7 @@ the ``K`` class maps is filtered, then the result is clamped to >= 0 and renorma
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
@@ -129,12 +129,7 @@ class GuidedFilter(Peer):
     name = "guided_filter"
     title = "guided filter"
 
-    def __init__(self, **params):
-        known = {f.name for f in fields(GuidedFilterParams)}
-        bad = sorted(set(params) - known)
-        if bad:
-            raise TypeError(f"guided_filter: unknown parameters {bad}; valid are {sorted(known)}")
-        super().__init__(GuidedFilterParams(**params))
+    params_class = GuidedFilterParams
 
     def _refine(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         q = guided_filter(image, coarse, self.params.radius, float(self.params.eps))

@@ -1,0 +1,166 @@
+"""``spn refine``: refine the coarse segmentation of one image, or of a folder of images.
+
+One image::
+
+    spn refine --checkpoint RUN --image IMG --coarse COARSE --out refined.png [--overlay overlay.png]
+
+A folder: ``--image DIR`` (every .png/.jpg/.jpeg/.bmp/.tif/.tiff/.webp in it), ``--coarse DIR``
+holding ``NAME.npy`` or ``NAME.png`` per image ``NAME.*``, ``--out DIR`` (and ``--overlay DIR``)
+receiving ``NAME.png``.
+
+COARSE is a label PNG (class ids; palette or grey) or a ``(K, h, w)`` ``.npy`` of scores
+(probabilities, or logits: softmax over K), upsampled bilinearly to the image. A baseline
+checkpoint segments from the image alone and needs no ``--coarse``. The output is a palette PNG
+whose pixel values are the class ids (VOC colours), and optionally an overlay of the colours on
+the image.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from spn.data import read_coarse_file, read_image, write_image, write_mask
+from spn.inference import model_needs_coarse, predict
+from spn.models.checkpoint import checkpoint_classes, load_checkpoint
+from spn.utils.config import ConfigBase, check_options, option
+from spn.viz import overlay
+
+from .options import add_config_options, build_config
+
+log = logging.getLogger(__name__)
+
+HELP = "refine a coarse segmentation of an image (or a folder of images) with a checkpoint"
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+COARSE_EXTS = (".npy", ".png")
+#: largest relative difference allowed between the vertical and horizontal upsampling factors
+ASPECT_TOLERANCE = 0.1
+
+
+@dataclass
+class RefineConfig(ConfigBase):
+    """What ``spn refine`` refines (see the module docstring)."""
+
+    checkpoint: str = option(help="run directory written by `spn train`", metavar="RUN")
+    image: str = option(help="an image file, or a folder of images", metavar="IMG")
+    out: str = option(help="refined label PNG (a folder with a folder of images)", metavar="PNG")
+    coarse: str | None = option(None, metavar="COARSE",
+                                help="a label PNG or (K, h, w) .npy scores (a folder of NAME.png / NAME.npy with a "
+                                     "folder of images); not needed for a baseline checkpoint")
+    overlay: str | None = option(None, help="also write the labels blended over the image", metavar="PNG")
+    alpha: float = option(0.5, help="overlay opacity")
+    restrict_to_present: bool = option(False, help="only keep the classes present in the coarse input "
+                                                   "(the VOC protocol)")
+    threads: int | None = option(None, help="torch CPU threads", metavar="N", default_help="torch's")
+    progress: bool = option(True, help="a progress bar over a folder", negative="--no-progress",
+                            negative_help="no progress bar")
+
+    def validate(self) -> "RefineConfig":
+        check_options(self, required=("checkpoint", "image", "out"), at_least={"threads": 1})
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"--alpha must be in [0, 1], got {self.alpha}")
+        return self
+
+
+def add_arguments(p) -> None:
+    add_config_options(p, RefineConfig)
+
+
+@dataclass
+class Job:
+    name: str
+    image: Path
+    coarse: Path | None
+    out: Path
+    overlay: Path | None
+
+
+def _list_images(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTS)}) in folder {folder}")
+    return files
+
+
+def _find_coarse(folder: Path, stem: str) -> Path:
+    for ext in COARSE_EXTS:
+        p = folder / f"{stem}{ext}"
+        if p.is_file():
+            return p
+    raise FileNotFoundError(f"no coarse map for image {stem!r}: expected {folder / (stem + '.npy')} "
+                            f"or {folder / (stem + '.png')}")
+
+
+def plan_jobs(image: str, coarse: str | None, out: str, overlay: str | None, needs_coarse: bool) -> list[Job]:
+    """Pair images with coarse maps and output paths; check every input exists first."""
+    img = Path(image)
+    if not img.exists():
+        raise FileNotFoundError(f"--image {img} does not exist")
+    co = Path(coarse) if coarse is not None else None
+    if needs_coarse and co is None:
+        raise ValueError("this checkpoint refines a coarse segmentation: pass --coarse (a label PNG or a "
+                         "(K, h, w) .npy; a folder of them with a folder of images)")
+    if co is not None and not co.exists():
+        raise FileNotFoundError(f"--coarse {co} does not exist")
+    if img.is_dir():
+        if co is not None and not co.is_dir():
+            raise ValueError(f"--image {img} is a folder, so --coarse must be a folder too (got file {co})")
+        outd, ovd = Path(out), Path(overlay) if overlay else None
+        for flag, d in (("--out", outd), ("--overlay", ovd)):
+            if d is not None and d.exists() and not d.is_dir():
+                raise ValueError(f"--image {img} is a folder, so {flag} must be a folder (got file {d})")
+        jobs = []
+        for f in _list_images(img):
+            jobs.append(Job(f.stem, f, _find_coarse(co, f.stem) if co is not None else None,
+                            outd / f"{f.stem}.png", ovd / f"{f.stem}.png" if ovd else None))
+        return jobs
+    if co is not None and co.is_dir():
+        raise ValueError(f"--image {img} is a file, so --coarse must be a file too (got folder {co})")
+    if co is not None and co.suffix.lower() not in COARSE_EXTS:
+        raise ValueError(f"--coarse {co}: unsupported file type {co.suffix!r} (use a label .png or a .npy of scores)")
+    outp = Path(out)
+    if outp.is_dir():
+        raise ValueError(f"--out {outp} is a folder; give the path of the PNG to write")
+    return [Job(img.stem, img, co, outp, Path(overlay) if overlay else None)]
+
+
+def run(args) -> int:
+    cfg = build_config(RefineConfig, args)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    model, info = load_checkpoint(cfg.checkpoint)
+    K, _ = checkpoint_classes(info, model)
+    needs = model_needs_coarse(model)
+    if cfg.restrict_to_present and cfg.coarse is None:
+        raise ValueError("--restrict-to-present needs --coarse")
+    jobs = plan_jobs(cfg.image, cfg.coarse, cfg.out, cfg.overlay, needs)
+    if not needs and cfg.coarse is not None and not cfg.restrict_to_present:
+        log.info(f"note: {getattr(model, 'name', 'the model')} segments from the image alone; "
+                 f"--coarse is only checked, not used")
+    it = jobs
+    if len(jobs) > 1 and cfg.progress:
+        from tqdm import tqdm
+        it = tqdm(jobs, desc="refine", unit="img")
+    for job in it:
+        image = read_image(job.image)
+        H, W = image.shape[-2:]
+        coarse = None
+        if job.coarse is not None:
+            if K is None:
+                raise ValueError(f"checkpoint {cfg.checkpoint} does not record its number of classes")
+            coarse = read_coarse_file(job.coarse, K, (H, W), owner=f"checkpoint {cfg.checkpoint}",
+                                      max_aspect_error=ASPECT_TOLERANCE)
+        # a baseline ignores the coarse map (it is only read for --restrict-to-present)
+        probs = predict(model, image, coarse, restrict=cfg.restrict_to_present)
+        labels = probs.argmax(0)
+        write_mask(job.out, labels)
+        if job.overlay is not None:
+            write_image(job.overlay, overlay(image, labels, alpha=cfg.alpha))
+    if len(jobs) == 1:
+        print(f"wrote {jobs[0].out}" + (f" and {jobs[0].overlay}" if jobs[0].overlay else ""))
+    else:
+        print(f"refined {len(jobs)} images into {Path(cfg.out)}")
+    return 0

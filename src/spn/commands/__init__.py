@@ -1,1 +1,0 @@
-"""Subcommands of the ``spn`` console script (see :mod:`spn.cli`)."""

@@ -1,0 +1,3 @@
+"""Experiments: the applications built on the library, ``spn demo`` (:mod:`spn.experiments.demo`)
+and ``spn compare`` (:mod:`spn.experiments.compare`). Nothing in spn imports them but the
+command line (:mod:`spn.cli`)."""

@@ -1,0 +1,426 @@
+"""Compare SPN checkpoints with the classical refiners on the same images (``spn compare``).
+
+Signature (what ``spn demo`` calls)::
+
+    from spn.experiments.compare import run_compare
+    result = run_compare(
+        dataset,                                  # items with "image", "mask", "coarse" (see spn.data)
+        checkpoints={"one-way": "runs/one", "three-way": "runs/three"},   # name -> run dir
+        peers=["bilinear", "densecrf", "guided_filter"],                  # names in spn.peers
+        out_dir="out/compare",
+        limit=None,            # first N images (None: all)
+        protocol="plain",      # "plain" | "voc" | "helen" (spn.metrics.protocols)
+        crf_params=None,       # dense CRF parameters (dict), e.g. from spn.peers.densecrf.grid_search
+        figure_rows=4,         # images shown in the figure (0: no figure)
+        # keyword-only extras: peer_params={name: {...}}, time_512=True, time_repeats=3,
+        # time_size=512, title=None, data_label=None, skip_unavailable=False (True: leave out
+        # "densecrf" when pydensecrf is missing instead of raising; what `spn demo` wants)
+    )
+
+A checkpoint value may also be an ``nn.Module`` already in memory (``forward(image, coarse)``).
+Every method sees the same images and the same coarse maps; the VOC protocol restricts
+every method's classes to the coarse input's. Written to ``out_dir`` (atomically):
+
+- ``compare.md``: the table in the paper's format, method | overall AC | mean AC | mean IoU |
+  per-class IoU (per-group F-measure for "helen") | s/image, then the 512 x 512 timing table;
+- ``compare.json``: every metric of every method, per-image timings, parameters, ``time_512``;
+- ``compare.png``: image | coarse | one column per peer | one per checkpoint | ground truth.
+
+Returns a dict: ``methods`` (title -> {"kind", "id", "metrics", "seconds_per_image":
+{"median", "mean"}}), ``time_512`` (title -> median seconds on one 512 x 512 synthetic image,
+or absent when ``time_512=False``), ``protocol``, ``images``, ``report``, ``json``, ``figure``
+(paths as str), ``crf_params``, ``skipped`` (peers left out with ``skip_unavailable``).
+
+Timings are wall-clock seconds per image on this machine (CPU; the threads torch uses),
+of the refinement call only (loading excluded): the peer's ``refine`` or the model's forward
+(:mod:`spn.utils.timer`).
+
+:class:`CompareConfig` and :func:`compare_from_config` are what ``spn compare`` runs: the dataset,
+the peers and dense CRF parameters (optionally tuned by a grid search on the training split),
+then :func:`run_compare`.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from spn.data import build_dataset, make_coarse_from_mask
+from spn.inference import predict
+from spn.metrics import PROTOCOLS, get_protocol
+from spn.models.checkpoint import checkpoint_classes, load_checkpoint
+from spn.peers import DenseCRFParams, densecrf_available, get_peer, grid_search, list_peers
+from spn.utils.config import ConfigBase, check_options, option
+from spn.utils.io import write_json, write_markdown
+from spn.utils.timer import Stopwatch, time_fn
+from spn.viz import figure_grid, fmt_percent, fmt_seconds, markdown_table
+
+log = logging.getLogger(__name__)
+
+PEER_COLUMN = {"bilinear": None, "densecrf": "CRF", "guided_filter": "guided", "domain_transform": "domain transform"}
+
+
+def _load_model(name: str, spec):
+    """(model, info) for a run dir / model.safetensors path, or an nn.Module."""
+    if isinstance(spec, nn.Module):
+        return spec, {"source": "in-memory", "model": getattr(spec, "name", type(spec).__name__)}
+    if not isinstance(spec, (str, Path)):
+        raise TypeError(f"checkpoint {name!r}: expected a run dir path or an nn.Module, got {type(spec).__name__}")
+    model, info = load_checkpoint(spec)
+    info = dict(info or {})
+    info["source"] = str(spec)
+    return model, info
+
+
+def _predictor(model: nn.Module):
+    """A function ``(image (3,H,W), coarse (K,H,W)) -> probs (K,H,W)`` (spn.inference.predict)."""
+    return lambda image, coarse: predict(model, image, coarse)
+
+
+def _synthetic_512(num_classes: int, size: int = 512):
+    """One ``size x size`` (512) synthetic image and a coarse map with ``num_classes`` classes."""
+    ds = build_dataset("synthetic", split="val", num_images=1, size=size, coarse="none")
+    item = ds[0]
+    mask = item["mask"].clone()
+    if int(ds.num_classes) != num_classes:  # fold the synthetic classes onto the compared ones
+        keep = mask != 255
+        mask[keep] = mask[keep] % num_classes
+    coarse = make_coarse_from_mask(mask, num_classes, 8)
+    return item["image"], coarse.float()
+
+
+def _cell_size(image: torch.Tensor, max_side: int = 192) -> tuple[int, int]:
+    H, W = image.shape[-2:]
+    s = min(1.0, max_side / max(H, W))
+    return max(1, round(H * s)), max(1, round(W * s))
+
+
+def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | None = None,
+                protocol: str = "plain", crf_params: dict | None = None, figure_rows: int = 4, *,
+                peer_params: dict | None = None, time_512: bool = True, time_repeats: int = 3,
+                time_size: int = 512, title: str | None = None, data_label: str | None = None,
+                skip_unavailable: bool = False) -> dict:
+    """Run the peers and the checkpoints on the same images; write compare.md/.json/.png.
+
+    Args:
+        dataset: a dataset of the ``spn.data`` contract (items with "image" (3, H, W),
+            "mask" (H, W), "coarse" (K, H, W), "name"; attributes ``num_classes``,
+            ``class_names``, ``ignore_index``). Every item needs a "coarse" map.
+        checkpoints: method title -> run dir (or ``model.safetensors``, or an ``nn.Module``).
+        peers: peer names (``spn.peers.list_peers()``), as a list or a comma-separated string.
+        out_dir: output folder (created).
+        limit: evaluate the first ``limit`` items only.
+        protocol: "plain", "voc" or "helen".
+        crf_params: parameters of the "densecrf" peer.
+        figure_rows: number of images in the figure; 0 writes no figure.
+        peer_params: other peers' parameters, peer name -> dict.
+        time_512: also time every method on one 512 x 512 synthetic image.
+        time_repeats: timed runs per method for ``time_512`` (after one warm-up).
+        time_size: side of the timing image (512 as in the paper; smaller for quick tests).
+        title: heading of the report.
+        data_label: how the report names the data (default: the dataset's class name).
+        skip_unavailable: leave out "densecrf" (with a line in the report and ``skipped`` in the
+            result) when pydensecrf is not installed, instead of raising RuntimeError.
+    Returns:
+        see the module docstring.
+    """
+    if isinstance(peers, str):
+        peers = [p.strip() for p in peers.split(",") if p.strip()]
+    peers = list(peers or [])
+    skipped = []
+    if skip_unavailable and "densecrf" in peers and not densecrf_available():
+        peers.remove("densecrf")
+        skipped.append("densecrf (pydensecrf not installed: pip install pydensecrf2)")
+    checkpoints = dict(checkpoints or {})
+    if not peers and not checkpoints:
+        raise ValueError("run_compare: nothing to compare (no peers and no checkpoints)")
+    if len(set(peers)) != len(peers):
+        raise ValueError(f"run_compare: a peer is listed twice: {peers}")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+    if time_512 and (not isinstance(time_size, int) or time_size < 16):
+        raise ValueError(f"time_size must be an int >= 16, got {time_size!r}")
+    if not isinstance(figure_rows, int) or figure_rows < 0:
+        raise ValueError(f"figure_rows must be an int >= 0, got {figure_rows!r}")
+    num_classes = int(dataset.num_classes)
+    class_names = list(getattr(dataset, "class_names", None) or [f"class_{i}" for i in range(num_classes)])
+    ignore_index = int(getattr(dataset, "ignore_index", 255))
+    get_protocol(protocol, num_classes=num_classes)  # validates the name early
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    if n < 1:
+        raise ValueError("run_compare: the dataset is empty")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- the methods ------------------------------------------------------------------------
+    peer_params = dict(peer_params or {})
+    if crf_params:
+        peer_params["densecrf"] = dict(crf_params)
+    methods: "OrderedDict[str, dict]" = OrderedDict()
+    for name in peers:
+        peer = get_peer(name, **peer_params.get(name, {}))
+        methods[peer.title] = {"kind": "peer", "id": name, "fn": peer.refine, "config": peer.config(),
+                               "column": PEER_COLUMN.get(name, peer.title)}
+    for name, spec in checkpoints.items():
+        name = str(name)
+        if name in methods:
+            raise ValueError(f"checkpoint name {name!r} clashes with a peer's title; rename it")
+        model, info = _load_model(name, spec)
+        k, _ = checkpoint_classes(info, model)
+        if k is not None and k != num_classes:
+            raise ValueError(f"checkpoint {name!r} ({info.get('source')}) predicts {k} classes but the "
+                             f"dataset has {num_classes}")
+        model.eval()
+        methods[name] = {"kind": "checkpoint", "id": str(info.get("source")), "fn": _predictor(model),
+                         "config": {"model": info.get("model", getattr(model, "name", None)),
+                                    "model_config": getattr(model, "config", None), "step": info.get("step")},
+                         "column": name}
+    protos = {t: get_protocol(protocol, num_classes=num_classes, class_names=class_names,
+                              ignore_index=ignore_index) for t in methods}
+    watches = {t: Stopwatch() for t in methods}
+
+    # --- evaluation ---------------------------------------------------------------------------
+    fig_rows, row_labels = [], []
+    for i in range(n):
+        item = dataset[i]
+        if "coarse" not in item:
+            raise ValueError(f"item {i} ({item.get('name', '?')}) has no 'coarse' map: the comparison refines a "
+                             "coarse segmentation (choose a coarse source, e.g. gt-downsample:8)")
+        image, mask, coarse = item["image"].float(), item["mask"].long(), item["coarse"].float()
+        if coarse.shape[0] != num_classes:
+            raise ValueError(f"item {i} ({item.get('name', '?')}): coarse has {coarse.shape[0]} classes, "
+                             f"the dataset {num_classes}")
+        preds = {}
+        for t, m in methods.items():
+            with watches[t].time():
+                probs = m["fn"](image, coarse)
+            if tuple(probs.shape) != tuple(coarse.shape):
+                raise ValueError(f"method {t!r} returned shape {tuple(probs.shape)} for a coarse map "
+                                 f"{tuple(coarse.shape)}")
+            scores = protos[t].prepare(probs.float().cpu(), coarse)
+            pred = scores.argmax(0)
+            protos[t].accumulate(pred, mask)
+            preds[t] = pred
+        if i < figure_rows:
+            row = {"image": image, "coarse": coarse.argmax(0)}
+            for t, m in methods.items():
+                if m["column"] is not None:
+                    row[m["column"]] = preds[t]
+            row["ground truth"] = mask
+            fig_rows.append(row)
+            row_labels.append(str(item.get("name", i)))
+
+    results: "OrderedDict[str, dict]" = OrderedDict()
+    for t, m in methods.items():
+        metrics = protos[t].compute()
+        sec = watches[t].summary()
+        results[t] = {"kind": m["kind"], "id": m["id"], "config": m["config"], "metrics": metrics,
+                      "seconds_per_image": {"median": sec["median"], "mean": sec["mean"]},
+                      "seconds_per_image_samples": watches[t].samples}
+
+    # --- 512 x 512 timing --------------------------------------------------------------------
+    t512 = None
+    if time_512:
+        img512, coarse512 = _synthetic_512(num_classes, time_size)
+        t512 = OrderedDict()
+        for t, m in methods.items():
+            fn = m["fn"]
+            # one warm-up, then up to time_repeats runs (at least one) within 30 s
+            timing = time_fn(t, lambda: fn(img512, coarse512), warmup=1, repeats=time_repeats,
+                             max_time_s=30.0, min_repeats=1, seed=None)
+            t512[t] = {"median": timing.median_ms / 1e3, "samples": [v / 1e3 for v in timing.samples_ms]}
+
+    # --- figure ---------------------------------------------------------------------------------
+    figure_path = None
+    if fig_rows:
+        columns = ["image", "coarse"] + [m["column"] for m in methods.values() if m["column"] is not None]
+        columns.append("ground truth")
+        figure_path = figure_grid(fig_rows, columns, out_dir / "compare.png",
+                                  cell_size=_cell_size(fig_rows[0]["image"]), row_labels=row_labels)
+
+    # --- report ---------------------------------------------------------------------------------
+    proto0 = protos[next(iter(protos))]
+    helen = proto0.name == "helen"
+
+    def extra_columns(t, m):  # Table 1 F-measures for helen, per-class IoU otherwise
+        return protos[t].headline(m) if helen else protos[t].detail(m)
+
+    first = next(iter(results))
+    extra_names = list(extra_columns(first, results[first]["metrics"]))
+    headers = ["method", "overall AC", "mean AC", "mean IoU"]
+    headers += [f"{c} (F)" if helen else f"{c} (IoU)" for c in extra_names]
+    headers.append("s/image")
+    rows = []
+    for t, r in results.items():
+        m = r["metrics"]
+        vals = [m["pixel_accuracy"], m["mean_accuracy"], m["mean_iou"]] + list(extra_columns(t, m).values())
+        rows.append([t] + [fmt_percent(v) for v in vals] + [fmt_seconds(r["seconds_per_image"])])
+    lines = [f"# {title or 'Refinement comparison'}", ""]
+    lines.append(f"Data: {data_label or type(dataset).__name__}, {n} image(s), "
+                 f"{num_classes} classes; protocol `{proto0.name}`"
+                 + (" (refined classes restricted to those of the coarse input)" if proto0.name == "voc" else "")
+                 + f"; CPU, {torch.get_num_threads()} thread(s).")
+    lines.append("")
+    lines.append("Numbers in %; " + ("(F): F-measure per component group (Table 1 of the paper)"
+                                     if helen else "per-class columns are IoU")
+                 + "; s/image is the median wall time of the refinement call.")
+    lines.append("")
+    lines.append(markdown_table(headers, rows))
+    if t512 is not None:
+        lines.append(f"Seconds per {time_size} x {time_size} image (one synthetic image, median of "
+                     f"{time_repeats} runs after a warm-up; the paper: SPN 84 ms on a GPU, dense CRF about 1 s "
+                     "on a CPU):")
+        lines.append("")
+        lines.append(markdown_table(["method", f"s/image ({time_size}x{time_size})"],
+                                    [[t, fmt_seconds(v["median"])] for t, v in t512.items()]))
+    if "densecrf" in peers:
+        cfg = next(r["config"] for r in results.values() if r["id"] == "densecrf")
+        lines.append("Dense CRF parameters: " + ", ".join(f"{k}={v}" for k, v in cfg.items() if k != "name") + ".")
+        lines.append("")
+    if skipped:
+        lines.append("Left out: " + "; ".join(skipped) + ".")
+        lines.append("")
+    if figure_path is not None:
+        lines.append("![comparison](compare.png)")
+        lines.append("")
+    report_path = write_markdown(out_dir / "compare.md", "\n".join(lines))
+
+    summary = {
+        "protocol": proto0.name,
+        "images": n,
+        "num_classes": num_classes,
+        "class_names": class_names,
+        "threads": torch.get_num_threads(),
+        "methods": results,
+        "time_512": None if t512 is None else {t: v["median"] for t, v in t512.items()},
+        "time_size": time_size if t512 is not None else None,
+        "time_512_samples": None if t512 is None else {t: v["samples"] for t, v in t512.items()},
+        "skipped": skipped,
+        "crf_params": next((r["config"] for r in results.values() if r["id"] == "densecrf"), None),
+    }
+    json_path = write_json(out_dir / "compare.json", summary)
+    summary.update(report=str(report_path), json=str(json_path),
+                   figure=None if figure_path is None else str(figure_path))
+    if summary["time_512"] is None:
+        del summary["time_512"]
+    return summary
+
+
+def checkpoint_args(values) -> "OrderedDict[str, str]":
+    """Parse ``NAME=RUN`` strings (the ``--checkpoint`` flag) into an ordered dict."""
+    out = OrderedDict()
+    for v in values or []:
+        if "=" not in v:
+            raise ValueError(f"--checkpoint expects NAME=RUN_DIR, got {v!r}")
+        name, path = v.split("=", 1)
+        name, path = name.strip(), path.strip()
+        if not name or not path:
+            raise ValueError(f"--checkpoint expects NAME=RUN_DIR, got {v!r}")
+        if name in out:
+            raise ValueError(f"--checkpoint name {name!r} given twice")
+        out[name] = path
+    return out
+
+
+# --- spn compare ---------------------------------------------------------------------------------
+
+DEFAULT_PEERS = "bilinear,densecrf,guided_filter"
+
+
+@dataclass
+class CompareConfig(ConfigBase):
+    """What ``spn compare`` compares (see :func:`compare_from_config`)."""
+
+    data: str = option(help="dataset: synthetic | folder:PATH | voc:PATH | helen:PATH", metavar="SPEC")
+    out: str = option(help="output folder: compare.md, compare.json, compare.png (and crf_grid.json)",
+                      metavar="DIR")
+    checkpoint: list = option(default_factory=list, metavar="NAME=RUN",
+                              help="an SPN (or baseline) run directory to compare, with its name in the table, "
+                                   "e.g. one-way=runs/one; repeat for several")
+    peers: str = option(DEFAULT_PEERS, metavar="LIST",
+                        help=f"comma-separated refiners among {', '.join(list_peers())} or 'none' (densecrf is "
+                             "left out with a warning when pydensecrf2 is not installed and the default is used)")
+    split: str = option("val", help="dataset split")
+    coarse: str | None = option(None, metavar="SRC", default_help="the dataset's",
+                                help="coarse source: files | gt-downsample:F | baseline:RUN_DIR")
+    limit: int | None = option(None, help="compare on the first N images only", metavar="N")
+    protocol: str = option("plain", choices=tuple(PROTOCOLS),
+                           help="evaluation protocol (voc: classes restricted to those of the coarse input; "
+                                "helen: F-measures of Table 1)")
+    crf_grid: bool = option(False, help="tune the dense CRF by grid search (mean IoU) on the training split first")
+    crf_grid_limit: int = option(8, help="training images used by --crf-grid", metavar="N")
+    crf: list = option(default_factory=list, metavar="KEY=VALUE",
+                       help=f"a dense CRF parameter ({', '.join(f.name for f in fields(DenseCRFParams))}), "
+                            "e.g. --crf bil_sxy=60; repeat for several")
+    figure_rows: int = option(4, help="images in the figure (0: none)", metavar="N")
+    time_512: bool = option(True, help="time every method on a 512 x 512 image", negative="--no-time-512",
+                            negative_help="skip the 512 x 512 timing of every method")
+    threads: int | None = option(None, help="torch CPU threads", metavar="N", default_help="torch's")
+
+    def validate(self) -> "CompareConfig":
+        check_options(self, required=("data", "out"),
+                      at_least={"threads": 1, "limit": 1, "figure_rows": 0, "crf_grid_limit": 1})
+        return self
+
+
+def parse_peers(text: str) -> tuple[list[str], bool]:
+    """``"a,b"`` -> ``([a, b], is the default list)``; ``"none"`` -> no peer; unknown -> ValueError."""
+    if text.strip().lower() == "none":
+        return [], False
+    peers = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in peers if p not in list_peers()]
+    if bad:
+        raise ValueError(f"unknown peer(s) {', '.join(bad)}; valid peers are {', '.join(list_peers())}")
+    return peers, text == DEFAULT_PEERS
+
+
+def parse_crf(values) -> dict:
+    """``["KEY=VALUE", ...]`` -> dense CRF parameters (the fields of :class:`DenseCRFParams`)."""
+    types = {f.name: f.type for f in fields(DenseCRFParams)}
+    out = {}
+    for v in values:
+        key, sep, val = v.partition("=")
+        key = key.strip()
+        if not sep or key not in types:
+            raise ValueError(f"--crf expects KEY=VALUE with KEY in {', '.join(types)}, got {v!r}")
+        try:
+            out[key] = int(val) if key == "iterations" else float(val)
+        except ValueError:
+            raise ValueError(f"--crf {key}: {val!r} is not a number") from None
+    return out
+
+
+def compare_from_config(cfg: CompareConfig) -> dict:
+    """What ``spn compare`` does: check the options, build the dataset, optionally tune the dense
+    CRF on the training split (``crf_grid.json``), then :func:`run_compare`. Returns its result."""
+    cfg.validate()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    checkpoints = checkpoint_args(cfg.checkpoint)
+    peers, default = parse_peers(cfg.peers)
+    if "densecrf" in peers and not densecrf_available():
+        if default:
+            log.warning("pydensecrf2 is not installed; leaving out the dense CRF (pip install pydensecrf2)")
+            peers.remove("densecrf")
+        else:
+            raise RuntimeError("the densecrf peer needs pydensecrf: pip install pydensecrf2")
+    if not peers and not checkpoints:
+        raise ValueError("nothing to compare: give --checkpoint NAME=RUN and/or --peers")
+    crf_params = parse_crf(cfg.crf)
+    if cfg.crf_grid and "densecrf" not in peers:
+        raise ValueError("--crf-grid needs the densecrf peer in --peers")
+    dataset = build_dataset(cfg.data, split=cfg.split, coarse=cfg.coarse)
+    if cfg.crf_grid:
+        train = build_dataset(cfg.data, split="train", coarse=cfg.coarse)
+        log.info(f"dense CRF grid search on {min(cfg.crf_grid_limit, len(train))} training images")
+        grid = grid_search(train, limit=cfg.crf_grid_limit, protocol=cfg.protocol, base=crf_params)
+        write_json(f"{cfg.out}/crf_grid.json", grid)
+        crf_params = grid["best"]
+        log.info(f"best dense CRF mean IoU {100 * grid['best_mean_iou']:.2f}: {crf_params}")
+    return run_compare(dataset, checkpoints, peers, cfg.out, limit=cfg.limit, protocol=cfg.protocol,
+                       crf_params=crf_params or None, figure_rows=cfg.figure_rows, time_512=cfg.time_512,
+                       data_label=f"{cfg.data} ({cfg.split})")

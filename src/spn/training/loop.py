@@ -1,0 +1,416 @@
+"""The training loop of ``spn train`` (single process or ``torchrun`` data parallel).
+
+``train(cfg) -> dict`` trains ``cfg.model`` on ``cfg.data`` patches with softmax cross-entropy
+(ignore index 255) and writes, into ``cfg.out``:
+
+- ``config.json`` at the start: the resolved :class:`~spn.training.TrainConfig` (learning
+  rate and full model config filled in), world size, global batch, total steps, data info;
+- ``log.jsonl``: one JSON object per ``log_interval`` steps (``step``, mean ``loss`` over the
+  interval, ``lr``, ``images_per_s``, ``elapsed_s``); plus ``{"event": ...}`` lines;
+- checkpoints every ``ckpt_interval`` steps and at the end (:mod:`spn.models.checkpoint`);
+- ``summary.json`` at the end: the returned dict.
+
+Determinism and resume. Global sample ``n`` (``n = step * global_batch + position``) is patch
+``perm_e[n mod L]`` of epoch ``e = n div L`` of the :class:`spn.data.PatchDataset` (``L`` patches,
+``perm_e`` a permutation seeded by ``(seed, e)``, the patch crop/flip seeded by ``(seed, e,
+index)``; :mod:`spn.data.sampling`). Nothing depends on the worker count or on earlier steps, so a run resumed from the
+checkpoint of step ``s`` draws exactly the batches an uninterrupted run draws from step ``s`` on;
+with the model and optimizer state restored, the two runs agree step for step. Under torchrun
+rank ``r`` takes positions ``r*batch_size ... (r+1)*batch_size - 1`` of every global batch, and
+the loss is normalised by the labelled-pixel count of the whole global batch, so the averaged
+DDP gradient equals the single-process gradient of the same global batch.
+
+A non-finite loss stops training with a RuntimeError naming the step, before the optimizer
+update; the last checkpoint on disk (the last good state) is kept.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from spn import __version__
+from spn.data import PatchDataset, build_dataset, wrap_coarse_source
+from spn.data.sampling import MemoryCache, SampleView, StepSampler
+from spn.evaluation import evaluate
+from spn.models import create_model
+from spn.models.checkpoint import INFO_FILE, load_training_state, read_info, save_checkpoint, unwrap_model
+from spn.ops import active_backend
+from spn.utils.io import atomic_write_json, atomic_write_text, read_json
+
+from . import distributed as D
+from .config import TrainConfig, check_resume_compatible
+from .losses import cross_entropy_sum, valid_pixels
+
+DEFAULT_STEPS = 1000
+CONFIG_FILE = "config.json"
+LOG_FILE = "log.jsonl"
+SUMMARY_FILE = "summary.json"
+FILE_BACKED = ("folder", "voc", "helen")
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+def _worker_init(_):
+    torch.set_num_threads(1)
+
+
+def _build_split(cfg: TrainConfig, split: str, coarse: str | None, coarse_options: dict):
+    kw = dict(cfg.data_options)
+    if cfg.data.split(":", 1)[0].lower() in FILE_BACKED:
+        kw.setdefault("on_corrupt", cfg.on_corrupt)
+    return build_dataset(cfg.data, split=split, coarse=coarse, coarse_options=coarse_options, **kw)
+
+
+def _needs_coarse(model_name: str) -> bool:
+    return model_name != "baseline"
+
+
+def _check_coarse_present(ds, cfg: TrainConfig, where: str) -> None:
+    if len(ds) == 0:
+        raise ValueError(f"the {where} dataset {cfg.data!r} is empty")
+    item = ds[0]
+    if "coarse" not in item:
+        raise ValueError(
+            f"model {cfg.model!r} refines coarse segmentations, but dataset {cfg.data!r} gives no coarse "
+            f"maps (coarse source {cfg.coarse or 'default'!s}). Train the baseline first and use its "
+            f"output: `spn train --data {cfg.data} --model baseline --out runs/baseline`, then "
+            f"`--coarse baseline:runs/baseline`; or simulate coarse maps with `--coarse gt-downsample:8`"
+            " (or put coarse maps in the dataset and pass `--coarse files`)")
+
+
+def build_datasets(cfg: TrainConfig, device, run_dir: Path, train_dataset=None, val_dataset=None,
+                   need_val: bool = True):
+    """``(train, val or None, note)`` per ``cfg`` (datasets of the common contract).
+
+    A ``baseline:RUN`` coarse source caches the baseline's outputs in ``run_dir/coarse_cache``.
+    """
+    # the baseline ignores coarse maps: do not compute them
+    coarse = "none" if cfg.model == "baseline" and cfg.coarse is None else cfg.coarse
+    cache = run_dir / "coarse_cache"
+    # DataLoader workers are forked processes: they cannot use CUDA, run the baseline on the CPU
+    bdev = device if cfg.num_workers == 0 else torch.device("cpu")
+    note = None
+    if train_dataset is not None:
+        train_ds = wrap_coarse_source(train_dataset, coarse, device=bdev, cache_dir=cache)
+    else:
+        train_ds = _build_split(cfg, "train", coarse, {"device": bdev, "cache_dir": cache})
+    val_ds = None
+    if val_dataset is not None:
+        val_ds = wrap_coarse_source(val_dataset, coarse, device=device, cache_dir=cache)
+    elif need_val and cfg.val_split and train_dataset is None:
+        try:
+            val_ds = _build_split(cfg, cfg.val_split, coarse, {"device": device, "cache_dir": cache})
+        except (ValueError, FileNotFoundError) as exc:
+            note = f"no validation split {cfg.val_split!r}: {exc}"
+            val_ds = None
+    if _needs_coarse(cfg.model):
+        _check_coarse_present(train_ds, cfg, "training")
+    if val_ds is not None and len(val_ds) == 0:
+        val_ds = None
+    return train_ds, val_ds, note
+
+
+def data_info(ds) -> dict:
+    info = {}
+    if hasattr(ds, "info"):
+        try:
+            info = dict(ds.info())
+        except Exception:  # info is descriptive only
+            info = {}
+    K = int(ds.num_classes)
+    info["num_classes"] = K
+    info["class_names"] = list(getattr(ds, "class_names", None) or [f"class_{i}" for i in range(K)])
+    info["ignore_index"] = int(getattr(ds, "ignore_index", 255))
+    return info
+
+
+# ----------------------------------------------------------------------------------------------
+# optimisation
+def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    lr = cfg.resolved_lr()
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+def total_steps(cfg: TrainConfig, num_patches: int, global_batch: int) -> int:
+    if cfg.steps is not None:
+        return int(cfg.steps)
+    if cfg.epochs is not None:
+        return max(1, math.ceil(cfg.epochs * num_patches / global_batch))
+    return DEFAULT_STEPS
+
+
+def _read_log(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut by a kill: drop it and everything after
+    return out
+
+
+def read_log(run_dir) -> list[dict]:
+    """The step records of a run's ``log.jsonl`` (event lines left out)."""
+    return [r for r in _read_log(Path(run_dir) / LOG_FILE) if "event" not in r]
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log lines up to ``step`` (those after the checkpoint are redone)."""
+    keep = [r for r in _read_log(path) if int(r.get("step", 0)) <= step]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+def _append_log(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+
+
+def _resolved_dict(cfg: TrainConfig, model, world: int) -> dict:
+    d = cfg.to_dict()
+    d["lr"] = cfg.resolved_lr()
+    d["model_cfg"] = dict(unwrap_model(model).config)
+    return d
+
+
+def _resume_view(resolved: dict, global_batch: int) -> dict:
+    v = dict(resolved)
+    v["global_batch_size"] = global_batch
+    return v
+
+
+def _show_progress(cfg: TrainConfig) -> bool:
+    if cfg.progress is not None:
+        return cfg.progress
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+# ----------------------------------------------------------------------------------------------
+def train(cfg: TrainConfig, *, train_dataset=None, val_dataset=None, callback=None) -> dict:
+    """Train per ``cfg`` (see the module docstring); returns the summary dict.
+
+    ``train_dataset`` / ``val_dataset`` replace the datasets built from ``cfg.data`` (any dataset
+    of the common contract). ``callback(step, loss, model)`` is called after every optimizer step
+    (step counted from 1, ``model`` unwrapped); an exception it raises stops training (as a kill
+    would).
+
+    Returns ``{"run_dir", "model", "start_step", "steps", "final_loss", "mean_loss", "losses"
+    (this invocation's per-step losses), "images_per_s", "elapsed_s", "world_size",
+    "global_batch_size", "checkpoint", "val"}`` where ``val`` is
+    :func:`spn.evaluation.evaluate`'s result on the validation split (or None).
+    """
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    cfg.validate()
+    ctx = D.init_distributed(cfg.device)
+    threads = torch.get_num_threads()
+    try:
+        return _train(cfg, ctx, train_dataset, val_dataset, callback)
+    finally:
+        torch.set_num_threads(threads)  # train() may change it: leave the caller's setting as it was
+        D.cleanup(ctx)
+
+
+def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, callback) -> dict:
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    elif ctx.distributed and ctx.device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, ctx.local_world_size)))
+    device = ctx.device
+    run_dir = Path(cfg.out)
+    main = ctx.is_main
+
+    # -- the run directory: fresh or resumed -----------------------------------------------
+    has_ckpt = (run_dir / INFO_FILE).is_file()
+    if not cfg.resume and ((run_dir / INFO_FILE).exists() or (run_dir / CONFIG_FILE).exists()):
+        raise ValueError(f"run directory {run_dir} already holds a run; pass --resume to continue it "
+                         "or choose another --out")
+    D.barrier(ctx)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- data ------------------------------------------------------------------------------
+    train_ds, val_ds, note = build_datasets(cfg, device, run_dir, train_dataset, val_dataset, need_val=main)
+    if cfg.cache:
+        train_ds = MemoryCache(train_ds)
+    dinfo = data_info(train_ds)
+    K = dinfo["num_classes"]
+    patches = PatchDataset(train_ds, size=cfg.patch_size, patches_per_image=cfg.patches_per_image,
+                           flip=cfg.flip, seed=cfg.seed)
+
+    # -- model and optimizer ---------------------------------------------------------------
+    mcfg = dict(cfg.model_cfg)
+    if "num_classes" in mcfg and int(mcfg["num_classes"]) != K:
+        raise ValueError(f"model_cfg num_classes={mcfg['num_classes']} but dataset {cfg.data!r} has {K} classes")
+    mcfg["num_classes"] = K
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, **mcfg).to(device)
+    optimizer = build_optimizer(cfg, model.parameters())
+    G = cfg.batch_size * ctx.world_size
+    total = total_steps(cfg, len(patches), G)
+    resolved = _resolved_dict(cfg, model, ctx.world_size)
+    view = _resume_view(resolved, G)
+
+    start = 0
+    if cfg.resume:
+        old_cfg = run_dir / CONFIG_FILE
+        if old_cfg.is_file():
+            stored = read_json(old_cfg, "cannot resume:")
+            check_resume_compatible(_resume_view(stored.get("train_config", {}), stored.get("global_batch_size")),
+                                    view, str(run_dir))
+        if has_ckpt:
+            info = read_info(run_dir)
+            tc = info.get("train_config") or {}
+            if tc:
+                check_resume_compatible(_resume_view(tc, info.get("global_batch_size", G)), view, str(run_dir))
+            info = load_training_state(run_dir, model, optimizer)
+            start = int(info["step"])
+        if start >= total:
+            raise ValueError(f"run {run_dir} is already at step {start} >= the {total} steps asked for; "
+                             "ask for more --steps to train on")
+
+    if main:
+        meta = {
+            "train_config": resolved,
+            "world_size": ctx.world_size,
+            "global_batch_size": G,
+            "total_steps": total,
+            "start_step": start,
+            "data": dinfo,
+            "device": str(device),
+            "torch": torch.__version__,
+        }
+        meta["spn_version"] = __version__
+        meta["backend"] = active_backend()
+        atomic_write_json(run_dir / CONFIG_FILE, meta)
+        log_path = run_dir / LOG_FILE
+        if start > 0 or log_path.exists():
+            _truncate_log(log_path, start)
+        _append_log(log_path, {"event": "resume" if start else "start", "step": start,
+                               "world_size": ctx.world_size, "time": time.time()})
+        if note:
+            _append_log(log_path, {"event": "note", "step": start, "message": note})
+
+    dmodel = D.wrap_model(model, ctx)
+    dmodel.train()
+    sampler = StepSampler(start, total, cfg.batch_size, ctx.rank, ctx.world_size)
+    loader = DataLoader(SampleView(patches, cfg.seed), batch_size=cfg.batch_size, sampler=sampler,
+                        num_workers=cfg.num_workers, worker_init_fn=_worker_init if cfg.num_workers else None,
+                        pin_memory=device.type == "cuda")
+    needs_coarse = _needs_coarse(cfg.model)
+    lr = cfg.resolved_lr()
+    ckpt_cfg = dict(resolved, world_size=ctx.world_size, global_batch_size=G)
+
+    def save(step: int) -> Path | None:
+        if not main:
+            return None
+        return save_checkpoint(run_dir, model, ckpt_cfg, step, optimizer, data_info=dinfo,
+                               extra={"global_batch_size": G, "world_size": ctx.world_size})
+
+    bar = None
+    if main and _show_progress(cfg):
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=start, unit="step", desc=f"train {cfg.model}", dynamic_ncols=True)
+
+    losses: list[float] = []
+    interval_losses: list[float] = []
+    t0 = t_int = time.perf_counter()
+    imgs_int = 0
+    last_ckpt_step = start
+    ckpt_path = None
+    step = start
+    try:
+        for batch in loader:
+            image = batch["image"].to(device, non_blocking=True)
+            mask = batch["mask"].to(device, non_blocking=True)
+            coarse = batch.get("coarse") if needs_coarse else None
+            if needs_coarse and coarse is None:
+                raise ValueError(f"a training batch has no coarse maps (step {step + 1})")
+            if coarse is not None:
+                coarse = coarse.to(device, non_blocking=True)
+            count = D.all_reduce_sum(valid_pixels(mask).reshape(1), ctx)
+            logits = dmodel(image, coarse)
+            loss_sum = cross_entropy_sum(logits, mask)
+            loss = loss_sum * (ctx.world_size / count.clamp_min(1).to(loss_sum.dtype))
+            stat = D.all_reduce_sum(loss_sum.detach().to(torch.float64).reshape(1), ctx)
+            value = float(stat / count.clamp_min(1))
+            if not math.isfinite(value):
+                if main:
+                    _append_log(run_dir / LOG_FILE, {"event": "error", "step": step + 1,
+                                                     "message": f"non-finite loss {value}"})
+                kept = (f"the last good checkpoint (step {last_ckpt_step}) is kept in {run_dir}"
+                        if (run_dir / INFO_FILE).is_file() else "no checkpoint had been written yet")
+                raise RuntimeError(f"loss is {value} at step {step + 1}: training stopped; {kept}. "
+                                   "Check the data for NaN/inf values or lower the learning rate.")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            step += 1
+            losses.append(value)
+            interval_losses.append(value)
+            imgs_int += G
+            if main and (step % cfg.log_interval == 0 or step == total):
+                now = time.perf_counter()
+                rate = imgs_int / max(now - t_int, 1e-9)
+                rec = {"step": step, "loss": sum(interval_losses) / len(interval_losses), "lr": lr,
+                       "images_per_s": rate, "elapsed_s": now - t0}
+                _append_log(run_dir / LOG_FILE, rec)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rate:.1f}")
+                interval_losses, imgs_int, t_int = [], 0, now
+            if bar is not None:
+                bar.update(1)
+            if step % cfg.ckpt_interval == 0 or step == total:
+                ckpt_path = save(step) or ckpt_path
+                last_ckpt_step = step
+            if callback is not None:
+                callback(step, value, model)
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - t0
+
+    summary = {
+        "run_dir": str(run_dir),
+        "model": cfg.model,
+        "start_step": start,
+        "steps": step,
+        "final_loss": losses[-1] if losses else None,
+        "mean_loss": (sum(losses[-10:]) / len(losses[-10:])) if losses else None,
+        "losses": losses,
+        "images_per_s": (len(losses) * G / elapsed) if elapsed > 0 else None,
+        "elapsed_s": elapsed,
+        "world_size": ctx.world_size,
+        "global_batch_size": G,
+        "checkpoint": str(run_dir / INFO_FILE) if main else None,
+        "val": None,
+    }
+    if main and val_ds is not None:
+        kw = {"limit": cfg.val_items} if cfg.val_items else {}
+        model.eval()
+        summary["val"] = evaluate(model, val_ds, **kw)
+        model.train()
+    if main:
+        atomic_write_json(run_dir / SUMMARY_FILE, {k: v for k, v in summary.items() if k != "losses"})
+        _append_log(run_dir / LOG_FILE, {"event": "end", "step": step, "elapsed_s": elapsed})
+    D.barrier(ctx)
+    return summary
