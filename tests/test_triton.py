@@ -85,6 +85,10 @@ def _variants(K):
                       BLOCK=512), 4),
         ("fp32", dict(K=1, G_SHARED=True, HAS_L=True, L_SHARED=True, ATOMIC=True, NORM=0, MERGE=3, CB=8,
                       BLOCK=64), 4),
+        ("fp32", dict(K=3, G_SHARED=True, HAS_L=True, L_SHARED=True, ATOMIC=False, NORM=3, MERGE=1, CB=2,
+                      BLOCK=256), 4),
+        ("fp64", dict(K=3, G_SHARED=True, HAS_L=False, L_SHARED=False, ATOMIC=True, NORM=2, MERGE=3, CB=2,
+                      BLOCK=128), 4),
     ]
     merge = [("fp32", dict(MERGE=1, BLOCK=1024), 4), ("bf16", dict(MERGE=2, BLOCK=1024), 4),
              ("fp64", dict(MERGE=3, BLOCK=1024), 4)]
@@ -134,6 +138,48 @@ def test_ops_register_as_triton_ops_outside_the_interpreter():
     from torch._library.triton import triton_ops_to_kernels
 
     assert "spn_triton::propagate_fwd" in triton_ops_to_kernels  # traced into by torch.compile
+
+
+@needs_triton
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="checks the compiled-mode registration")
+@pytest.mark.parametrize("merge", ["max", "none"])
+def test_ops_trace_into_kernel_launches_on_fake_cuda_tensors(monkeypatch, merge):
+    """What torch.compile does with a triton_op (its body traced, kernels as wrap_triton nodes),
+    on fake CUDA tensors, which need no GPU."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    ops = spn_triton.load()
+    monkeypatch.setattr(ops, "_sm_count", lambda index: 132)  # an H100's multiprocessors
+    m = ops.MERGE_CODES[merge]
+
+    def step(x, g, lam):
+        out, hs, idx = ops._fwd_impl(x, g, lam, -1, 1, 2, m)
+        grads = ops._bwd_impl(torch.ones_like(out), x, g, lam, hs if hs.numel() else out, idx, -1, 1, 2, m)
+        return out, *grads
+
+    with FakeTensorMode():
+        x = torch.empty(2, 3, 5, 7, device="cuda", dtype=torch.float16)
+        g = torch.empty(2, 4, 3, 1, 5, 7, device="cuda", dtype=torch.float16)
+        lam = torch.empty(2, 4, 1, 5, 7, device="cuda", dtype=torch.float16)
+        gm = make_fx(step, tracing_mode="fake")(x, g, lam)
+        out, gx, gg, gl = gm(x, g, lam)
+    launches = [n for n in gm.graph.nodes if "triton_kernel_wrapper" in str(n.target)]
+    assert len(launches) == (2 if merge == "none" else 3), gm.graph  # scan (+ merge), adjoint sweep
+    assert out.shape == ((2, 3, 5, 7) if merge == "max" else (2, 4, 3, 5, 7)) and out.dtype == torch.float16
+    assert gx.shape == x.shape and gg.shape == g.shape and gl.shape == lam.shape and gg.dtype == torch.float16
+
+
+@needs_triton
+def test_sizes_beyond_the_kernels_limits_are_clear_errors():
+    ops = spn_triton.load()
+    with pytest.raises(ValueError, match=r"scan lines of 70000 pixels exceed .*\(SPN_BACKEND=reference\)"):
+        ops._geometry(torch.empty(1, 1, 2, 70000, device="meta"), 2, 0)
+    with pytest.raises(ValueError, match=r"70000 chunks exceed the Triton kernel's grid limit"):
+        ops._geometry(torch.empty(1, 1, 70000, 2, device="meta"), 2, 1)
+    with pytest.raises(ValueError, match=r"x spans \d+ elements per batch item.*32-bit offsets"):
+        ops._check_offsets(x=torch.empty(1, 2**15 + 1, 2**8, 2**8, device="meta"))
+    ops._check_offsets(x=torch.empty(4, 2**14, 2**8, 2**8, device="meta"))  # the batch axis is 64-bit
 
 
 # --------------------------------------------------------------------------- backend choice

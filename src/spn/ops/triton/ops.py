@@ -37,6 +37,8 @@ MERGE_CODES = {"max": 1, "mean": 2, "sum": 3, "none": 4}  # 0: one direction, no
 TILE = 2048
 #: the longest scan line (lateral size) a program can hold
 MAX_LINE = 1 << 16
+#: chunks run on the grid's second axis, which CUDA limits to 65535 programs
+MAX_CHUNKS = 65535
 #: programs wanted per streaming multiprocessor before channel blocks are made wider
 PROGRAMS_PER_SM = 4
 
@@ -73,6 +75,9 @@ def _geometry(x: torch.Tensor, direction: int, chunk: int):
     BLOCK = triton.next_power_of_2(n)
     chunk = L if chunk <= 0 else min(chunk, L)
     n_chunks = triton.cdiv(L, chunk)
+    if n_chunks > MAX_CHUNKS:
+        raise ValueError(f"spn: {n_chunks} chunks exceed the Triton kernel's grid limit of {MAX_CHUNKS}; "
+                         f"use a larger chunk (scan lines per chunk) or the reference (SPN_BACKEND=reference)")
     CB = min(triton.next_power_of_2(C), max(1, TILE // BLOCK))
     if x.is_cuda:
         want = PROGRAMS_PER_SM * _sm_count(x.device.index if x.device.index is not None else
