@@ -41,6 +41,13 @@ def _load() -> bool:
     return bool(_state["loaded"])
 
 
+def _warn_once(state: dict, message: str) -> None:
+    """One RuntimeWarning per process, pointing at the line that called the public function."""
+    if not state["warned"]:
+        state["warned"] = True
+        warnings.warn(message, RuntimeWarning, stacklevel=4)  # _warn_once < use_* < propagate* < caller
+
+
 def extension_available() -> bool:
     """Whether the compiled extension ``spn._C`` imported."""
     return _load()
@@ -90,16 +97,10 @@ def use_triton(t: torch.Tensor) -> bool:
         return False
     if triton_ops() is not None:
         return True
-    if not _triton_state["warned"]:
-        from . import triton as _triton
+    from . import triton as _triton
 
-        _triton_state["warned"] = True
-        warnings.warn(
-            f"spn: triton could not be imported ({_triton.error()}); CUDA tensors run the slow pure-PyTorch "
-            f"reference (float32 accumulation). To fix it, {_TRITON_FIX}.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    _warn_once(_triton_state, f"spn: triton could not be imported ({_triton.error()}); CUDA tensors run the slow "
+                              f"pure-PyTorch reference (float32 accumulation). To fix it, {_TRITON_FIX}.")
     return False
 
 
@@ -111,14 +112,8 @@ def use_kernel(t: torch.Tensor) -> bool:
         return False  # no compiled kernel for this device: the reference runs there
     if _load():
         return True
-    if not _state["warned"]:
-        _state["warned"] = True
-        warnings.warn(
-            f"spn: the compiled extension spn._C could not be imported ({_state['error']}); "
-            f"falling back on the slow pure-PyTorch reference. To fix it, {_REBUILD}.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    _warn_once(_state, f"spn: the compiled extension spn._C could not be imported ({_state['error']}); "
+                       f"falling back on the slow pure-PyTorch reference. To fix it, {_REBUILD}.")
     return False
 
 

@@ -51,6 +51,26 @@ def _geometry(d, H, W, chunk, pid_chunk):
 
 
 @triton.jit
+def _program(C, H, W, NCB, dir0, chunk, CB: tl.constexpr, BLOCK: tl.constexpr):
+    """What this program scans: batch ``b``, channel block ``cblk`` (first channel ``c0``),
+    direction slot ``ds`` and direction ``d``, its scan steps ``t0 <= t < t1`` out of ``L``,
+    the tile's channel / lane index vectors ``cl`` ``(CB, 1)`` and ``ks`` ``(1, BLOCK)``, and
+    masks: ``lane`` (k < n), ``m`` (the tile), ``v0`` / ``v2`` (slot 0 / 2 has a neighbour)."""
+    pid_bc = tl.program_id(0)
+    dslot = tl.program_id(2)
+    cblk = pid_bc % NCB
+    b = (pid_bc // NCB).to(tl.int64)  # 64-bit: the batch offset is the only one that may pass 2**31
+    c0 = cblk * CB
+    d = dir0 + dslot
+    horizontal, L, n, t0, t1 = _geometry(d, H, W, chunk, tl.program_id(1))
+    cl = tl.arange(0, CB)[:, None]
+    ks = tl.arange(0, BLOCK)[None, :]
+    lane = ks < n
+    m = (c0 + cl < C) & lane
+    return b, cblk, c0, dslot.to(tl.int64), d, horizontal, L, t0, t1, cl, ks, lane, m, ks >= 1, ks + 1 < n
+
+
+@triton.jit
 def _line_of(t, L, d):
     """Index (row or column) of scan step ``t`` in direction ``d``."""
     return tl.where(d % 2 == 1, L - 1 - t, t)
@@ -74,6 +94,25 @@ def _sign(r):
 
 
 @triton.jit
+def _abs_sum(r0, r1, r2, K: tl.constexpr):
+    """``sum_j |r_j|`` over all ``K`` slots ("clip" and "always")."""
+    if K == 3:
+        return tl.abs(r0) + tl.abs(r1) + tl.abs(r2)
+    return tl.abs(r1)
+
+
+@triton.jit
+def _sigmoids(r0, r1, r2, v0, v2, K: tl.constexpr):
+    """``q_j = sigmoid(r_j)`` of the valid slots (others 0) and their sum ("gspn")."""
+    q1 = tl.sigmoid(r1)
+    if K == 3:
+        q0 = tl.where(v0, tl.sigmoid(r0), 0.0)
+        q2 = tl.where(v2, tl.sigmoid(r2), 0.0)
+        return q0, q1, q2, q0 + q1 + q2
+    return q1, q1, q1, q1
+
+
+@triton.jit
 def _normalize(r0, r1, r2, v0, v2, K: tl.constexpr, NORM: tl.constexpr):
     """Normalised gates of the valid slots (invalid slots: 0) and the divisor.
 
@@ -89,10 +128,7 @@ def _normalize(r0, r1, r2, v0, v2, K: tl.constexpr, NORM: tl.constexpr):
         g2 = r2
         den = r1  # unused
     elif NORM == 1 or NORM == 2:
-        if K == 3:
-            s = tl.abs(r0) + tl.abs(r1) + tl.abs(r2)
-        else:
-            s = tl.abs(r1)
+        s = _abs_sum(r0, r1, r2, K)
         if NORM == 1:
             den = tl.where(s < CLIP_FLOOR, CLIP_FLOOR, s)
         else:
@@ -105,15 +141,7 @@ def _normalize(r0, r1, r2, v0, v2, K: tl.constexpr, NORM: tl.constexpr):
             g0 = r0
             g2 = r2
     else:
-        q1 = tl.sigmoid(r1)
-        if K == 3:
-            q0 = tl.where(v0, tl.sigmoid(r0), 0.0)
-            q2 = tl.where(v2, tl.sigmoid(r2), 0.0)
-            s = q0 + q1 + q2
-        else:
-            q0 = r0
-            q2 = r2
-            s = q1
+        q0, q1, q2, s = _sigmoids(r0, r1, r2, v0, v2, K)
         den = tl.where(s < GSPN_EPS, GSPN_EPS, s)
         g1 = q1 / den
         if K == 3:
@@ -139,10 +167,7 @@ def _normalize_bwd(dg0, dg1, dg2, r0, r1, r2, g0, g1, g2, den, v0, v2, K: tl.con
             floor = CLIP_FLOOR
         else:
             floor = ALWAYS_EPS
-        if K == 3:
-            s = tl.abs(r0) + tl.abs(r1) + tl.abs(r2)
-        else:
-            s = tl.abs(r1)
+        s = _abs_sum(r0, r1, r2, K)
         # d den / d s = 1 where the clamp passes s through (s >= floor), else 0
         tot = tl.where(s >= floor, tot, 0.0)
         dr1 = (dg1 - tot * _sign(r1)) / den
@@ -154,15 +179,7 @@ def _normalize_bwd(dg0, dg1, dg2, r0, r1, r2, g0, g1, g2, den, v0, v2, K: tl.con
             dr2 = dg2
         return dr0, dr1, dr2
     # gspn: g_j = q_j / den, den = max(S, eps), q_j = sigmoid(r_j) and S = sum q_j over valid slots
-    q1 = tl.sigmoid(r1)
-    if K == 3:
-        q0 = tl.where(v0, tl.sigmoid(r0), 0.0)
-        q2 = tl.where(v2, tl.sigmoid(r2), 0.0)
-        s = q0 + q1 + q2
-    else:
-        q0 = q1
-        q2 = q1
-        s = q1
+    q0, q1, q2, s = _sigmoids(r0, r1, r2, v0, v2, K)
     tot = tl.where(s >= GSPN_EPS, tot, 0.0)
     dr1 = (dg1 - tot) / den * (1.0 - q1) * q1
     if K == 3:
@@ -210,21 +227,8 @@ def scan_fwd_kernel(
     ``ndirs == 1``); the direction is ``dir0 + program_id(2)``.
     """
     ACC = hs_ptr.dtype.element_ty  # the accumulation dtype: float32, or float64 for float64 inputs
-    pid_bc = tl.program_id(0)
-    pid_chunk = tl.program_id(1)
-    dslot = tl.program_id(2)
-    b = (pid_bc // NCB).to(tl.int64)
-    c0 = (pid_bc % NCB) * CB
-    ds = dslot.to(tl.int64)
-    d = dir0 + dslot
-    horizontal, L, n, t0, t1 = _geometry(d, H, W, chunk, pid_chunk)
-
-    cl = tl.arange(0, CB)[:, None]  # (CB, 1) channel within the block
-    ks = tl.arange(0, BLOCK)[None, :]  # (1, BLOCK) lateral index
-    lane = ks < n
-    m = (c0 + cl < C) & lane  # (CB, BLOCK)
-    v0 = ks >= 1
-    v2 = ks + 1 < n
+    b, cblk, c0, ds, d, horizontal, L, t0, t1, cl, ks, lane, m, v0, v2 = _program(
+        C, H, W, NCB, dir0, chunk, CB, BLOCK)
 
     # per-program scalar base pointers (64-bit) and 32-bit tile offsets
     x_l, x_k = _ls(horizontal, sxh, sxw)
@@ -370,22 +374,8 @@ def scan_bwd_kernel(
     (``ATOMIC``) or stored as one partial per channel block ``(.., NCB, H, W)`` (deterministic).
     """
     ACC = hs_ptr.dtype.element_ty
-    pid_bc = tl.program_id(0)
-    pid_chunk = tl.program_id(1)
-    dslot = tl.program_id(2)
-    cblk = pid_bc % NCB
-    b = (pid_bc // NCB).to(tl.int64)
-    c0 = cblk * CB
-    ds = dslot.to(tl.int64)
-    d = dir0 + dslot
-    horizontal, L, n, t0, t1 = _geometry(d, H, W, chunk, pid_chunk)
-
-    cl = tl.arange(0, CB)[:, None]
-    ks = tl.arange(0, BLOCK)[None, :]
-    lane = ks < n
-    m = (c0 + cl < C) & lane
-    v0 = ks >= 1
-    v2 = ks + 1 < n
+    b, cblk, c0, ds, d, horizontal, L, t0, t1, cl, ks, lane, m, v0, v2 = _program(
+        C, H, W, NCB, dir0, chunk, CB, BLOCK)
 
     o_l, o_k = _ls(horizontal, soh, sow)
     i_l, i_k = _ls(horizontal, sih, siw)
@@ -435,7 +425,8 @@ def scan_bwd_kernel(
             lgp = gl_ptr + b * slgb + ds * slgd + c0 * slgc
             lgo = cl * slgc + ks * lg_k
     # this program's two-line scratch ring: (2 parities, 2 slots, CB, BLOCK)
-    pid = (dslot * tl.num_programs(1) + pid_chunk).to(tl.int64) * tl.num_programs(0) + pid_bc
+    pid = (tl.program_id(2) * tl.num_programs(1) + tl.program_id(1)).to(tl.int64) * tl.num_programs(0) \
+        + tl.program_id(0)
     sp0 = scr_ptr + pid * (4 * CB * BLOCK)
     so = cl * BLOCK + ks
 
