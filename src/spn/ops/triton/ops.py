@@ -20,6 +20,7 @@ One forward op serves both public functions: ``direction >= 0`` is :func:`spn.op
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Optional
 
@@ -272,8 +273,7 @@ propagate_bwd.register_autograd(_no_double_backward, setup_context=_setup_none)
 
 
 def _device_guard(x: torch.Tensor):
-    import contextlib
-
+    """Launch on the tensors' GPU, not the current one."""
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
