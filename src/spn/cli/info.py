@@ -37,9 +37,9 @@ def collect() -> dict:
         "extension_error": _backend.extension_error(),
         "threads": torch.get_num_threads(),
         "cuda_available": torch.cuda.is_available(),
+        "backend_cuda": _backend.active_backend("cuda"),
+        **_backend.triton_info(),
     }
-    if torch.cuda.is_available():
-        info["backend_cuda"] = _backend.active_backend("cuda")
     return info
 
 
@@ -50,7 +50,7 @@ def run(args) -> int:
         print(json.dumps(info, indent=2))
     else:
         for k, v in info.items():
-            if k == "extension_error" and v is None:
+            if k in ("extension_error", "triton_error") and v is None:
                 continue
             print(f"{k:16s} {v}")
     return 0

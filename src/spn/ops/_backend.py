@@ -3,6 +3,11 @@
 ``spn._C`` (the compiled C++/OpenMP kernels) is imported under a guard. If it is missing or
 broken, the package keeps working on the pure-PyTorch reference and warns once, saying how to
 rebuild. ``SPN_BACKEND=reference`` forces the reference (for debugging and comparisons).
+
+CUDA tensors run the Triton kernels (:mod:`spn.ops.triton`, imported lazily and under a guard).
+Where triton is missing, they run the reference (float32 accumulation) with a one-time warning
+saying how to fix it. ``SPN_BACKEND=triton`` forces the Triton kernels, also on CPU tensors when
+Triton's interpreter is on (``TRITON_INTERPRET=1`` set before import): that is how CI tests them.
 """
 from __future__ import annotations
 
@@ -16,7 +21,10 @@ _REBUILD = (
     "inside the project's virtual environment, after `pip install torch==2.13.0`)"
 )
 
+_TRITON_FIX = "install it with `pip install triton` in this environment (a CUDA build of torch is needed)"
+
 _state: dict = {"loaded": None, "error": None, "warned": False}
+_triton_state: dict = {"warned": False}
 
 
 def _load() -> bool:
@@ -33,6 +41,13 @@ def _load() -> bool:
     return bool(_state["loaded"])
 
 
+def _warn_once(state: dict, message: str) -> None:
+    """One RuntimeWarning per process, pointing at the line that called the public function."""
+    if not state["warned"]:
+        state["warned"] = True
+        warnings.warn(message, RuntimeWarning, stacklevel=4)  # _warn_once < use_* < propagate* < caller
+
+
 def extension_available() -> bool:
     """Whether the compiled extension ``spn._C`` imported."""
     return _load()
@@ -43,8 +58,50 @@ def extension_error() -> str | None:
     return _state["error"]
 
 
+def _requested() -> str:
+    return os.environ.get("SPN_BACKEND", "").strip().lower()
+
+
 def forced_reference() -> bool:
-    return os.environ.get("SPN_BACKEND", "").strip().lower() in ("reference", "ref", "python")
+    return _requested() in ("reference", "ref", "python")
+
+
+def forced_triton() -> bool:
+    return _requested() == "triton"
+
+
+def triton_ops():
+    """The Triton ops module (:mod:`spn.ops.triton.ops`), or ``None`` where triton is unusable."""
+    from . import triton as _triton
+
+    return _triton.load()
+
+
+def use_triton(t: torch.Tensor) -> bool:
+    """True when the Triton kernels should run for tensors like ``t``: CUDA tensors when triton
+    imports, and every tensor under ``SPN_BACKEND=triton`` (CPU ones in the interpreter)."""
+    if forced_reference():
+        return False
+    if forced_triton() and t.device.type in ("cpu", "cuda"):
+        from . import triton as _triton
+
+        if triton_ops() is None:
+            raise RuntimeError(f"SPN_BACKEND=triton, but triton cannot be imported ({_triton.error()}); "
+                               f"{_TRITON_FIX}, or unset SPN_BACKEND")
+        if t.device.type == "cpu" and not _triton.interpreting():
+            raise RuntimeError("SPN_BACKEND=triton on CPU tensors runs Triton's interpreter, which must be "
+                               "switched on before triton is imported: set TRITON_INTERPRET=1 in the "
+                               "environment (or unset SPN_BACKEND)")
+        return True
+    if t.device.type != "cuda":
+        return False
+    if triton_ops() is not None:
+        return True
+    from . import triton as _triton
+
+    _warn_once(_triton_state, f"spn: triton could not be imported ({_triton.error()}); CUDA tensors run the slow "
+                              f"pure-PyTorch reference (float32 accumulation). To fix it, {_TRITON_FIX}.")
+    return False
 
 
 def use_kernel(t: torch.Tensor) -> bool:
@@ -55,21 +112,37 @@ def use_kernel(t: torch.Tensor) -> bool:
         return False  # no compiled kernel for this device: the reference runs there
     if _load():
         return True
-    if not _state["warned"]:
-        _state["warned"] = True
-        warnings.warn(
-            f"spn: the compiled extension spn._C could not be imported ({_state['error']}); "
-            f"falling back on the slow pure-PyTorch reference. To fix it, {_REBUILD}.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    _warn_once(_state, f"spn: the compiled extension spn._C could not be imported ({_state['error']}); "
+                       f"falling back on the slow pure-PyTorch reference. To fix it, {_REBUILD}.")
     return False
+
+
+def _triton_backend_name(kind: str) -> str:
+    from . import triton as _triton
+
+    if not _triton.importable():
+        return "error: SPN_BACKEND=triton but triton is not importable" if forced_triton() else \
+            "reference (triton not importable)"
+    if kind == "cpu" and not _triton.interpreting():
+        return "error: SPN_BACKEND=triton on CPU needs TRITON_INTERPRET=1"
+    name = f"triton {_triton.version()}" + (" (interpreter)" if _triton.interpreting() else "")
+    return name + (", forced by SPN_BACKEND" if kind == "cpu" else "")
+
+
+def triton_info() -> dict:
+    """The GPU backend's state for ``spn info``: triton's version, interpreter mode, import error."""
+    from . import triton as _triton
+
+    return {"triton": _triton.version(), "triton_interpreter": _triton.interpreting(), "triton_error": _triton.error()}
 
 
 def active_backend(device: str = "cpu") -> str:
     """Name of the backend that runs for tensors on ``device``."""
     if forced_reference():
         return "reference (forced by SPN_BACKEND)"
-    if torch.device(device).type != "cpu":
+    kind = torch.device(device).type
+    if kind == "cuda" or (kind == "cpu" and forced_triton()):
+        return _triton_backend_name(kind)
+    if kind != "cpu":
         return "reference"
     return "cpp (spn._C, OpenMP)" if _load() else "reference (spn._C not importable)"

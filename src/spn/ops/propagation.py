@@ -51,6 +51,9 @@ def propagate(x: torch.Tensor, gates: torch.Tensor, direction, *, normalize: str
     check_normalize(normalize)
     check_input_weight(x, input_weight)
     chunk = check_chunk(chunk)
+    if _backend.use_triton(x):  # GPU backend (issue 8): CUDA tensors, or SPN_BACKEND=triton
+        return _backend.triton_ops().propagate(x, gates, d, normalize=normalize, input_weight=input_weight,
+                                               chunk=chunk)
     if normalize is not None or input_weight is not None or chunk is not None or not _backend.use_kernel(x):
         # TODO(issue 12): the version-2 arguments run on the reference until the kernels take them
         return propagate_ref(x, gates, d, normalize=normalize, input_weight=input_weight, chunk=chunk)
@@ -79,6 +82,9 @@ def propagate4(x: torch.Tensor, gates: torch.Tensor, merge: str = "max", *, norm
     check_normalize(normalize)
     check_input_weight(x, input_weight, n_dirs=4)
     chunk = check_chunk(chunk)
+    if _backend.use_triton(x):  # GPU backend (issue 8): CUDA tensors, or SPN_BACKEND=triton
+        return _backend.triton_ops().propagate4(x, gates, merge, normalize=normalize, input_weight=input_weight,
+                                                chunk=chunk)
     if (merge == "none" or normalize is not None or input_weight is not None or chunk is not None
             or not _backend.use_kernel(x)):
         # TODO(issue 12): the version-2 arguments run on the reference until the kernels take them
