@@ -12,7 +12,7 @@ from PIL import Image
 from spn.data import (
     CorruptFileError, FolderDataset, PatchDataset, SYNTHETIC_CLASSES, SyntheticScenes,
     build_dataset, dataset_prefixes, make_coarse_from_mask, parse_coarse_source, read_coarse_file,
-    read_mask, register_dataset, scores_to_probs, write_mask,
+    read_mask, register_dataset, write_mask,
 )
 
 
@@ -55,9 +55,10 @@ def make_folder(root, names=("a", "b", "c", "d", "e", "f", "g"), h=24, w=32, k=4
         for n in names:
             if coarse == "png":
                 write_mask(root / "coarse" / f"{n}.png", masks[n][::2, ::2].copy(), palette=False)
-            else:  # npy logits at half resolution
+            else:  # npy logits at half resolution, declared by the folder's sidecar
                 rng = np.random.default_rng(hash(n) % 1000)
                 np.save(root / "coarse" / f"{n}.npy", rng.normal(0, 2, (k, h // 2, w // 2)).astype(np.float32))
+                (root / "coarse" / "coarse.json").write_text('{"kind": "logits"}')
     return masks
 
 
@@ -201,27 +202,16 @@ def test_gt_downsample_is_valid_and_blurry():
         make_coarse_from_mask(torch.zeros(8, 8), 6, 2)
 
 
-def test_scores_to_probs():
-    probs = torch.softmax(torch.randn(3, 4, 5), 0)
-    out, soft = scores_to_probs(probs)
-    assert not soft and torch.allclose(out, probs)
-    logits = torch.randn(3, 4, 5) * 3
-    out, soft = scores_to_probs(logits)
-    assert soft and torch.allclose(out, torch.softmax(logits, 0))
-    pos_not_normalised = torch.rand(3, 4, 5) + 0.5
-    assert scores_to_probs(pos_not_normalised)[1]
-
-
 def test_read_coarse_file_npy_and_png(tmp_path):
     logits = np.random.default_rng(0).normal(0, 1, (3, 4, 6)).astype(np.float32)
     np.save(tmp_path / "l.npy", logits)
-    p = read_coarse_file(tmp_path / "l.npy", 3, (8, 12))
+    p = read_coarse_file(tmp_path / "l.npy", 3, (8, 12), kind="logits")
     assert p.shape == (3, 8, 12) and torch.allclose(p.sum(0), torch.ones(8, 12), atol=1e-5)
     ref = torch.nn.functional.interpolate(torch.softmax(torch.from_numpy(logits), 0)[None], size=(8, 12),
                                           mode="bilinear", align_corners=False)[0]
     assert torch.allclose(p, ref, atol=1e-5)  # softmax first, then bilinear upsampling
     with pytest.raises(ValueError, match="has 3 classes but the dataset has 5"):
-        read_coarse_file(tmp_path / "l.npy", 5, (8, 12))
+        read_coarse_file(tmp_path / "l.npy", 5, (8, 12), kind="logits")
     write_mask(tmp_path / "c.png", np.array([[0, 1], [2, 255]]))
     q = read_coarse_file(tmp_path / "c.png", 3, (2, 2))
     assert torch.equal(q[:, 0, 0], torch.tensor([1.0, 0, 0])) and torch.allclose(q[:, 1, 1], torch.full((3,), 1 / 3))

@@ -61,7 +61,7 @@ def test_voc_coarse_dir(tmp_path):
         logits = np.zeros((21, 4, 5), np.float32)
         logits[0] = 2.0
         np.save(cdir / f"{n}.npy", logits)
-    ds = VOCSegmentation(tmp_path / "VOCdevkit", split="train", coarse_dir=cdir)
+    ds = VOCSegmentation(tmp_path / "VOCdevkit", split="train", coarse_dir=cdir, coarse_kind="logits")
     assert ds.coarse == "files"
     c = ds[0]["coarse"]
     assert c.shape == (21, 30, 40)

@@ -36,6 +36,10 @@ LAYERS = {
 EXTENSIONS = {"spn._C": "ops"}
 #: modules of spn.cli that the subcommands may share
 CLI_SHARED = {"spn.cli", "spn.cli.options"}
+#: the public re-exports spn/__init__.py makes lazily (inside its module ``__getattr__``): the
+#: one exception to the layer order, so that ``spn.Refiner`` works without ``import spn``
+#: importing the layers above it
+ROOT_LAZY = {"spn.inference"}
 
 
 def module_names(root: Path) -> dict[str, Path]:
@@ -56,11 +60,22 @@ def _resolve(base: str, level: int, is_package: bool) -> str:
     return ".".join(pkg)
 
 
-def imports_of(name: str, path: Path, modules: dict[str, Path]) -> list[tuple[int, str]]:
-    """``(line, imported spn module)`` for every import of ``path`` that lands in the package."""
+def _lazy_getattr_imports(tree: ast.Module) -> set[int]:
+    """ids of the import nodes inside a module-level ``def __getattr__``."""
+    out = set()
+    for fn in tree.body:
+        if isinstance(fn, ast.FunctionDef) and fn.name == "__getattr__":
+            out |= {id(n) for n in ast.walk(fn) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    return out
+
+
+def imports_of(name: str, path: Path, modules: dict[str, Path], lazy_ok=frozenset()) -> list[tuple[int, str]]:
+    """``(line, imported spn module)`` for every import of ``path`` that lands in the package
+    (leaving out the imports of ``lazy_ok`` modules made inside a module ``__getattr__``)."""
     top = name.split(".")[0]
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     is_package = path.name == "__init__.py"
+    lazy = _lazy_getattr_imports(tree) if lazy_ok else set()
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -78,7 +93,10 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> list[tuple[in
                 continue
             for alias in node.names:
                 sub = f"{mod}.{alias.name}"
-                found.append((node.lineno, sub if sub in modules or sub in EXTENSIONS else mod))
+                target = sub if sub in modules or sub in EXTENSIONS else mod
+                if id(node) in lazy and target in lazy_ok:
+                    continue
+                found.append((node.lineno, target))
     return found
 
 
@@ -98,7 +116,8 @@ def violations(root: Path, layers: dict = LAYERS) -> list[str]:
         if g not in layers:
             out.append(f"{path}: module {name} has no layer (add its package to LAYERS)")
             continue
-        for line, target in imports_of(name, path, modules):
+        lazy_ok = ROOT_LAZY if g == "__root__" else frozenset()
+        for line, target in imports_of(name, path, modules, lazy_ok):
             t = group_of(target)
             where = f"{path.relative_to(root.parent)}:{line}"
             if t not in layers:
@@ -118,6 +137,23 @@ def violations(root: Path, layers: dict = LAYERS) -> list[str]:
 def test_no_module_imports_from_a_higher_layer_or_sideways():
     found = violations(SRC)
     assert not found, "layer violations:\n" + "\n".join(found)
+
+
+def test_only_the_lazy_root_reexport_is_exempt(tmp_path):
+    """spn/__init__.py may import spn.inference inside its module __getattr__, nothing else upward."""
+    spn = _tree(tmp_path, {
+        "__init__.py": "def __getattr__(name):\n    from .inference import Refiner\n    return Refiner\n"
+                       "def other():\n    from .training import train\n",
+        "inference.py": "",
+        "training.py": "",
+    })
+    found = "\n".join(violations(spn, {"__root__": 2, "inference": 7, "training": 9}))
+    assert "imports spn.training from the higher layer training" in found
+    assert "spn.inference" not in found
+    import spn as real
+
+    from spn.inference import Refiner
+    assert real.Refiner is Refiner
 
 
 def test_every_package_has_a_layer():

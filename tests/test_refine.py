@@ -144,7 +144,7 @@ def test_refine_errors(runs, tmp_path, capsys):
     assert f"class ids [{K + 3}]" in _err(capsys)
     # aspect ratio mismatch
     tall = tmp_path / "tall.npy"
-    np.save(tall, np.random.rand(K, 32, 4).astype(np.float32))
+    np.save(tall, torch.softmax(torch.randn(K, 32, 4), 0).numpy())  # valid probabilities, 8:1 instead of 1:1
     assert main(["refine", "--checkpoint", ck, "--image", img, "--coarse", str(tall), "--out", str(tmp_path / "x.png")]) == 1
     assert "aspect" in _err(capsys)
     # corrupt image
@@ -169,7 +169,7 @@ def test_refine_errors(runs, tmp_path, capsys):
 
     broken = tmp_path / "broken"
     shutil.copytree(runs["spn_three_way"], broken)
-    (broken / "model.safetensors").write_bytes(b"junk")
+    (broken / "checkpoints" / "step-00000002" / "model.safetensors").write_bytes(b"junk")
     assert main(["refine", "--checkpoint", str(broken), "--image", img, "--coarse", str(runs["coarse"] / "im1.npy"),
                  "--out", str(tmp_path / "x.png")]) == 1
     assert "corrupt" in _err(capsys)

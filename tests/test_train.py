@@ -107,9 +107,13 @@ def test_loss_decreases_and_files_are_written(tmp_path):
     first, last = sum(s["losses"][:5]) / 5, sum(s["losses"][-5:]) / 5
     assert last < 0.8 * first, (first, last)
     run = Path(cfg.out)
-    for f in ("config.json", "log.jsonl", "model.safetensors", "checkpoint.json", "optimizer.safetensors",
-              "optimizer.json", "summary.json"):
+    for f in ("config.json", "log.jsonl", "checkpoint.json", "summary.json"):
         assert (run / f).is_file(), f
+    # two complete checkpoints kept (steps 20 and 40), each one directory; no lock left behind
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000020", "step-00000040"]
+    for f in ("model.safetensors", "optimizer.safetensors", "optimizer.json", "checkpoint.json"):
+        assert (run / "checkpoints" / "step-00000040" / f).is_file(), f
+    assert not (run / ".lock").exists() and not (run / "model.safetensors").exists()
     conf = json.loads((run / "config.json").read_text())
     assert conf["train_config"]["lr"] == 1e-2
     assert conf["train_config"]["model_cfg"]["num_classes"] == K
@@ -212,47 +216,30 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
 def test_corrupt_and_missing_checkpoints(tmp_path):
     train(_cfg(tmp_path, steps=1), train_dataset=TinyShapes())
     run = tmp_path / "run"
+    step = run / "checkpoints" / "step-00000001"
     with pytest.raises(FileNotFoundError, match="nowhere"):
         ckpt.load_checkpoint(tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="checkpoint.json"):
         ckpt.load_checkpoint(tmp_path)  # a folder without a checkpoint
-    data = (run / "model.safetensors").read_bytes()
-    (run / "model.safetensors").write_bytes(data[: len(data) // 2])
+    data = (step / "model.safetensors").read_bytes()
+    (step / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="model.safetensors"):
         ckpt.load_checkpoint(run)
     # a file whose digest is right but whose content is not safetensors
-    (run / "model.safetensors").write_bytes(b"not a tensor file")
-    info = json.loads((run / "checkpoint.json").read_text())
+    (step / "model.safetensors").write_bytes(b"not a tensor file")
+    info = json.loads((step / "checkpoint.json").read_text())
     info["files"]["model"]["sha256"] = None
-    (run / "checkpoint.json").write_text(json.dumps(info))
+    (step / "checkpoint.json").write_text(json.dumps(info))
     with pytest.raises(ValueError, match="cannot read .*model.safetensors"):
         ckpt.load_checkpoint(run)
-    (run / "checkpoint.json").write_text("{ not json")
+    with pytest.raises(ValueError, match="cannot read .*model.safetensors"):
+        ckpt.load_checkpoint(step)  # a step directory is a checkpoint too
+    (step / "checkpoint.json").write_text("{ not json")
     with pytest.raises(ValueError, match="checkpoint.json"):
         ckpt.load_checkpoint(run / "model.safetensors")
-    (run / "checkpoint.json").unlink()
-    with pytest.raises(FileNotFoundError, match="checkpoint.json"):
+    (step / "checkpoint.json").unlink()
+    with pytest.raises(ValueError, match="no usable checkpoint.*checkpoint.json"):
         ckpt.load_checkpoint(run)
-
-
-def test_failed_write_leaves_no_temp_file_and_keeps_the_old_checkpoint(tmp_path, monkeypatch):
-    model = create_model("baseline", num_classes=K, **TINY_BASE)
-    ckpt.save_checkpoint(tmp_path, model, {"note": "first"}, 1)
-    import spn.utils.io as uio
-
-    def boom(src, dst):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(uio.os, "replace", boom)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(1.0)
-    with pytest.raises(OSError, match="disk full"):
-        ckpt.save_checkpoint(tmp_path, model, {"note": "second"}, 2)
-    monkeypatch.undo()
-    assert _no_temp_files(tmp_path) == []
-    loaded, info = ckpt.load_checkpoint(tmp_path)
-    assert info["step"] == 1 and info["train_config"] == {"note": "first"}
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):

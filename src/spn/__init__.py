@@ -1,5 +1,9 @@
 """spn: spatial propagation networks (Liu et al., "Learning Affinity via Spatial Propagation
-Networks", NIPS 2017): the exact operator, fast kernels, and segmentation refinement."""
+Networks", NIPS 2017): the exact operator, fast kernels, and segmentation refinement.
+
+``spn.Refiner`` (the Python API for your own images and coarse maps) is
+:class:`spn.inference.Refiner`, imported on first use so that ``import spn`` stays light.
+"""
 __version__ = "0.1.0"
 
 import os as _os
@@ -14,4 +18,13 @@ if _os.environ.get("SPN_NO_THP", "0") != "1":
 from . import ops  # noqa: E402
 from .ops import normalize_gates, propagate, propagate4, propagate_ref  # noqa: E402
 
-__all__ = ["__version__", "ops", "normalize_gates", "propagate", "propagate4", "propagate_ref"]
+__all__ = ["__version__", "ops", "normalize_gates", "propagate", "propagate4", "propagate_ref", "Refiner"]
+
+
+def __getattr__(name):
+    # the one lazy re-export of a higher layer (tests/test_layers.py allows exactly this one)
+    if name == "Refiner":
+        from .inference import Refiner
+
+        return Refiner
+    raise AttributeError(f"module 'spn' has no attribute {name!r}")

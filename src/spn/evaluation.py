@@ -3,7 +3,8 @@
 - :func:`evaluate` ``(model, dataset, ...) -> dict``: confusion-matrix metrics of the coarse
   input (``argmax`` of the item's ``"coarse"``) and of the model output side by side, plus the
   seconds per image of the model call (median and mean); the model runs through
-  :func:`spn.inference.predict_logits`, the metrics follow a protocol of :mod:`spn.metrics`.
+  :class:`spn.inference.Refiner` (the path of ``spn refine`` and of Python users), the metrics
+  follow a protocol of :mod:`spn.metrics`.
 - :class:`EvalConfig` and :func:`run_eval`: what ``spn eval`` does (a checkpoint on a dataset
   split, with a markdown report and a JSON file).
 
@@ -23,7 +24,8 @@ import math
 import sys
 from dataclasses import dataclass
 
-from spn.inference import predict_logits
+from spn.data.coarse import coarse_kind_option
+from spn.inference import Refiner
 from spn.metrics import PROTOCOLS, get_protocol
 from spn.utils.config import ConfigBase, check_options, option
 from spn.utils.timer import Stopwatch
@@ -35,7 +37,8 @@ def evaluate(model, dataset, *, limit: int | None = None, restrict_to_present: b
     """Evaluate ``model`` on every item of ``dataset`` (or the first ``limit``).
 
     Args:
-        model: a model of :mod:`spn.models` (or any module with that forward).
+        model: a :class:`spn.inference.Refiner`, or a model of :mod:`spn.models` (or any module
+            with that forward).
         dataset: items ``{"image" (3, H, W), "mask" (H, W), ["coarse" (K, H, W)], "name"}``;
             ``num_classes``, ``class_names`` and ``ignore_index`` are read from it when present.
         protocol: a name of :mod:`spn.metrics.protocols` ("plain", "voc", "helen") or a protocol object.
@@ -47,6 +50,7 @@ def evaluate(model, dataset, *, limit: int | None = None, restrict_to_present: b
         "n"}, "num_images", "num_classes", "class_names", "protocol", "restrict_to_present"}``
         where metrics is :meth:`ConfusionMatrix.compute` (+ the protocol's extra keys).
     """
+    refiner = model if isinstance(model, Refiner) else Refiner(model)
     n = len(dataset)
     if limit is not None:
         if int(limit) < 1:
@@ -84,9 +88,9 @@ def evaluate(model, dataset, *, limit: int | None = None, restrict_to_present: b
             raise ValueError(f"restrict_to_present needs coarse maps; item {item.get('name', i)!r} has none")
         if i == 0:
             for _ in range(max(0, int(warmup))):
-                predict_logits(model, image, coarse, multiple=multiple)
+                refiner.predict_logits(image, coarse, multiple=multiple)
         with watch.time():
-            logits = predict_logits(model, image, coarse, multiple=multiple)
+            logits = refiner.predict_logits(image, coarse, multiple=multiple)
         if num_classes is not None and logits.shape[0] != num_classes:
             raise ValueError(f"the model predicts {logits.shape[0]} classes, the dataset has {num_classes}")
         co = coarse.float() if coarse is not None else None
@@ -130,6 +134,7 @@ class EvalConfig(ConfigBase):
     split: str = option("val", help="dataset split")
     coarse: str | None = option(None, help="coarse source: files | gt-downsample:F | none | baseline:RUN_DIR",
                                 metavar="SRC", default_help="the dataset's")
+    coarse_kind: str | None = coarse_kind_option()
     limit: int | None = option(None, help="evaluate the first N images only", metavar="N")
     protocol: str = option("plain", help="evaluation protocol (voc restricts the refined classes to those "
                                          "of the coarse input; helen: the F-measures of Table 1)",
@@ -156,16 +161,18 @@ def run_eval(cfg: EvalConfig) -> tuple[dict, str]:
     import torch
 
     from spn.data import build_dataset
-    from spn.models.checkpoint import checkpoint_classes, load_checkpoint
-    from spn.utils.io import write_json, write_markdown
+    from spn.utils.io import check_output_path, write_json, write_markdown
     from spn.viz import results_json
 
     cfg.validate()
+    for flag, path in (("--json", cfg.json), ("--report", cfg.report)):
+        if path:
+            check_output_path(path, flag)  # before the work, not after it
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    model, info = load_checkpoint(cfg.checkpoint)
-    k_ckpt, _ = checkpoint_classes(info, model)
-    dataset = build_dataset(cfg.data, split=cfg.split, coarse=cfg.coarse)
+    refiner = Refiner.from_checkpoint(cfg.checkpoint)
+    k_ckpt = refiner.num_classes
+    dataset = build_dataset(cfg.data, split=cfg.split, coarse=cfg.coarse, coarse_kind=cfg.coarse_kind)
     k_data = getattr(dataset, "num_classes", None)
     if k_ckpt is not None and k_data is not None and k_ckpt != k_data:
         raise ValueError(f"checkpoint {cfg.checkpoint} predicts {k_ckpt} classes but dataset "
@@ -173,9 +180,9 @@ def run_eval(cfg: EvalConfig) -> tuple[dict, str]:
     if len(dataset) == 0:
         raise ValueError(f"dataset {cfg.data!r} split {cfg.split!r} has no images")
     progress = sys.stderr.isatty() if cfg.progress is None else cfg.progress
-    res = evaluate(model, dataset, limit=cfg.limit, protocol=cfg.protocol,
+    res = evaluate(refiner, dataset, limit=cfg.limit, protocol=cfg.protocol,
                    restrict_to_present=cfg.restrict_to_present, progress=progress)
-    model_name = getattr(model, "name", info.get("model", "model"))
+    model_name = refiner.name
     res.update({
         "checkpoint": str(cfg.checkpoint),
         "model": model_name,

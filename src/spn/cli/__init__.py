@@ -7,7 +7,9 @@ the library below (:mod:`spn.inference`, :mod:`spn.evaluation`, :mod:`spn.data`,
 
 Every subcommand also takes ``-q`` / ``-v`` (fewer / more messages on stderr, through
 :mod:`logging`) and ``--debug`` (re-raise errors with a traceback instead of a one-line
-message). Messages go to stderr, results (reports, JSON) to stdout.
+message). Messages go to stderr, results (reports, JSON) to stdout. An error, including an
+operating-system one (permission denied, no space left on device, not a directory, is a
+directory), is one line ``spn CMD: error: ...`` and exit status 1.
 
 Example:
     >>> from spn.cli import build_parser
@@ -20,6 +22,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+
+from spn.utils.io import os_error_message
 
 from . import bench, compare, demo, info, refine, train
 from . import eval as eval_command
@@ -109,10 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
-    except (FileNotFoundError, ValueError, TypeError, RuntimeError) as exc:
+    except (ValueError, TypeError, RuntimeError, OSError) as exc:
+        # OSError: also permission denied, no space left, not a directory, is a directory...
         if args.debug:
             raise
-        log.error(str(exc))
+        if isinstance(exc, OSError) and (exc.errno is not None or getattr(exc, "spn_message", None)):
+            log.error(os_error_message(exc))
+        else:
+            log.error(str(exc))
         return 1
     finally:
         log.removeHandler(handler)

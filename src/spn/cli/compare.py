@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from spn.experiments.compare import CompareConfig, compare_from_config
+from spn.utils.io import check_output_path
 
 from .options import add_config_options, build_config
 
@@ -15,7 +16,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    res = compare_from_config(build_config(CompareConfig, args))
+    cfg = build_config(CompareConfig, args)
+    check_output_path(cfg.out, "--out", directory=True)  # before the work, not after it
+    res = compare_from_config(cfg)
     with open(res["report"], encoding="utf-8") as f:
         print(f.read())
     print(f"wrote {res['report']}, {res['json']}" + (f", {res['figure']}" if res.get("figure") else ""))

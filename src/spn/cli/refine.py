@@ -8,11 +8,13 @@ A folder: ``--image DIR`` (every .png/.jpg/.jpeg/.bmp/.tif/.tiff/.webp in it), `
 holding ``NAME.npy`` or ``NAME.png`` per image ``NAME.*``, ``--out DIR`` (and ``--overlay DIR``)
 receiving ``NAME.png``.
 
-COARSE is a label PNG (class ids; palette or grey) or a ``(K, h, w)`` ``.npy`` of scores
-(probabilities, or logits: softmax over K), upsampled bilinearly to the image. A baseline
-checkpoint segments from the image alone and needs no ``--coarse``. The output is a palette PNG
-whose pixel values are the class ids (VOC colours), and optionally an overlay of the colours on
-the image.
+COARSE is a label PNG (class ids; palette or grey) or a ``.npy``: ``(K, h, w)`` probabilities
+(the default), logits or ``(h, w)`` labels, as declared by ``--coarse-kind`` or by a
+``coarse.json`` in its folder (:mod:`spn.data.coarse`); at any resolution of the image's aspect
+ratio, upsampled bilinearly. A baseline checkpoint segments from the image alone and needs no
+``--coarse``. The output is a palette image whose pixel values are the class ids (VOC colours),
+PNG (or BMP/TIFF, by the suffix of ``--out``), and optionally an overlay of the colours on the
+image. The inputs are never overwritten. Everything runs through :class:`spn.inference.Refiner`.
 """
 from __future__ import annotations
 
@@ -22,10 +24,12 @@ from pathlib import Path
 
 import torch
 
-from spn.data import read_coarse_file, read_image, write_image, write_mask
-from spn.inference import model_needs_coarse, predict
-from spn.models.checkpoint import checkpoint_classes, load_checkpoint
+from spn.data import load_coarse_array, read_image, resolve_coarse_kind, write_image, write_mask
+from spn.data.coarse import coarse_kind_option
+from spn.data.io import IMAGE_FORMATS, MASK_FORMATS, file_format
+from spn.inference import Refiner
 from spn.utils.config import ConfigBase, check_options, option
+from spn.utils.io import check_output_path
 from spn.viz import overlay
 
 from .options import add_config_options, build_config
@@ -36,8 +40,6 @@ HELP = "refine a coarse segmentation of an image (or a folder of images) with a 
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 COARSE_EXTS = (".npy", ".png")
-#: largest relative difference allowed between the vertical and horizontal upsampling factors
-ASPECT_TOLERANCE = 0.1
 
 
 @dataclass
@@ -50,6 +52,7 @@ class RefineConfig(ConfigBase):
     coarse: str | None = option(None, metavar="COARSE",
                                 help="a label PNG or (K, h, w) .npy scores (a folder of NAME.png / NAME.npy with a "
                                      "folder of images); not needed for a baseline checkpoint")
+    coarse_kind: str | None = coarse_kind_option()
     overlay: str | None = option(None, help="also write the labels blended over the image", metavar="PNG")
     alpha: float = option(0.5, help="overlay opacity")
     restrict_to_present: bool = option(False, help="only keep the classes present in the coarse input "
@@ -94,8 +97,39 @@ def _find_coarse(folder: Path, stem: str) -> Path:
                             f"or {folder / (stem + '.png')}")
 
 
+def _same_file(a: Path, b: Path | None) -> bool:
+    if b is None:
+        return False
+    try:
+        return a.exists() and b.exists() and a.samefile(b)
+    except OSError:
+        return False
+
+
+def _check_jobs(jobs: list[Job]) -> None:
+    """No output overwrites an input (an image, a coarse map) or another output; suffixes known."""
+    inputs = [(j.image, "--image") for j in jobs] + [(j.coarse, "--coarse") for j in jobs if j.coarse]
+    seen: dict = {}
+    for j in jobs:
+        file_format(j.out, MASK_FORMATS, "--out")
+        if j.overlay is not None:
+            file_format(j.overlay, IMAGE_FORMATS, "--overlay")
+        for flag, out in (("--out", j.out), ("--overlay", j.overlay)):
+            if out is None:
+                continue
+            for src, src_flag in inputs:
+                if _same_file(out, src) or Path(out).absolute() == Path(src).absolute():
+                    raise ValueError(f"{flag} {out} is the input {src_flag} {src}; refusing to overwrite it "
+                                     f"(choose another {flag})")
+            key = str(Path(out).absolute())
+            if key in seen:
+                raise ValueError(f"{flag} {out} is also {seen[key]}: two outputs would overwrite each other")
+            seen[key] = flag
+
+
 def plan_jobs(image: str, coarse: str | None, out: str, overlay: str | None, needs_coarse: bool) -> list[Job]:
-    """Pair images with coarse maps and output paths; check every input exists first."""
+    """Pair images with coarse maps and output paths; check every input exists and that no output
+    overwrites an input, before anything runs."""
     img = Path(image)
     if not img.exists():
         raise FileNotFoundError(f"--image {img} does not exist")
@@ -110,12 +144,13 @@ def plan_jobs(image: str, coarse: str | None, out: str, overlay: str | None, nee
             raise ValueError(f"--image {img} is a folder, so --coarse must be a folder too (got file {co})")
         outd, ovd = Path(out), Path(overlay) if overlay else None
         for flag, d in (("--out", outd), ("--overlay", ovd)):
-            if d is not None and d.exists() and not d.is_dir():
-                raise ValueError(f"--image {img} is a folder, so {flag} must be a folder (got file {d})")
+            if d is not None:
+                check_output_path(d, flag, directory=True)
         jobs = []
         for f in _list_images(img):
             jobs.append(Job(f.stem, f, _find_coarse(co, f.stem) if co is not None else None,
                             outd / f"{f.stem}.png", ovd / f"{f.stem}.png" if ovd else None))
+        _check_jobs(jobs)
         return jobs
     if co is not None and co.is_dir():
         raise ValueError(f"--image {img} is a file, so --coarse must be a file too (got folder {co})")
@@ -123,39 +158,40 @@ def plan_jobs(image: str, coarse: str | None, out: str, overlay: str | None, nee
         raise ValueError(f"--coarse {co}: unsupported file type {co.suffix!r} (use a label .png or a .npy of scores)")
     outp = Path(out)
     if outp.is_dir():
-        raise ValueError(f"--out {outp} is a folder; give the path of the PNG to write")
-    return [Job(img.stem, img, co, outp, Path(overlay) if overlay else None)]
+        raise ValueError(f"--out {outp} is a folder; give the path of the label image to write")
+    check_output_path(outp, "--out")
+    if overlay:
+        check_output_path(overlay, "--overlay")
+    jobs = [Job(img.stem, img, co, outp, Path(overlay) if overlay else None)]
+    _check_jobs(jobs)
+    return jobs
 
 
 def run(args) -> int:
     cfg = build_config(RefineConfig, args)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    model, info = load_checkpoint(cfg.checkpoint)
-    K, _ = checkpoint_classes(info, model)
-    needs = model_needs_coarse(model)
+    refiner = Refiner.from_checkpoint(cfg.checkpoint)
+    needs = refiner.needs_coarse
     if cfg.restrict_to_present and cfg.coarse is None:
         raise ValueError("--restrict-to-present needs --coarse")
     jobs = plan_jobs(cfg.image, cfg.coarse, cfg.out, cfg.overlay, needs)
     if not needs and cfg.coarse is not None and not cfg.restrict_to_present:
-        log.info(f"note: {getattr(model, 'name', 'the model')} segments from the image alone; "
-                 f"--coarse is only checked, not used")
+        log.info(f"note: {refiner.name} segments from the image alone; --coarse is only checked, not used")
+    kind = None
+    if cfg.coarse is not None:  # declared once for the folder of the maps: the option, else its coarse.json
+        folder = Path(cfg.coarse) if Path(cfg.coarse).is_dir() else Path(cfg.coarse).parent
+        kind = resolve_coarse_kind(cfg.coarse_kind, folder)
     it = jobs
     if len(jobs) > 1 and cfg.progress:
         from tqdm import tqdm
         it = tqdm(jobs, desc="refine", unit="img")
     for job in it:
         image = read_image(job.image)
-        H, W = image.shape[-2:]
-        coarse = None
-        if job.coarse is not None:
-            if K is None:
-                raise ValueError(f"checkpoint {cfg.checkpoint} does not record its number of classes")
-            coarse = read_coarse_file(job.coarse, K, (H, W), owner=f"checkpoint {cfg.checkpoint}",
-                                      max_aspect_error=ASPECT_TOLERANCE)
+        coarse, ckind = (None, None) if job.coarse is None else load_coarse_array(job.coarse, kind)
+        image, coarse = refiner.prepare(image, coarse, ckind, where=str(job.coarse))
         # a baseline ignores the coarse map (it is only read for --restrict-to-present)
-        probs = predict(model, image, coarse, restrict=cfg.restrict_to_present)
-        labels = probs.argmax(0)
+        labels = refiner.predict(image, coarse, restrict_to_present=cfg.restrict_to_present).argmax(0)
         write_mask(job.out, labels)
         if job.overlay is not None:
             write_image(job.overlay, overlay(image, labels, alpha=cfg.alpha))

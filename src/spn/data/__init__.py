@@ -22,21 +22,23 @@ Example:
     (torch.Size([3, 32, 32]), torch.Size([32, 32]), torch.Size([6, 32, 32]))
 """
 from .base import FileSegmentationDataset, Record, SegmentationDataset, infer_num_classes
-from .coarse import (COARSE_SOURCES, CoarseSource, gaussian_blur, make_coarse_from_mask,
-                     one_hot_mask, parse_coarse_source, read_coarse_file, register_coarse_source,
-                     resize_probs, scores_to_probs, wrap_coarse_source)
+from .coarse import (ASPECT_TOLERANCE, COARSE_KINDS, COARSE_SOURCES, SIDECAR, CoarseKind, CoarseSource,
+                     absolute_coarse_spec, check_coverage, coarse_to_probs, gaussian_blur, load_coarse_array,
+                     make_coarse_from_mask, one_hot_mask, parse_coarse_kind, parse_coarse_source, prepare_coarse,
+                     read_coarse_file, read_sidecar, register_coarse_source, resize_probs, resolve_coarse_kind,
+                     wrap_coarse_source)
 from .baseline import BaselineCoarse
 from .folder import FolderDataset
 from .helen import HELEN_CLASSES, HELEN_GROUPS, HelenFaces, combine_component_maps, read_landmarks
 from .io import (IGNORE_INDEX, CorruptFileError, as_label_map, as_numpy, read_image, read_mask, to_rgb_uint8,
                  voc_palette, write_image, write_mask)
 from .patches import PatchDataset
-from .registry import build_dataset, dataset_prefixes, register_dataset
+from .registry import absolute_data_spec, build_dataset, dataset_prefixes, register_dataset
 from .synthetic import SYNTHETIC_CLASSES, SyntheticConfig, SyntheticScenes, render_scene
 from .voc import VOC_CLASSES, VOCSegmentation, resolve_voc_root
 
 __all__ = [
-    "build_dataset", "register_dataset", "dataset_prefixes",
+    "build_dataset", "register_dataset", "dataset_prefixes", "absolute_data_spec", "absolute_coarse_spec",
     "SegmentationDataset", "FileSegmentationDataset", "Record", "infer_num_classes",
     "SyntheticScenes", "SyntheticConfig", "SYNTHETIC_CLASSES", "render_scene",
     "FolderDataset", "VOCSegmentation", "VOC_CLASSES", "resolve_voc_root",
@@ -44,7 +46,9 @@ __all__ = [
     "read_landmarks",
     "PatchDataset", "BaselineCoarse",
     "COARSE_SOURCES", "CoarseSource", "parse_coarse_source", "make_coarse_from_mask",
-    "read_coarse_file", "scores_to_probs", "resize_probs", "one_hot_mask", "gaussian_blur",
+    "read_coarse_file", "resize_probs", "one_hot_mask", "gaussian_blur",
+    "COARSE_KINDS", "SIDECAR", "ASPECT_TOLERANCE", "CoarseKind", "parse_coarse_kind", "read_sidecar",
+    "resolve_coarse_kind", "coarse_to_probs", "prepare_coarse", "check_coverage", "load_coarse_array",
     "register_coarse_source", "wrap_coarse_source",
     "IGNORE_INDEX", "CorruptFileError", "read_image", "read_mask", "write_image", "write_mask",
     "voc_palette", "as_label_map", "as_numpy", "to_rgb_uint8",

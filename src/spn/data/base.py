@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .coarse import CoarseSource, make_coarse_from_mask, parse_coarse_source, read_coarse_file
+from .coarse import (CoarseKind, CoarseSource, make_coarse_from_mask, parse_coarse_source, read_coarse_file,
+                     resolve_coarse_kind)
 from .io import IGNORE_INDEX, CorruptFileError, read_image, read_mask
 
 ON_CORRUPT = ("error", "skip")
@@ -142,14 +143,20 @@ class FileSegmentationDataset(SegmentationDataset):
       running. ``len()`` still counts the bad item until :meth:`validate` is called, which
       decodes every item once and drops the bad ones. Size mismatches and out-of-range class
       ids are data errors, not corruption: they raise ValueError in both modes.
+
+    ``coarse_kind`` declares what the coarse files hold (``"probs"``, ``"logits"``, ``"labels"``,
+    optionally ``KIND:SCALE``); None: the sidecar ``coarse.json`` of ``coarse_folder``, else by
+    file type (:mod:`spn.data.coarse`).
     """
 
     supported_coarse = ("files", "gt-downsample", "none")
 
     def __init__(self, records: list[Record], num_classes: int, class_names=None,
                  coarse: str | CoarseSource = "none", on_corrupt: str = "error",
-                 transform=None, root: Path | None = None, coarse_hint: str = ""):
+                 transform=None, root: Path | None = None, coarse_hint: str = "", coarse_kind=None,
+                 coarse_folder=None):
         super().__init__(num_classes, class_names, coarse, transform)
+        self.coarse_kind: CoarseKind = resolve_coarse_kind(coarse_kind, coarse_folder, flag="coarse_kind")
         if on_corrupt not in ON_CORRUPT:
             raise ValueError(f"on_corrupt must be one of {ON_CORRUPT}, got {on_corrupt!r}")
         self.on_corrupt = on_corrupt
@@ -202,7 +209,7 @@ class FileSegmentationDataset(SegmentationDataset):
         coarse = None
         if self.coarse_source.kind == "files":
             coarse = read_coarse_file(rec.coarse, self.num_classes, tuple(image.shape[-2:]),
-                                      self.ignore_index)
+                                      self.ignore_index, kind=self.coarse_kind)
         image, mask, coarse = self._postprocess(rec, image, mask, coarse)
         return self._finish(image, mask, coarse, rec.name)
 

@@ -20,6 +20,23 @@ A *coarse source* names how a dataset fills the ``"coarse"`` key of its items:
 Every coarse map is a float32 ``(K, H, W)`` tensor of class probabilities (non-negative,
 summing to one over ``K`` at every pixel) at the resolution of the image.
 
+Stored maps are read by one function whatever the command (:func:`read_coarse_file`), and
+arrays from Python (:class:`spn.inference.Refiner`) are converted by the same one
+(:func:`prepare_coarse`). What a map holds is declared, never guessed from its values:
+
+- the *kind*: ``probs`` (``(K, h, w)`` probabilities), ``logits`` (``(K, h, w)`` scores, softmax
+  over ``K``) or ``labels`` (``(h, w)`` class ids, the only kind of a ``.png``), optionally with a
+  scale (``probs:255``: uint8 probabilities); integer data declared probs/logits need a scale;
+- declared by the option (``--coarse-kind``, ``coarse_kind=``), else by a sidecar file
+  ``coarse.json`` in the folder of the maps (``{"kind": "logits"}``, ``{"kind": "probs",
+  "scale": 255}``); the option wins over the sidecar (with a warning when they differ);
+- by default ``probs`` for ``.npy`` files and ``labels`` for ``.png`` files.
+
+A map that contradicts its kind (probabilities that do not sum to one within ``1e-3``, negative
+probabilities, uint8 values without a scale, a wrong class count) is an error that says what to
+declare, and so is a map whose aspect ratio differs from its image's by more than 10 %
+(:func:`check_coverage`).
+
 Shape:
     - mask: ``(H, W)`` int class ids (255 = ignore)
     - coarse: ``(K, H, W)`` float32 probabilities
@@ -35,6 +52,7 @@ Example:
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,12 +62,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+log = logging.getLogger(__name__)
+
 COARSE_SOURCES = ("files", "gt-downsample:F", "none")
 
 # wrapping coarse sources: prefix -> wrap(dataset, arg, **options) -> dataset
 _WRAPPERS: dict[str, Callable] = {}
 
-# tolerances of the "is this already a probability map?" test for stored scores
+#: what a stored coarse map holds (declared, never guessed)
+COARSE_KINDS = ("probs", "logits", "labels")
+#: the sidecar file of a folder of coarse maps: {"kind": "probs" | "logits" | "labels", "scale": 255}
+SIDECAR = "coarse.json"
+#: largest relative difference between a coarse map's vertical and horizontal upsampling factors
+ASPECT_TOLERANCE = 0.1
+# tolerances of a declared probability map: values >= -1e-6, sums within 1e-3 of one
 _PROB_NEG_TOL = 1e-6
 _PROB_SUM_TOL = 1e-3
 
@@ -97,7 +123,7 @@ def parse_coarse_source(spec: str | CoarseSource) -> CoarseSource:
 
 def register_coarse_source(prefix: str):
     """Decorator: register ``wrap(dataset, arg, **options) -> dataset`` as the coarse source
-    ``"PREFIX:ARG"``. The dataset is built with coarse source ``"none"`` and handed to ``wrap``
+    ``"PREFIX:ARG"`` (``ARG`` is a path, e.g. a run directory). The dataset is built with coarse source ``"none"`` and handed to ``wrap``
     with the text after the colon and the ``coarse_options`` of :func:`spn.data.build_dataset`."""
     if not isinstance(prefix, str) or not prefix or ":" in prefix:
         raise ValueError(f"coarse source prefix must be a non-empty string without ':', got {prefix!r}")
@@ -120,6 +146,18 @@ def wrapping_source(spec) -> tuple[Callable, str] | None:
     if not arg:
         raise ValueError(f"coarse source '{prefix}:' needs an argument, e.g. '{prefix}:runs/{prefix}'")
     return _WRAPPERS[prefix], arg
+
+
+def absolute_coarse_spec(spec):
+    """``spec`` with the argument of a wrapping source (a run directory: ``baseline:RUN``) made
+    absolute, so a run can be resumed from another directory; other specs unchanged."""
+    import os
+
+    found = wrapping_source(spec) if isinstance(spec, str) else None
+    if found is None:
+        return spec
+    prefix = spec.partition(":")[0]
+    return f"{prefix}:{os.path.abspath(os.path.expanduser(found[1]))}"
 
 
 def wrap_coarse_source(dataset, spec, **options):
@@ -239,87 +277,309 @@ def make_coarse_from_mask(mask, num_classes: int, factor: int = 8, sigma: float 
     return resize_probs(_renormalize(low), (H, W)).contiguous()
 
 
-def scores_to_probs(scores: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """Return ``(probs, was_softmaxed)``: ``scores`` ``(K, h, w)`` unchanged (renormalised) when
-    they already are probabilities (all >= 0 and summing to 1 within 1e-3 at every pixel),
-    else ``softmax`` over ``K``."""
-    is_prob = bool((scores >= -_PROB_NEG_TOL).all()) and bool(
-        ((scores.sum(dim=0) - 1).abs() <= _PROB_SUM_TOL).all())
-    if is_prob:
-        return _renormalize(scores), False
-    return torch.softmax(scores, dim=0), True
+# ----------------------------------------------------------------------------------------------
+# the kind of a stored coarse map, and the one conversion of a coarse array to probabilities
+
+@dataclass(frozen=True)
+class CoarseKind:
+    """What a coarse array holds: ``kind`` is ``"probs"``, ``"logits"``, ``"labels"`` or None (by
+    file type: ``.png`` labels, ``.npy`` probs); ``scale`` divides the values first (``probs:255``
+    for uint8 probabilities); ``origin`` says where the declaration came from (for messages)."""
+
+    kind: str | None = None
+    scale: float | None = None
+    origin: str = "default"
+
+    def __str__(self) -> str:
+        k = self.kind or "by file type"
+        return f"{k}:{self.scale:g}" if self.scale is not None else k
+
+    def same(self, other: "CoarseKind") -> bool:
+        return (self.kind, self.scale) == (other.kind, other.scale)
 
 
-def read_coarse_file(path, num_classes: int, size: tuple[int, int], ignore_index: int = 255, *,
-                     owner: str = "the dataset", max_aspect_error: float | None = None) -> torch.Tensor:
-    """Read a stored coarse map and return float32 ``(num_classes, H, W)`` probabilities at
-    ``size = (H, W)``. This is the one reader of coarse files (datasets and ``spn refine``).
+def coarse_kind_option(group: str | None = None):
+    """The ``coarse_kind`` field of a command's config (``--coarse-kind KIND[:SCALE]``)."""
+    from ..utils.config import option
 
-    - ``NAME.npy``: float scores ``(K, h, w)`` at any resolution. When they are not already
-      probabilities (a negative value, or a pixel whose sum over ``K`` is not 1 within 1e-3)
-      they are taken as logits and ``softmax`` is applied over ``K``. The probabilities are
-      then bilinearly upsampled to the image (a convex combination, so they stay
-      probabilities). ``K`` must equal ``num_classes``.
-    - ``NAME.png``: class indices (palette or greyscale PNG), turned into one-hot
-      probabilities (``ignore_index`` pixels -> uniform), then bilinearly resized if the
-      resolution differs from the image.
+    return option(None, metavar="KIND", group=group,
+                  help="what stored coarse files hold: probs | logits | labels, optionally KIND:SCALE "
+                       "(probs:255 for uint8 probabilities); wins over a coarse.json beside the maps",
+                  default_help="the coarse.json beside the maps, else probs for .npy and labels for .png")
 
-    ``owner`` names who fixes ``num_classes`` in the error messages (``"checkpoint RUN"`` for
-    ``spn refine``). With ``max_aspect_error`` the map must cover the image: its vertical and
-    horizontal upsampling factors may differ by at most that fraction (``spn refine``: 0.1).
+
+def parse_coarse_kind(spec, origin: str = "--coarse-kind") -> CoarseKind:
+    """``"probs"``, ``"logits"``, ``"labels"``, ``"KIND:SCALE"`` (e.g. ``"probs:255"``), a dict
+    ``{"kind": ..., "scale": ...}`` (a sidecar's content), a :class:`CoarseKind` or None (by file
+    type) -> :class:`CoarseKind`. Anything else -> ValueError listing the kinds.
+
+    Example:
+        >>> from spn.data import parse_coarse_kind
+        >>> k = parse_coarse_kind("probs:255")
+        >>> k.kind, k.scale, str(k)
+        ('probs', 255.0, 'probs:255')
+    """
+    if spec is None:
+        return CoarseKind(None, None, "default")
+    if isinstance(spec, CoarseKind):
+        return spec
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - {"kind", "scale"})
+        if unknown:
+            raise ValueError(f"{origin}: unknown key(s) {unknown}; a coarse kind has 'kind' and optional 'scale'")
+        kind, scale = spec.get("kind"), spec.get("scale")
+    elif isinstance(spec, str):
+        kind, _, scale = spec.strip().partition(":")
+        scale = scale or None
+    else:
+        raise TypeError(f"{origin}: a coarse kind must be a string like 'probs' or 'probs:255', got {spec!r}")
+    if kind not in COARSE_KINDS:
+        raise ValueError(f"{origin}: unknown coarse kind {kind!r}; valid kinds: {', '.join(COARSE_KINDS)} "
+                         "(optionally KIND:SCALE, e.g. probs:255 for uint8 probabilities)")
+    if scale is not None:
+        try:
+            scale = float(scale)
+        except (TypeError, ValueError):
+            raise ValueError(f"{origin}: the scale of {spec!r} must be a number, e.g. probs:255") from None
+        if not math.isfinite(scale) or scale <= 0:
+            raise ValueError(f"{origin}: the scale of {spec!r} must be a positive number")
+        if kind == "labels":
+            raise ValueError(f"{origin}: label maps take no scale (got {spec!r})")
+    return CoarseKind(kind, scale, origin)
+
+
+def read_sidecar(folder) -> CoarseKind | None:
+    """The kind declared by ``FOLDER/coarse.json`` (``{"kind": "probs", "scale": 255}``), or None
+    when the folder has no such file."""
+    if folder is None:
+        return None
+    f = Path(folder) / SIDECAR
+    if not f.is_file():
+        return None
+    from ..utils.io import read_json
+
+    return parse_coarse_kind(read_json(f, "coarse sidecar"), origin=str(f))
+
+
+def resolve_coarse_kind(option=None, folder=None, flag: str = "--coarse-kind") -> CoarseKind:
+    """The kind of the coarse maps of ``folder``: the option when given (it wins over the sidecar;
+    a sidecar that says otherwise gets a warning), else ``folder/coarse.json``, else by file type."""
+    opt = parse_coarse_kind(option, flag) if option is not None else None
+    side = read_sidecar(folder)
+    if opt is not None and side is not None and not opt.same(side):
+        log.warning(f"{flag} {opt} overrides {side.origin}, which declares {side}")
+    return opt or side or CoarseKind(None, None, "default")
+
+
+def _declared(kind: CoarseKind) -> str:
+    if kind.origin.startswith("the default") or kind.origin == "default":
+        return f"read as {kind.kind} ({'the default' if kind.origin == 'default' else kind.origin})"
+    return f"declared {kind.kind} by {kind.origin}"
+
+
+def coarse_to_probs(coarse, kind="probs", num_classes: int | None = None, *, ignore_index: int = 255,
+                    where: str = "coarse map", owner: str = "the model") -> torch.Tensor:
+    """Convert a coarse array of a declared kind to float32 class probabilities ``(K, h, w)`` at
+    its own resolution. The one conversion of spn: the file reader (:func:`read_coarse_file`) and
+    the Python API (:class:`spn.inference.Refiner`) both use it.
+
+    - ``"probs"``: ``(K, h, w)`` non-negative values summing to one over ``K`` at every pixel
+      (within ``1e-3``, plus the rounding of the declared scale); renormalised.
+    - ``"logits"``: ``(K, h, w)`` finite scores; ``softmax`` over ``K``.
+    - ``"labels"``: ``(h, w)`` (or ``(1, h, w)``) integer class ids in ``[0, K)``, ``ignore_index``
+      = unknown; one-hot (unknown pixels uniform).
+
+    ``kind`` is a string (``"probs:255"``: values divided by 255 first) or a :class:`CoarseKind`.
+    Integer data declared ``probs``/``logits`` need a scale. A map that contradicts its kind
+    (probabilities that do not sum to one, negative probabilities, a missing class axis, a class
+    count other than ``num_classes``, NaN) is a ValueError naming ``where`` and what to declare.
 
     Shape:
-        - output: ``(num_classes, H, W)`` float32, summing to one over the classes
+        - coarse: ``(K, h, w)`` (probs, logits) or ``(h, w)`` (labels); numpy array or tensor
+        - output: ``(K, h, w)`` float32, summing to one over ``K``
+
+    Example:
+        >>> import numpy as np
+        >>> from spn.data import coarse_to_probs
+        >>> u8 = np.array([[[255, 0]], [[0, 255]]], dtype=np.uint8)     # (K=2, 1, 2) probabilities x 255
+        >>> coarse_to_probs(u8, "probs:255", 2).tolist()
+        [[[1.0, 0.0]], [[0.0, 1.0]]]
+        >>> coarse_to_probs(np.array([[0, 1]]), "labels", 2)[1].tolist()
+        [[0.0, 1.0]]
     """
+    k = parse_coarse_kind(kind, "kind") if not isinstance(kind, CoarseKind) else kind
+    if k.kind is None:
+        k = CoarseKind("probs", k.scale, k.origin)
+    if isinstance(coarse, torch.Tensor):
+        arr = coarse.detach().cpu().numpy()
+    elif isinstance(coarse, np.ndarray):
+        arr = coarse
+    else:
+        raise TypeError(f"{where}: expected a numpy array or a torch tensor, got {type(coarse).__name__}")
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise TypeError(f"{where}: expected numbers, got dtype {arr.dtype}")
+    integer = np.issubdtype(arr.dtype, np.integer)
+    K = None if num_classes is None else int(num_classes)
+    if k.kind == "labels":
+        if arr.ndim == 3 and arr.shape[0] == 1:
+            arr = arr[0]
+        if arr.ndim != 2:
+            raise ValueError(f"{where}: {_declared(k)}, it must be a (h, w) map of class ids, got shape "
+                             f"{tuple(arr.shape)}" + ("; (K, h, w) scores are probs or logits" if arr.ndim == 3 else ""))
+        if not integer:
+            raise TypeError(f"{where}: {_declared(k)}, it must hold integer class ids, got dtype {arr.dtype}; "
+                            "(K, h, w) float scores are probs or logits")
+        if K is None:
+            raise ValueError(f"{where}: a label map needs the number of classes")
+        m = torch.from_numpy(arr.astype(np.int64))
+        bad = (m != ignore_index) & ((m < 0) | (m >= K))
+        if bool(bad.any()):
+            ids = sorted(set(m[bad].unique().tolist()))[:10]
+            raise ValueError(f"coarse label map {where} holds class ids {ids}, but {owner} has {K} classes "
+                             f"(0..{K - 1}, {ignore_index} = unknown)")
+        _check_nonempty(where, m.shape)
+        oh = one_hot_mask(m, K, ignore_index)
+        return torch.where((m == ignore_index).unsqueeze(0), torch.full_like(oh, 1.0 / K), oh).contiguous()
+    # probs / logits
+    if arr.ndim != 3:
+        hint = "; a (h, w) map of class ids is kind labels" if arr.ndim == 2 else ""
+        raise ValueError(f"{where}: {_declared(k)}, it must be (K, h, w) scores, got shape {tuple(arr.shape)}{hint}")
+    if K is not None and arr.shape[0] != K:
+        hint = (" (channel-last? give (K, h, w))" if arr.shape[-1] == K else "")
+        raise ValueError(f"{where} has {arr.shape[0]} classes but {owner} has {K} "
+                         f"(shape {tuple(arr.shape)}: one channel per class){hint}")
+    _check_nonempty(where, arr.shape[1:])
+    if integer and k.scale is None:
+        info = np.iinfo(arr.dtype)
+        raise ValueError(f"{where} holds {arr.dtype} values ({int(arr.min())}..{int(arr.max())}), {_declared(k)}, "
+                         f"without a scale: declare it, e.g. --coarse-kind {k.kind}:{info.max} or "
+                         f'{{"kind": "{k.kind}", "scale": {info.max}}} in {SIDECAR} (or coarse_kind="{k.kind}:{info.max}")')
+    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64 if integer else np.float32)).float()
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{where} holds NaN or infinite values")
+    if k.scale is not None:
+        t = t / float(k.scale)
+    if k.kind == "logits":
+        return torch.softmax(t, dim=0).contiguous()
+    # probabilities: check them, do not guess
+    lo = float(t.min())
+    if lo < -_PROB_NEG_TOL:
+        raise ValueError(f"{where}, {_declared(k)}, holds negative values (min {lo:.4g}), which probabilities "
+                         "cannot be; if it holds logits, declare --coarse-kind logits (or \"kind\": \"logits\" "
+                         f"in {SIDECAR})")
+    sums = t.double().sum(dim=0)
+    eps = float(np.finfo(arr.dtype).eps) if not integer else 0.0
+    tol = _PROB_SUM_TOL + arr.shape[0] * (eps + (0.5 / k.scale if integer else 0.0))
+    err = (sums - 1).abs()
+    if bool((err > tol).any()):
+        y, x = divmod(int(err.argmax()), sums.shape[1])
+        advice = []
+        if float(sums.max()) > 1.5:
+            scale = 255 if float(t.max()) > 1.5 and float(t.max()) <= 255 else None
+            if scale:
+                advice.append(f"if the values are probabilities times {scale}, declare probs:{scale}")
+        advice.append("if it holds logits, declare --coarse-kind logits (or \"kind\": \"logits\" in "
+                      f"{SIDECAR})")
+        raise ValueError(f"{where}, {_declared(k)}, does not sum to one over its {arr.shape[0]} classes: "
+                         f"{float(sums[y, x]):.6g} at pixel (y={y}, x={x}) (tolerance {tol:.2g}); "
+                         + "; ".join(advice))
+    return _renormalize(t).contiguous()
+
+
+def _check_nonempty(where, hw) -> None:
+    h, w = int(hw[-2]), int(hw[-1])
+    if h < 1 or w < 1:
+        raise ValueError(f"coarse map {where} is empty ({h} x {w})")
+
+
+def check_coverage(where, hw, size, max_aspect_error: float | None = ASPECT_TOLERANCE) -> None:
+    """A coarse map of ``hw = (h, w)`` must have the aspect ratio of the image ``size = (H, W)``:
+    its vertical and horizontal upsampling factors ``H/h`` and ``W/w`` may differ by at most
+    ``max_aspect_error`` (a fraction of the larger one) plus one coarse pixel of rounding
+    (``H/h^2 + W/w^2``, which matters for small maps); else ValueError."""
+    h, w = int(hw[0]), int(hw[1])
+    _check_nonempty(where, (h, w))
+    if max_aspect_error is None:
+        return
+    H, W = int(size[0]), int(size[1])
+    fy, fx = H / h, W / w
+    allowed = max_aspect_error * max(fy, fx) + fy / h + fx / w
+    if abs(fy - fx) > allowed:
+        raise ValueError(f"coarse map {where} is {h} x {w} but the image is {H} x {W}: not the same aspect "
+                         f"ratio (upsampling factors {fy:.3g} and {fx:.3g}); it must cover the whole image")
+
+
+def prepare_coarse(coarse, kind, num_classes: int, size: tuple[int, int], *, ignore_index: int = 255,
+                   where: str = "coarse map", owner: str = "the model",
+                   max_aspect_error: float | None = ASPECT_TOLERANCE) -> torch.Tensor:
+    """A coarse array of any resolution (a segmenter's 1/8 output) -> float32 ``(K, H, W)``
+    probabilities at the image's ``size``: :func:`coarse_to_probs`, the aspect-ratio check
+    (:func:`check_coverage`), then :func:`resize_probs` (bilinear, align_corners=False). What
+    every coarse map of spn goes through, from a file or from a Python array.
+
+    Shape:
+        - coarse: ``(K, h, w)`` or ``(h, w)`` (labels)
+        - output: ``(K, H, W)`` float32
+
+    Example:
+        >>> import numpy as np
+        >>> from spn.data import prepare_coarse
+        >>> labels = np.zeros((4, 6), dtype=np.int64); labels[:, 3:] = 1
+        >>> prepare_coarse(labels, "labels", 2, (32, 48)).argmax(0)[0, ::8].tolist()
+        [0, 0, 0, 1, 1, 1]
+    """
+    probs = coarse_to_probs(coarse, kind, num_classes, ignore_index=ignore_index, where=where, owner=owner)
+    check_coverage(where, probs.shape[1:], size, max_aspect_error)
+    return resize_probs(probs, (int(size[0]), int(size[1]))).contiguous()
+
+
+def load_coarse_array(path, kind=None) -> tuple[np.ndarray, CoarseKind]:
+    """The raw array of a coarse file and its kind: ``kind`` (a declaration) or, when None, the
+    sidecar of the file's folder, else the file type's (``.png`` labels, ``.npy`` probs). A PNG
+    holds class ids: declaring it ``probs``/``logits`` is an error."""
     from .io import CorruptFileError, read_mask
 
     path = Path(path)
-    H, W = int(size[0]), int(size[1])
+    k = parse_coarse_kind(kind) if kind is not None else (read_sidecar(path.parent) or CoarseKind())
     suffix = path.suffix.lower()
     if suffix == ".npy":
         try:
             arr = np.load(path, allow_pickle=False)
         except FileNotFoundError:
             raise FileNotFoundError(f"coarse map {path} does not exist") from None
+        except PermissionError:
+            raise
         except (ValueError, OSError, EOFError) as exc:
             raise CorruptFileError(f"cannot read coarse map {path}: {exc}") from exc
-        if arr.ndim != 3:
-            raise ValueError(f"coarse map {path} must be (K, h, w) scores, got shape {tuple(arr.shape)}")
-        if arr.shape[0] != num_classes:
-            raise ValueError(f"coarse map {path} has {arr.shape[0]} classes but {owner} has {num_classes} "
-                             f"(shape {tuple(arr.shape)}: one channel per class)")
-        if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"coarse map {path} must hold numbers, got dtype {arr.dtype}")
-        _check_coverage(path, arr.shape[1:], (H, W), max_aspect_error)
-        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"coarse map {path} holds NaN or infinite values")
-        probs, _ = scores_to_probs(t)
-        return resize_probs(probs, (H, W)).contiguous()
+        return arr, (k if k.kind is not None else CoarseKind("probs", k.scale, "the default for .npy"))
     if suffix == ".png":
-        m = torch.from_numpy(read_mask(path))
-        bad = (m != ignore_index) & (m >= num_classes)
-        if bool(bad.any()):
-            ids = sorted(set(m[bad].unique().tolist()))[:10]
-            raise ValueError(f"coarse label map {path} holds class ids {ids}, but {owner} has {num_classes} "
-                             f"classes (0..{num_classes - 1}, {ignore_index} = unknown)")
-        _check_coverage(path, tuple(m.shape), (H, W), max_aspect_error)
-        oh = one_hot_mask(m, num_classes, ignore_index)
-        oh = torch.where((m == ignore_index).unsqueeze(0), torch.full_like(oh, 1.0 / num_classes), oh)
-        return resize_probs(oh, (H, W)).contiguous()
+        if k.kind not in (None, "labels"):
+            raise ValueError(f"coarse map {path} is a PNG, which holds class ids (kind labels), but it is "
+                             f"{_declared(k)}; store probabilities or logits as (K, h, w) .npy")
+        return read_mask(path), CoarseKind("labels", None, k.origin if k.kind else "the default for .png")
     raise ValueError(f"coarse map {path}: unsupported file type {path.suffix!r} (use .npy or .png)")
 
 
-def _check_coverage(path, hw, size, max_aspect_error) -> None:
-    """A coarse map of ``hw = (h, w)`` must be non-empty and, with ``max_aspect_error``, have the
-    aspect ratio of the image ``size``."""
-    h, w = int(hw[0]), int(hw[1])
-    if h < 1 or w < 1:
-        raise ValueError(f"coarse map {path} is empty ({h} x {w})")
-    if max_aspect_error is None:
-        return
-    H, W = size
-    fy, fx = H / h, W / w
-    if abs(fy - fx) > max_aspect_error * max(fy, fx):
-        raise ValueError(f"coarse map {path} is {h} x {w} but the image is {H} x {W}: not the same aspect "
-                         f"ratio (upsampling factors {fy:.3g} and {fx:.3g}); it must cover the whole image")
+def read_coarse_file(path, num_classes: int, size: tuple[int, int], ignore_index: int = 255, *,
+                     kind=None, owner: str = "the dataset",
+                     max_aspect_error: float | None = ASPECT_TOLERANCE) -> torch.Tensor:
+    """Read a stored coarse map and return float32 ``(num_classes, H, W)`` probabilities at
+    ``size = (H, W)``. This is the one reader of coarse files (datasets, ``spn refine``).
+
+    - ``NAME.npy``: ``(K, h, w)`` probabilities (the default) or logits, or ``(h, w)`` labels, as
+      declared by ``kind`` (``"probs"``, ``"logits"``, ``"labels"``, optionally ``KIND:SCALE``),
+      else by ``coarse.json`` in the file's folder. Nothing is guessed: a map that contradicts
+      its kind is an error (:func:`coarse_to_probs`).
+    - ``NAME.png``: class indices (palette or greyscale PNG): one-hot probabilities
+      (``ignore_index`` pixels uniform).
+
+    The map may have any resolution of the image's aspect ratio (within ``max_aspect_error``,
+    :func:`check_coverage`) and is bilinearly upsampled (:func:`prepare_coarse`). ``owner``
+    names who fixes ``num_classes`` in the error messages (``"checkpoint RUN"`` for ``spn refine``).
+
+    Shape:
+        - output: ``(num_classes, H, W)`` float32, summing to one over the classes
+    """
+    arr, k = load_coarse_array(path, kind)
+    return prepare_coarse(arr, k, num_classes, size, ignore_index=ignore_index, where=str(path), owner=owner,
+                          max_aspect_error=max_aspect_error)

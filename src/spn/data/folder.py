@@ -5,6 +5,7 @@
     ROOT/images/NAME.png|jpg|jpeg    RGB images
     ROOT/masks/NAME.png              class indices (palette or greyscale PNG), 255 = ignore
     ROOT/coarse/NAME.npy|png         optional coarse maps (see spn.data.coarse.read_coarse_file)
+    ROOT/coarse/coarse.json          optional: what the maps hold, e.g. {"kind": "logits"}
     ROOT/splits/train.txt, val.txt   optional, one NAME a line (test.txt etc. also accepted)
     ROOT/classes.txt                 optional, one class name a line
 
@@ -14,10 +15,10 @@ Without ``classes.txt``, ``num_classes`` is ``1 + `` the largest id over every m
 folder (all splits, so train and val agree; this reads each mask once at construction) and
 the names are ``class_0, class_1, ...``; ``num_classes=`` overrides it.
 
-Coarse ``.npy`` maps are ``(K, h, w)`` scores at any resolution; when they are not
-probabilities (a negative value or a per-pixel sum != 1) a softmax over ``K`` is applied, then
-they are bilinearly upsampled to the image. Coarse ``.png`` maps are class indices, turned
-into one-hot probabilities.
+Coarse ``.npy`` maps are ``(K, h, w)`` probabilities (the default), logits or ``(h, w)``
+labels, as declared by ``coarse_kind=`` (``--coarse-kind``) or by ``ROOT/coarse/coarse.json``
+(``{"kind": "logits"}``); coarse ``.png`` maps are class indices. Any resolution of the image's
+aspect ratio; they are bilinearly upsampled to the image (:func:`spn.data.read_coarse_file`).
 """
 from __future__ import annotations
 
@@ -88,10 +89,12 @@ class FolderDataset(FileSegmentationDataset):
         num_classes: overrides ``classes.txt`` / inference.
         on_corrupt: ``"error"`` or ``"skip"`` (see FileSegmentationDataset).
         transform: optional ``item -> item`` callable.
+        coarse_kind: what the coarse files hold (``"probs"``, ``"logits"``, ``"labels"``,
+            ``"probs:255"``); None: ``ROOT/coarse/coarse.json``, else by file type.
     """
 
     def __init__(self, root, split: str = "train", coarse: str | None = None, num_classes: int | None = None,
-                 on_corrupt: str = "error", transform=None, class_names=None):
+                 on_corrupt: str = "error", transform=None, class_names=None, coarse_kind=None):
         root = Path(root)
         images_dir, masks_dir = root / "images", root / "masks"
         for d in (images_dir, masks_dir):
@@ -138,4 +141,5 @@ class FolderDataset(FileSegmentationDataset):
         if coarse is None:
             coarse = "files" if coarse_dir is not None and any(r.coarse for r in records) else "none"
         super().__init__(records, num_classes, class_names, coarse, on_corrupt, transform, root,
-                         coarse_hint=f"{root / 'coarse'}/NAME.npy or NAME.png")
+                         coarse_hint=f"{root / 'coarse'}/NAME.npy or NAME.png", coarse_kind=coarse_kind,
+                         coarse_folder=coarse_dir)

@@ -156,13 +156,16 @@ class HelenFaces(FileSegmentationDataset):
         size: output side (crop/pad), default 1024; None keeps the full image.
         landmarks: optional landmarks file or folder for the crop centre.
         coarse_dir: folder of ``NAME.npy`` / ``NAME.png`` coarse maps at the original image
-            resolution (or any: they are upsampled to the image, then cropped with it).
+            resolution (or any of its aspect ratio: they are upsampled to the image, then cropped
+            with it).
+        coarse_kind: what the ``.npy`` maps hold (``"probs"``, ``"logits"``, ``"labels"``,
+            ``"probs:255"``); None: ``coarse_dir/coarse.json``, else probs (:mod:`spn.data.coarse`).
         min_response: grey level under which a pixel belongs to no component.
     """
 
     def __init__(self, root, split: str = "train", coarse: str | None = None, size: int | None = 1024,
                  landmarks=None, coarse_dir=None, on_corrupt: str = "error", transform=None,
-                 min_response: int = 64):
+                 min_response: int = 64, coarse_kind=None):
         root = Path(root)
         images_dir, labels_dir = root / "images", root / "labels"
         stem = HELEN_SPLITS.get(split, split)
@@ -203,7 +206,7 @@ class HelenFaces(FileSegmentationDataset):
         if coarse is None:
             coarse = "files" if cdir is not None else "none"
         super().__init__(records, NUM_COMPONENTS, HELEN_CLASSES, coarse, on_corrupt, transform, root,
-                         coarse_hint=f"{cdir}/NAME.npy or NAME.png")
+                         coarse_hint=f"{cdir}/NAME.npy or NAME.png", coarse_kind=coarse_kind, coarse_folder=cdir)
 
     def info(self) -> dict:
         d = super().info()

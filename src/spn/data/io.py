@@ -39,6 +39,11 @@ def _open_loaded(path: Path, what: str) -> Image.Image:
         if img is not None:
             img.close()
         raise FileNotFoundError(f"{what} {path} does not exist") from None
+    except (PermissionError, IsADirectoryError) as exc:  # not corrupt: unreadable (an OS error)
+        if img is not None:
+            img.close()
+        exc.spn_message = f"cannot read {what} {path}: {exc.strerror or exc}"
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         if img is not None:
             img.close()
@@ -63,7 +68,11 @@ def read_image(path) -> torch.Tensor:
     images are converted to RGB (alpha dropped). Raises CorruptFileError (a ValueError)
     naming the file when it cannot be decoded."""
     path = Path(path)
-    img = _open_loaded(path, "image")
+    return image_from_pil(_open_loaded(path, "image"))
+
+
+def image_from_pil(img: Image.Image) -> torch.Tensor:
+    """A decoded picture as float32 ``(3, H, W)`` in ``[0, 1]`` (what :func:`read_image` does)."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(img, dtype=np.float32)
         a = a / max(float(a.max()), 1.0) if img.mode == "I" else a / 65535.0
@@ -83,7 +92,11 @@ def read_mask(path) -> np.ndarray:
     (a grey image saved as RGB); a colour-coded mask raises ValueError.
     """
     path = Path(path)
-    img = _open_loaded(path, "mask")
+    return mask_from_pil(_open_loaded(path, "mask"), f"mask {path}")
+
+
+def mask_from_pil(img: Image.Image, where: str = "label image") -> np.ndarray:
+    """The class ids of a label picture (what :func:`read_mask` does with a decoded file)."""
     mode = img.mode
     if mode in ("P", "L", "I", "I;16", "I;16B", "I;16L", "1"):
         arr = np.asarray(img)
@@ -93,14 +106,14 @@ def read_mask(path) -> np.ndarray:
         a = np.asarray(img)[:, :, :3]
         if not (np.array_equal(a[:, :, 0], a[:, :, 1]) and np.array_equal(a[:, :, 0], a[:, :, 2])):
             raise ValueError(
-                f"mask {path} is a colour (RGB) image; masks must be palette (P) or greyscale (L) "
+                f"{where} is a colour (RGB) image; masks must be palette (P) or greyscale (L) "
                 "PNGs whose pixel values are class indices (255 = ignore)")
         arr = a[:, :, 0]
     else:
-        raise ValueError(f"mask {path} has unsupported image mode {mode!r}; use a palette or greyscale PNG")
+        raise ValueError(f"{where} has unsupported image mode {mode!r}; use a palette or greyscale PNG")
     arr = np.asarray(arr).astype(np.int64)
     if arr.size and arr.min() < 0:
-        raise ValueError(f"mask {path} holds negative values")
+        raise ValueError(f"{where} holds negative values")
     return arr
 
 
@@ -179,40 +192,59 @@ def to_rgb_uint8(image) -> np.ndarray:
 
 
 def encode_png(img: Image.Image) -> bytes:
-    buf = _io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+    return encode_image(img, "PNG")
+
+
+#: lossless formats a label map can be written in (palette images), by suffix
+MASK_FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+#: formats of pictures (overlays, figures), by suffix
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF",
+                 ".tiff": "TIFF", ".webp": "WEBP"}
+
+
+def file_format(path, formats: dict, what: str) -> str:
+    """The PIL format of ``path`` by its suffix among ``formats``; ValueError listing them otherwise."""
+    path = Path(path)
+    fmt = formats.get(path.suffix.lower())
+    if fmt is None:
+        hint = " (a label map is class ids: a lossy JPEG would change them)" if path.suffix.lower() in (".jpg", ".jpeg") else ""
+        raise ValueError(f"cannot write {what} {path}: unsupported file type {path.suffix or '(none)'!r}{hint}; "
+                         f"use {', '.join(sorted(formats))}")
+    return fmt
 
 
 def write_mask(path, mask, palette: bool = True) -> Path:
-    """Write a label map ``(H, W)`` (class ids 0..255) as a palette PNG whose pixel values are the
-    class ids (VOC colours, :func:`voc_palette`) or, with ``palette=False``, a greyscale PNG.
-    Atomic (temp file + rename). :func:`read_mask` reads it back."""
+    """Write a label map ``(H, W)`` (class ids 0..255) as a palette image whose pixel values are
+    the class ids (VOC colours, :func:`voc_palette`) or, with ``palette=False``, a greyscale one.
+    The format follows the suffix: ``.png`` (or ``.bmp``, ``.tif``; another suffix is a
+    ValueError). Atomic (temp file + rename). :func:`read_mask` reads it back."""
     from spn.utils.io import atomic_write_bytes
 
+    fmt = file_format(path, MASK_FORMATS, "label map")
     u8 = np.ascontiguousarray(as_label_map(mask).astype(np.uint8))
     if palette:
         img = Image.frombytes("P", (u8.shape[1], u8.shape[0]), u8.tobytes())
         img.putpalette(voc_palette().reshape(-1).tolist())
     else:
         img = Image.frombytes("L", (u8.shape[1], u8.shape[0]), u8.tobytes())
-    return atomic_write_bytes(path, encode_png(img))
+    return atomic_write_bytes(path, encode_image(img, fmt))
+
+
+def encode_image(img: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = _io.BytesIO()
+    img.save(buf, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+    return buf.getvalue()
 
 
 def write_image(path, image) -> Path:
     """Write an RGB picture, float ``(3, H, W)`` in [0, 1] or ``(H, W, 3)`` uint8 (tensor or
-    array), as PNG/JPEG (by suffix). Atomic."""
+    array), in the format of the suffix (png, jpg, bmp, tif, webp; another is a ValueError). Atomic."""
     from spn.utils.io import atomic_write_bytes
 
+    fmt = file_format(path, IMAGE_FORMATS, "image")
     u8 = to_rgb_uint8(image if isinstance(image, (torch.Tensor, np.ndarray)) else np.asarray(image))
     img = Image.frombytes("RGB", (u8.shape[1], u8.shape[0]), u8.tobytes())
-    path = Path(path)
-    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower())
-    if fmt is None:
-        raise ValueError(f"unsupported image suffix {path.suffix!r} for {path} (use .png/.jpg)")
-    buf = _io.BytesIO()
-    img.save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, encode_image(img, fmt))
 
 
 def tree(root, depth: int = 2, max_entries: int = 8) -> str:

@@ -13,30 +13,61 @@ Example:
 """
 from __future__ import annotations
 
+import os
 from typing import Callable
 
-from .coarse import parse_coarse_source, wrapping_source
+from .coarse import parse_coarse_kind, parse_coarse_source, wrapping_source
 
-# prefix -> (factory(arg, split, coarse, **kw) -> dataset, needs_arg)
-_REGISTRY: dict[str, tuple[Callable, bool]] = {}
+# prefix -> (factory(arg, split, coarse, **kw) -> dataset, needs_arg, reads coarse files)
+_REGISTRY: dict[str, tuple[Callable, bool, bool]] = {}
+#: dataset options that name files or folders (made absolute with the spec's path)
+PATH_OPTIONS = ("coarse_dir", "landmarks")
 
 
-def register_dataset(prefix: str, factory: Callable | None = None, needs_path: bool = True):
+def register_dataset(prefix: str, factory: Callable | None = None, needs_path: bool = True,
+                     coarse_files: bool = True):
     """Register ``factory(arg, split=..., coarse=..., **kw)`` under ``prefix``; used as a decorator
     (``@register_dataset("voc")``) or called with the factory.
 
     ``arg`` is the text after ``"PREFIX:"`` (a path for file-backed datasets), or None when
-    the spec is just ``"PREFIX"``; with ``needs_path=True`` that is an error."""
+    the spec is just ``"PREFIX"``; with ``needs_path=True`` that is an error. ``coarse_files``:
+    the dataset reads stored coarse maps (and takes ``coarse_kind=``)."""
     if not isinstance(prefix, str) or not prefix or ":" in prefix:
         raise ValueError(f"dataset prefix must be a non-empty string without ':', got {prefix!r}")
 
     def deco(fn: Callable) -> Callable:
         if not callable(fn):
             raise TypeError(f"factory for {prefix!r} must be callable")
-        _REGISTRY[prefix.lower()] = (fn, bool(needs_path))
+        _REGISTRY[prefix.lower()] = (fn, bool(needs_path), bool(coarse_files))
         return fn
 
     return deco if factory is None else deco(factory)
+
+
+def absolute_data_spec(spec: str, options: dict | None = None) -> tuple[str, dict]:
+    """``(spec, options)`` with the dataset path and the path options (:data:`PATH_OPTIONS`) made
+    absolute against the current directory, so a run can be resumed from another directory.
+
+    Example:
+        >>> import os
+        >>> from spn.data.registry import absolute_data_spec
+        >>> spec, _ = absolute_data_spec("folder:data/mine")
+        >>> spec == "folder:" + os.path.join(os.getcwd(), "data", "mine")
+        True
+        >>> absolute_data_spec("synthetic", {"size": 64})
+        ('synthetic', {'size': 64})
+    """
+    opts = dict(options or {})
+    if not isinstance(spec, str):
+        return spec, opts
+    prefix, sep, arg = spec.strip().partition(":")
+    entry = _REGISTRY.get(prefix.lower())
+    if sep and arg and entry is not None and entry[1]:
+        spec = f"{prefix}:{os.path.abspath(os.path.expanduser(arg))}"
+    for key in PATH_OPTIONS:
+        if isinstance(opts.get(key), str) and opts[key]:
+            opts[key] = os.path.abspath(os.path.expanduser(opts[key]))
+    return spec, opts
 
 
 def dataset_prefixes() -> list[str]:
@@ -44,18 +75,20 @@ def dataset_prefixes() -> list[str]:
 
 
 def _usage() -> str:
-    return ", ".join(f"'{p}:PATH'" if need else f"'{p}'" for p, (_, need) in sorted(_REGISTRY.items()))
+    return ", ".join(f"'{p}:PATH'" if need else f"'{p}'" for p, (_, need, _) in sorted(_REGISTRY.items()))
 
 
 def build_dataset(spec: str, split: str = "train", coarse: str | None = None, *,
-                  coarse_options: dict | None = None, **kw):
+                  coarse_options: dict | None = None, coarse_kind=None, **kw):
     """Build a dataset from a spec string.
 
     ``"synthetic"`` (kw: ``num_images``, ``size``, ``seed``), ``"folder:PATH"``, ``"voc:PATH"``
     (kw ``coarse_dir``), ``"helen:PATH"`` (kw ``size``, ``landmarks``, ``coarse_dir``), plus any
     :func:`register_dataset` extension. ``coarse`` is ``"files"``, ``"gt-downsample:F"``,
     ``"none"``, a wrapping source such as ``"baseline:RUN_DIR"`` (``coarse_options`` are its
-    options, e.g. ``cache_dir``, ``device``), or None (the dataset's default). Unknown prefixes
+    options, e.g. ``cache_dir``, ``device``), or None (the dataset's default). ``coarse_kind``
+    declares what stored coarse files hold (``"probs"``, ``"logits"``, ``"labels"``,
+    ``"probs:255"``; None: the folder's ``coarse.json``, else by file type). Unknown prefixes
     raise ValueError listing the valid ones.
     """
     if not isinstance(spec, str) or not spec.strip():
@@ -65,7 +98,7 @@ def build_dataset(spec: str, split: str = "train", coarse: str | None = None, *,
     key = prefix.lower()
     if key not in _REGISTRY:
         raise ValueError(f"unknown dataset {spec!r}; valid: {_usage()}")
-    factory, needs_path = _REGISTRY[key]
+    factory, needs_path, coarse_files = _REGISTRY[key]
     if not sep:
         arg = None
     if needs_path and not arg:
@@ -73,6 +106,14 @@ def build_dataset(spec: str, split: str = "train", coarse: str | None = None, *,
     if not needs_path and arg:
         raise ValueError(f"dataset spec {spec!r}: '{key}' takes no argument (pass options as keywords)")
     wrap = wrapping_source(coarse)
+    if coarse_kind is not None:
+        parse_coarse_kind(coarse_kind)  # validate early, clear message
+        if not coarse_files:
+            raise ValueError(f"--coarse-kind describes stored coarse files; dataset {key!r} has none")
+        if wrap is not None or (coarse is not None and parse_coarse_source(coarse).kind != "files"):
+            raise ValueError(f"--coarse-kind describes stored coarse files (--coarse files), not the coarse "
+                             f"source {coarse!r}")
+        kw["coarse_kind"] = coarse_kind
     if wrap is not None:
         fn, warg = wrap
         return fn(factory(arg, split=split, coarse="none", **kw), warg, **(coarse_options or {}))
@@ -81,7 +122,7 @@ def build_dataset(spec: str, split: str = "train", coarse: str | None = None, *,
     return factory(arg, split=split, coarse=coarse, **kw)
 
 
-@register_dataset("synthetic", needs_path=False)
+@register_dataset("synthetic", needs_path=False, coarse_files=False)
 def _synthetic(arg, split="train", coarse=None, **kw):
     from .synthetic import SyntheticScenes
 

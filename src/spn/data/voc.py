@@ -52,11 +52,13 @@ class VOCSegmentation(FileSegmentationDataset):
         coarse: ``"files"`` (needs ``coarse_dir``), ``"gt-downsample:F"``, ``"none"``; None =
             ``"files"`` when ``coarse_dir`` is given, else ``"none"``.
         coarse_dir: folder of ``NAME.npy`` / ``NAME.png`` coarse maps.
+        coarse_kind: what the ``.npy`` maps hold (``"probs"``, ``"logits"``, ``"labels"``,
+            ``"probs:255"``); None: ``coarse_dir/coarse.json``, else probs (:mod:`spn.data.coarse`).
         on_corrupt, transform: as for FileSegmentationDataset.
     """
 
     def __init__(self, root, split: str = "train", coarse: str | None = None, coarse_dir=None,
-                 on_corrupt: str = "error", transform=None):
+                 on_corrupt: str = "error", transform=None, coarse_kind=None):
         voc = resolve_voc_root(root)
         sets = voc / "ImageSets" / "Segmentation"
         split_file = sets / f"{split}.txt"
@@ -81,4 +83,4 @@ class VOCSegmentation(FileSegmentationDataset):
         if coarse is None:
             coarse = "files" if cdir is not None else "none"
         super().__init__(records, len(VOC_CLASSES), VOC_CLASSES, coarse, on_corrupt, transform, voc,
-                         coarse_hint=f"{cdir}/NAME.npy or NAME.png")
+                         coarse_hint=f"{cdir}/NAME.npy or NAME.png", coarse_kind=coarse_kind, coarse_folder=cdir)

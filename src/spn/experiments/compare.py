@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 from spn.data import build_dataset, make_coarse_from_mask
+from spn.data.coarse import coarse_kind_option
 from spn.inference import predict
 from spn.metrics import PROTOCOLS, get_protocol
 from spn.models.checkpoint import checkpoint_classes, load_checkpoint
@@ -347,6 +348,7 @@ class CompareConfig(ConfigBase):
     split: str = option("val", help="dataset split")
     coarse: str | None = option(None, metavar="SRC", default_help="the dataset's",
                                 help="coarse source: files | gt-downsample:F | baseline:RUN_DIR")
+    coarse_kind: str | None = coarse_kind_option()
     limit: int | None = option(None, help="compare on the first N images only", metavar="N")
     protocol: str = option("plain", choices=tuple(PROTOCOLS),
                            help="evaluation protocol (voc: classes restricted to those of the coarse input; "
@@ -413,9 +415,9 @@ def compare_from_config(cfg: CompareConfig) -> dict:
     crf_params = parse_crf(cfg.crf)
     if cfg.crf_grid and "densecrf" not in peers:
         raise ValueError("--crf-grid needs the densecrf peer in --peers")
-    dataset = build_dataset(cfg.data, split=cfg.split, coarse=cfg.coarse)
+    dataset = build_dataset(cfg.data, split=cfg.split, coarse=cfg.coarse, coarse_kind=cfg.coarse_kind)
     if cfg.crf_grid:
-        train = build_dataset(cfg.data, split="train", coarse=cfg.coarse)
+        train = build_dataset(cfg.data, split="train", coarse=cfg.coarse, coarse_kind=cfg.coarse_kind)
         log.info(f"dense CRF grid search on {min(cfg.crf_grid_limit, len(train))} training images")
         grid = grid_search(train, limit=cfg.crf_grid_limit, protocol=cfg.protocol, base=crf_params)
         write_json(f"{cfg.out}/crf_grid.json", grid)

@@ -1,15 +1,28 @@
-"""Checkpoints: safetensors weights + JSON, optimizer state as safetensors + JSON (no pickle).
+"""Checkpoints: safetensors weights + JSON, optimizer state as safetensors + JSON (no pickle),
+each checkpoint one atomic unit.
 
 A run directory holds::
 
-    model.safetensors       the model's state_dict
-    optimizer.safetensors   the optimizer's tensors (``state.<param id>.<name>``), optional
-    optimizer.json          the rest of the optimizer state (param groups, scalars), optional
-    checkpoint.json         model name and config, train config, step, data info, file digests
+    checkpoints/step-00000012/      one complete checkpoint per directory, named by its step
+        model.safetensors           the model's state_dict
+        optimizer.safetensors       the optimizer's tensors (``state.<param id>.<name>``), optional
+        optimizer.json              the rest of the optimizer state (param groups, scalars), optional
+        checkpoint.json             model name and config, train config, step, data info, file digests
+    checkpoint.json                 a pointer: the newest checkpoint's JSON, file paths relative to the run
 
-Every file is written atomically (temporary file in the same directory + ``os.replace``);
-``checkpoint.json`` is written last and records the SHA-256 of the tensor files, so a run killed
-between two writes is detected on load instead of silently mixing two steps.
+Writing (:func:`save_checkpoint`): the whole set goes into a temporary directory
+``checkpoints/.tmp-step-...``; every file and the directory are fsync'd; the directory is then
+renamed to ``step-NNNNNNNN`` (the commit: a step directory is complete or absent), the
+``checkpoints`` folder is fsync'd, and only then is the pointer replaced (atomically) and are the
+older checkpoints beyond the newest ``keep`` removed. A kill, a full disk or any error at any
+point leaves the previous complete checkpoint as it was; leftover temporary directories of dead
+writers are removed by the next save.
+
+Reading (:func:`open_checkpoint`, :func:`load_checkpoint`, :func:`load_training_state`): the
+newest committed step directory whose files are all present and match their SHA-256 digests.
+A damaged newer one is skipped with a warning that names it and the one used instead. Run
+directories of format 1 (the files directly in the run directory, before step directories) load
+as they are, and the next save of a resumed run converts them.
 
 The format belongs to the models layer because everything above reads it: training writes and
 resumes it, the ``baseline:RUN`` coarse source of :mod:`spn.data` and every command load it.
@@ -17,16 +30,25 @@ resumes it, the ``baseline:RUN`` coarse source of :mod:`spn.data` and every comm
 Example:
     >>> import tempfile
     >>> from spn.models import create_model
-    >>> from spn.models.checkpoint import checkpoint_classes, load_checkpoint, save_checkpoint
+    >>> from spn.models.checkpoint import checkpoint_classes, list_checkpoints, load_checkpoint, save_checkpoint
     >>> run = tempfile.mkdtemp()
     >>> _ = save_checkpoint(run, create_model("baseline", num_classes=3, width=4, depth=1), cfg={}, step=0)
     >>> model, info = load_checkpoint(run)
     >>> model.name, info["step"], checkpoint_classes(info)
     ('baseline', 0, (3, ['class_0', 'class_1', 'class_2']))
+    >>> [(step, path.name) for step, path in list_checkpoints(run)]
+    [(0, 'step-00000000')]
 """
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -35,15 +57,25 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .. import __version__
-from ..utils.io import atomic_write_bytes, atomic_write_json, read_json
+from ..utils.io import atomic_write_json, fsync_dir, read_json, write_file_durably
 from .registry import create_model
 
+log = logging.getLogger(__name__)
+
 FORMAT = "spn-checkpoint"
-VERSION = 1
+VERSION = 2
+#: the versions this code reads (1: the files directly in the run directory)
+READS_VERSIONS = (1, 2)
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optimizer.safetensors"
 OPTIM_JSON = "optimizer.json"
 INFO_FILE = "checkpoint.json"
+CHECKPOINTS_DIR = "checkpoints"
+#: complete checkpoints kept by default (the newest and the one before it)
+KEEP = 2
+_STEP_DIR = re.compile(r"^step-(\d{8,})$")
+_TMP_DIR = re.compile(r"^\.(?:tmp|old|del)-step-\d+-(\d+)-[0-9a-f]+$")
+_LEGACY_FILES = (MODEL_FILE, OPTIM_FILE, OPTIM_JSON)
 
 
 def _sha256(data: bytes) -> str:
@@ -100,29 +132,63 @@ def _optimizer_join(tensors: dict, meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(run_dir, model: torch.nn.Module, cfg: dict, step: int, optimizer=None,
-                    data_info: dict | None = None, extra: dict | None = None) -> Path:
-    """Write the model (and optimizer) state of ``step`` into ``run_dir``; returns the path of
-    ``checkpoint.json``. ``cfg`` is the (JSON-able) training config; ``data_info`` should hold
-    ``num_classes`` and ``class_names`` (taken from the model when absent). ``model`` may be
-    wrapped in DistributedDataParallel."""
+# ----------------------------------------------------------------------------------------------
+# writing
+def step_dir_name(step: int) -> str:
+    return f"step-{int(step):08d}"
+
+
+def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
+    """``(step, directory)`` of the committed checkpoints of a run, oldest first (none for a run
+    directory of format 1)."""
+    d = Path(run_dir) / CHECKPOINTS_DIR
+    if not d.is_dir():
+        return []
+    out = []
+    for p in d.iterdir():
+        m = _STEP_DIR.match(p.name)
+        if m and p.is_dir():
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def has_checkpoint(run_dir) -> bool:
+    """Whether ``run_dir`` holds a checkpoint (committed step directories, or format 1 files)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    m = unwrap_model(model)
-    name = getattr(m, "name", None)
-    config = getattr(m, "config", None)
-    if not isinstance(name, str) or not isinstance(config, dict):
-        raise TypeError("the model needs a .name (str) and a .config (dict) to be checkpointed "
-                        "(build it with spn.models.create_model)")
-    weights = state_to_bytes(m.state_dict(), metadata={"format": FORMAT, "model": name, "step": str(int(step))})
-    atomic_write_bytes(run_dir / MODEL_FILE, weights)
-    files = {"model": {"file": MODEL_FILE, "sha256": _sha256(weights)}}
-    if optimizer is not None:
-        tensors, meta = _optimizer_split(optimizer)
-        blob = state_to_bytes(tensors, metadata={"format": FORMAT, "step": str(int(step))})
-        atomic_write_bytes(run_dir / OPTIM_FILE, blob)
-        atomic_write_json(run_dir / OPTIM_JSON, meta)
-        files["optimizer"] = {"file": OPTIM_FILE, "sha256": _sha256(blob), "meta": OPTIM_JSON}
+    return bool(list_checkpoints(run_dir)) or (run_dir / INFO_FILE).is_file()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _discard(path: Path) -> None:
+    """Remove a committed step directory: first renamed out of the committed names (atomic), then
+    deleted, so a kill half-way never leaves a half-deleted ``step-N``."""
+    aside = path.with_name(f".del-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    os.rename(path, aside)
+    _remove_tree(aside)
+
+
+def _clean_leftovers(ckdir: Path) -> None:
+    """Temporary directories of writers that died (their PID is not alive) or of this process."""
+    for p in ckdir.iterdir():
+        m = _TMP_DIR.match(p.name)
+        if m and (int(m.group(1)) == os.getpid() or not _pid_alive(int(m.group(1)))):
+            _remove_tree(p)
+
+
+def _info_dict(model, name, config, cfg, step, files, data_info, extra) -> dict:
     data = dict(data_info or {})
     data.setdefault("num_classes", config.get("num_classes"))
     data.setdefault("class_names", [f"class_{i}" for i in range(int(config.get("num_classes") or 0))])
@@ -139,63 +205,231 @@ def save_checkpoint(run_dir, model: torch.nn.Module, cfg: dict, step: int, optim
     info["spn_version"] = __version__
     if extra:
         info.update(extra)
-    return atomic_write_json(run_dir / INFO_FILE, info)
-
-
-def _resolve(path) -> Path:
-    """A run directory or its model.safetensors / checkpoint.json -> the run directory."""
-    p = Path(path)
-    if p.is_dir():
-        return p
-    if p.name in (MODEL_FILE, INFO_FILE):
-        if not p.exists():
-            raise FileNotFoundError(f"checkpoint file {p} does not exist")
-        return p.parent
-    if not p.exists():
-        raise FileNotFoundError(f"checkpoint {p} does not exist (give a run directory or its {MODEL_FILE})")
-    raise ValueError(f"{p} is not a checkpoint: give a run directory or its {MODEL_FILE}")
-
-
-def read_info(path) -> dict:
-    """Read and check ``checkpoint.json`` of a run directory."""
-    run_dir = _resolve(path)
-    f = run_dir / INFO_FILE
-    if not f.is_file():
-        raise FileNotFoundError(f"no checkpoint in {run_dir}: {f} does not exist")
-    info = read_json(f, "corrupt checkpoint:")
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise ValueError(f"{f} is not an spn checkpoint (format {info.get('format') if isinstance(info, dict) else None!r})")
-    for key in ("model", "model_config", "step", "files"):
-        if key not in info:
-            raise ValueError(f"corrupt checkpoint: {f} lacks the key {key!r}")
-    if not isinstance(info["model_config"], dict):
-        raise ValueError(f"corrupt checkpoint: {f}: model_config must be an object")
     return info
 
 
-def _read_tensors(run_dir: Path, entry: dict, what: str) -> dict:
-    f = run_dir / entry["file"]
+def _json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=2) + "\n").encode("utf-8")
+
+
+def save_checkpoint(run_dir, model: torch.nn.Module, cfg: dict, step: int, optimizer=None,
+                    data_info: dict | None = None, extra: dict | None = None, keep: int = KEEP) -> Path:
+    """Write the model (and optimizer) state of ``step`` as one checkpoint of ``run_dir`` (see
+    the module docstring); returns the path of the run's ``checkpoint.json`` pointer.
+
+    ``cfg`` is the (JSON-able) training config; ``data_info`` should hold ``num_classes`` and
+    ``class_names`` (taken from the model when absent); ``keep`` complete checkpoints are kept
+    (at least 1). ``model`` may be wrapped in DistributedDataParallel. On an OSError (no space,
+    permission) nothing of the new checkpoint is left and the previous one is intact."""
+    run_dir = Path(run_dir)
+    m = unwrap_model(model)
+    name = getattr(m, "name", None)
+    config = getattr(m, "config", None)
+    if not isinstance(name, str) or not isinstance(config, dict):
+        raise TypeError("the model needs a .name (str) and a .config (dict) to be checkpointed "
+                        "(build it with spn.models.create_model)")
+    if int(keep) < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    blobs = {MODEL_FILE: state_to_bytes(m.state_dict(), metadata={"format": FORMAT, "model": name,
+                                                                   "step": str(int(step))})}
+    files = {"model": {"file": MODEL_FILE, "sha256": _sha256(blobs[MODEL_FILE])}}
+    if optimizer is not None:
+        tensors, meta = _optimizer_split(optimizer)
+        blobs[OPTIM_FILE] = state_to_bytes(tensors, metadata={"format": FORMAT, "step": str(int(step))})
+        blobs[OPTIM_JSON] = _json_bytes(meta)
+        files["optimizer"] = {"file": OPTIM_FILE, "sha256": _sha256(blobs[OPTIM_FILE]), "meta": OPTIM_JSON,
+                              "meta_sha256": _sha256(blobs[OPTIM_JSON])}
+    info = _info_dict(m, name, config, cfg, step, files, data_info, extra)
+    blobs[INFO_FILE] = _json_bytes(info)
+
+    ckdir = run_dir / CHECKPOINTS_DIR
+    final = ckdir / step_dir_name(step)
+    tag = f"{int(step)}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = ckdir / f".tmp-step-{tag}"
+    try:
+        ckdir.mkdir(parents=True, exist_ok=True)
+        _clean_leftovers(ckdir)
+        tmp.mkdir()
+        for fname, data in blobs.items():  # checkpoint.json last: a reader needs it to trust the rest
+            write_file_durably(tmp / fname, data)
+        fsync_dir(tmp)
+        if final.exists():  # the same step again (a run resumed from an older checkpoint)
+            aside = ckdir / f".old-step-{tag}"
+            os.rename(final, aside)
+            os.rename(tmp, final)
+            _remove_tree(aside)
+        else:
+            os.rename(tmp, final)  # the commit
+        fsync_dir(ckdir)
+    except OSError as exc:
+        _remove_tree(tmp)
+        exc.spn_message = (f"cannot save the checkpoint of step {int(step)} in {run_dir}: "
+                           f"{exc.strerror or exc} (the previous checkpoint is kept)")
+        raise
+    except BaseException:
+        _remove_tree(tmp)
+        raise
+    # after the commit: the pointer, then the older checkpoints and format-1 files go
+    rel = f"{CHECKPOINTS_DIR}/{final.name}"
+    pointer = dict(info, checkpoint=rel,
+                   files={k: dict(v, file=f"{rel}/{v['file']}", **({"meta": f"{rel}/{v['meta']}"} if "meta" in v else {}))
+                          for k, v in files.items()})
+    path = atomic_write_json(run_dir / INFO_FILE, pointer)
+    committed = list_checkpoints(run_dir)
+    for s, p in committed[:-int(keep)] if len(committed) > int(keep) else []:
+        if p != final:
+            _discard(p)
+    for fname in _LEGACY_FILES:
+        try:
+            (run_dir / fname).unlink()
+        except FileNotFoundError:
+            pass
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# reading
+@dataclass
+class Checkpoint:
+    """One checkpoint found on disk: ``directory`` holds its files (a step directory, or the run
+    directory of format 1), ``info`` its ``checkpoint.json``; ``skipped`` lists the newer
+    checkpoints passed over as ``(directory, reason)``."""
+
+    directory: Path
+    run_dir: Path
+    info: dict
+    skipped: list = field(default_factory=list)
+    _model_bytes: bytes | None = None
+
+    @property
+    def step(self) -> int:
+        return int(self.info["step"])
+
+    def describe(self) -> str:
+        return f"step {self.step} ({self.directory})"
+
+    def model_state(self) -> dict:
+        if self._model_bytes is None:
+            self._model_bytes = _read_verified(self.directory, self.info["files"]["model"], "model")
+        return _parse_tensors(self._model_bytes, self.directory / self.info["files"]["model"]["file"])
+
+    def optimizer_state(self) -> tuple[dict, dict]:
+        """``(tensors, meta)`` of the optimizer; ValueError when the checkpoint has none."""
+        entry = self.info["files"].get("optimizer")
+        if not entry:
+            raise ValueError(f"checkpoint {self.directory} has no optimizer state; cannot resume training from it")
+        tensors = _parse_tensors(_read_verified(self.directory, entry, "optimizer"),
+                                 self.directory / entry["file"])
+        meta_file = self.directory / entry.get("meta", OPTIM_JSON)
+        if not meta_file.is_file():
+            raise FileNotFoundError(f"checkpoint optimizer file {meta_file} does not exist")
+        if entry.get("meta_sha256") and _sha256(meta_file.read_bytes()) != entry["meta_sha256"]:
+            raise ValueError(f"corrupt checkpoint: {meta_file} does not match the digest in "
+                             f"{self.directory / INFO_FILE}")
+        return tensors, read_json(meta_file, "corrupt checkpoint:")
+
+
+def _read_verified(directory: Path, entry: dict, what: str) -> bytes:
+    if not isinstance(entry, dict) or "file" not in entry:
+        raise ValueError(f"corrupt checkpoint: {directory / INFO_FILE} names no {what} file")
+    f = directory / entry["file"]
     if not f.is_file():
         raise FileNotFoundError(f"checkpoint {what} file {f} does not exist")
     data = f.read_bytes()
     digest = entry.get("sha256")
     if digest and _sha256(data) != digest:
-        raise ValueError(f"corrupt checkpoint: {f} does not match the digest in {run_dir / INFO_FILE} "
+        raise ValueError(f"corrupt checkpoint: {f} does not match the digest in {directory / INFO_FILE} "
                          "(truncated, overwritten, or the run was killed while saving)")
+    return data
+
+
+def _parse_tensors(data: bytes, f: Path) -> dict:
     try:
         return st_load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise ValueError(f"corrupt checkpoint: cannot read {f}: {exc}") from None
 
 
+def _read_info_file(f: Path) -> dict:
+    info = read_json(f, "corrupt checkpoint:")
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise ValueError(f"{f} is not an spn checkpoint (format {info.get('format') if isinstance(info, dict) else None!r})")
+    version = info.get("version", 1)
+    if version not in READS_VERSIONS:
+        raise ValueError(f"{f} is a checkpoint of format version {version!r}, written by a newer spn; this "
+                         f"spn ({__version__}) reads versions {', '.join(map(str, READS_VERSIONS))}: upgrade spn")
+    for key in ("model", "model_config", "step", "files"):
+        if key not in info:
+            raise ValueError(f"corrupt checkpoint: {f} lacks the key {key!r}")
+    if not isinstance(info["model_config"], dict):
+        raise ValueError(f"corrupt checkpoint: {f}: model_config must be an object")
+    if not isinstance(info["files"], dict):
+        raise ValueError(f"corrupt checkpoint: {f}: files must be an object")
+    return info
+
+
+def _open_dir(directory: Path, run_dir: Path, optimizer: bool) -> Checkpoint:
+    """Read and verify the checkpoint whose ``checkpoint.json`` is in ``directory``."""
+    f = directory / INFO_FILE
+    if not f.is_file():
+        raise FileNotFoundError(f"no checkpoint in {directory}: {f} does not exist")
+    ck = Checkpoint(directory, run_dir, _read_info_file(f))
+    ck._model_bytes = _read_verified(directory, ck.info["files"].get("model"), "model")
+    if optimizer:
+        ck.optimizer_state()
+    return ck
+
+
+def _resolve(path) -> Path:
+    """A run directory, a step directory, or one of their model.safetensors / checkpoint.json ->
+    the directory."""
+    p = Path(path)
+    if p.is_dir():
+        return p
+    if p.name in (MODEL_FILE, INFO_FILE):
+        if p.parent.is_dir() and (list_checkpoints(p.parent) or p.exists()):
+            return p.parent  # a run directory's old file name still names the run
+        raise FileNotFoundError(f"checkpoint file {p} does not exist")
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint {p} does not exist (give a run directory or its {MODEL_FILE})")
+    raise ValueError(f"{p} is not a checkpoint: give a run directory or its {MODEL_FILE}")
+
+
+def open_checkpoint(path, *, optimizer: bool = False) -> Checkpoint:
+    """The checkpoint to use in ``path`` (a run directory, a step directory, or a file of them):
+    the newest complete one whose files match their digests (with ``optimizer=True`` its optimizer
+    state too). Damaged newer checkpoints are skipped with a warning; none usable -> an error
+    listing why. Missing files -> FileNotFoundError, corrupt or inconsistent ones -> ValueError."""
+    d = _resolve(path)
+    found = list_checkpoints(d)
+    if not found:  # a step directory, or a run directory of format 1
+        return _open_dir(d, d.parent.parent if d.parent.name == CHECKPOINTS_DIR else d, optimizer)
+    skipped = []
+    for step, sd in reversed(found):
+        try:
+            ck = _open_dir(sd, d, optimizer)
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, PermissionError):
+                raise
+            skipped.append((sd, str(exc)))
+            continue
+        ck.skipped = skipped
+        if skipped:
+            log.warning("skipping the damaged checkpoint(s) %s; using step %d (%s)",
+                        "; ".join(f"{p.name}: {why}" for p, why in skipped), ck.step, sd)
+        return ck
+    raise ValueError(f"no usable checkpoint in {d}: " + "; ".join(f"{p.name}: {why}" for p, why in skipped))
+
+
+def read_info(path) -> dict:
+    """The ``checkpoint.json`` of the checkpoint :func:`open_checkpoint` picks."""
+    return open_checkpoint(path).info
+
+
 def load_state_dict(path) -> tuple[dict, dict]:
     """``(state_dict, info)`` of a checkpoint, without building the model."""
-    run_dir = _resolve(path)
-    info = read_info(run_dir)
-    entry = info["files"].get("model") if isinstance(info["files"], dict) else None
-    if not isinstance(entry, dict) or "file" not in entry:
-        raise ValueError(f"corrupt checkpoint: {run_dir / INFO_FILE} names no model file")
-    return _read_tensors(run_dir, entry, "model"), info
+    ck = open_checkpoint(path)
+    return ck.model_state(), ck.info
 
 
 def build_model_from_info(info: dict, where: str = "checkpoint") -> torch.nn.Module:
@@ -227,52 +461,46 @@ def _load_into(model: torch.nn.Module, state: dict, where: str) -> None:
 def load_checkpoint(path, map_location="cpu") -> tuple[torch.nn.Module, dict]:
     """Rebuild the model of a checkpoint from its JSON and load its weights.
 
-    ``path``: a run directory or its ``model.safetensors``. Returns ``(model in eval mode, info)``
-    where ``info`` is the content of ``checkpoint.json``. Missing files -> FileNotFoundError,
-    corrupt or inconsistent files -> ValueError naming the file.
+    ``path``: a run directory (its newest complete checkpoint), a step directory, or their
+    ``model.safetensors``. Returns ``(model in eval mode, info)`` where ``info`` is the content of
+    the checkpoint's ``checkpoint.json`` plus ``"checkpoint_dir"`` (where it was read). Missing
+    files -> FileNotFoundError, corrupt or inconsistent files -> ValueError naming the file.
     """
-    state, info = load_state_dict(path)
-    run_dir = _resolve(path)
-    model = build_model_from_info(info, str(run_dir / INFO_FILE))
-    _load_into(model, state, f"checkpoint {run_dir}")
+    ck = open_checkpoint(path)
+    model = build_model_from_info(ck.info, str(ck.directory / INFO_FILE))
+    _load_into(model, ck.model_state(), f"checkpoint {ck.directory}")
     model.to(map_location)
     model.eval()
-    return model, info
+    return model, dict(ck.info, checkpoint_dir=str(ck.directory))
 
 
-def load_training_state(run_dir, model: torch.nn.Module, optimizer=None) -> dict:
+def load_training_state(run_dir, model: torch.nn.Module, optimizer=None, checkpoint: Checkpoint | None = None) -> dict:
     """Load a checkpoint into an existing ``model`` (and ``optimizer``) to resume training.
 
-    The checkpoint must be of the same model name and config: otherwise ValueError saying what
-    differs. Returns the checkpoint info (``info["step"]`` is the step to continue from).
+    The newest complete checkpoint of ``run_dir`` (with its optimizer state when an optimizer is
+    given), or ``checkpoint`` (from :func:`open_checkpoint`). It must be of the same model name
+    and config: otherwise ValueError saying what differs. Returns the checkpoint info
+    (``info["step"]`` is the step to continue from, ``info["checkpoint_dir"]`` where it was read).
     """
     m = unwrap_model(model)
-    state, info = load_state_dict(run_dir)
-    run_dir = _resolve(run_dir)
+    ck = checkpoint if checkpoint is not None else open_checkpoint(run_dir, optimizer=optimizer is not None)
+    info, where = ck.info, ck.directory
     if info["model"] != m.name:
-        raise ValueError(f"checkpoint in {run_dir} is of model {info['model']!r}, not {m.name!r}; "
+        raise ValueError(f"checkpoint in {where} is of model {info['model']!r}, not {m.name!r}; "
                          "use the same --model or a new --out")
     if info["model_config"] != m.config:
         diffs = [f"{k}: stored {info['model_config'].get(k)!r}, now {m.config.get(k)!r}"
                  for k in sorted(set(info["model_config"]) | set(m.config))
                  if info["model_config"].get(k) != m.config.get(k)]
-        raise ValueError(f"checkpoint in {run_dir} has a different {m.name} config ({'; '.join(diffs)})")
-    _load_into(m, state, f"checkpoint {run_dir}")
+        raise ValueError(f"checkpoint in {where} has a different {m.name} config ({'; '.join(diffs)})")
+    _load_into(m, ck.model_state(), f"checkpoint {where}")
     if optimizer is not None:
-        entry = info["files"].get("optimizer")
-        if not entry:
-            raise ValueError(f"checkpoint in {run_dir} has no optimizer state; cannot resume training from it")
-        tensors = _read_tensors(run_dir, entry, "optimizer")
-        meta_file = run_dir / entry.get("meta", OPTIM_JSON)
-        if not meta_file.is_file():
-            raise FileNotFoundError(f"checkpoint optimizer file {meta_file} does not exist")
-        meta = read_json(meta_file, "corrupt checkpoint:")
+        tensors, meta = ck.optimizer_state()
         if meta.get("type") != type(optimizer).__name__:
-            raise ValueError(f"checkpoint in {run_dir} holds {meta.get('type')} state, this run uses "
+            raise ValueError(f"checkpoint in {where} holds {meta.get('type')} state, this run uses "
                              f"{type(optimizer).__name__}")
         try:  # load_state_dict moves the state to the parameters' device itself
-            sd = _optimizer_join(tensors, meta)
-            optimizer.load_state_dict(sd)
+            optimizer.load_state_dict(_optimizer_join(tensors, meta))
         except (KeyError, ValueError, TypeError) as exc:
-            raise ValueError(f"checkpoint in {run_dir}: optimizer state does not fit: {exc}") from None
-    return info
+            raise ValueError(f"checkpoint in {where}: optimizer state does not fit: {exc}") from None
+    return dict(info, checkpoint_dir=str(where))

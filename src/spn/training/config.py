@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from spn.data.coarse import coarse_kind_option, parse_coarse_kind
 from spn.models import list_models
 from spn.utils.config import ConfigBase, option
 
@@ -25,7 +26,7 @@ ON_CORRUPT = ("error", "skip")
 #: default learning rate per optimizer: the paper's SGD rate, and the usual Adam rate
 DEFAULT_LR = {"sgd": 1e-4, "adam": 1e-3}
 #: fields a resumed run must share with the run it continues (they decide the weights)
-RESUME_MUST_MATCH = ("data", "data_options", "coarse", "model", "model_cfg", "patch_size",
+RESUME_MUST_MATCH = ("data", "data_options", "coarse", "coarse_kind", "model", "model_cfg", "patch_size",
                      "patches_per_image", "flip", "global_batch_size", "optimizer", "lr",
                      "momentum", "weight_decay", "grad_clip", "seed")
 
@@ -38,7 +39,8 @@ class TrainConfig(ConfigBase):
 
     Data: ``data`` is a dataset spec passed to :func:`spn.data.build_dataset` with
     ``data_options`` as extra keyword arguments; ``coarse`` the coarse source (None: the dataset's
-    default). Training patches are ``patch_size`` squares, ``patches_per_image`` per image and
+    default); ``coarse_kind`` what its stored coarse files hold (:mod:`spn.data.coarse`). Training
+    patches are ``patch_size`` squares, ``patches_per_image`` per image and
     epoch, mirrored at random with ``flip``.
 
     Model: ``model`` (a name of :func:`spn.models.list_models`) and ``model_cfg`` (its options;
@@ -61,6 +63,7 @@ class TrainConfig(ConfigBase):
                                 help="extra dataset option (repeatable), e.g. num_images=32 or size=128 for synthetic")
     coarse: str | None = option(None, help="coarse maps: files | gt-downsample:F | none | baseline:RUN_DIR",
                                 metavar="SRC", default_help="the dataset's", group=_DATA)
+    coarse_kind: str | None = coarse_kind_option(group=_DATA)
     model: str = option("spn_three_way", help=" | ".join(list_models()), group=_MODEL)
     model_cfg: dict = option(default_factory=dict, flags=("--model-option",), metavar="KEY=VALUE", group=_MODEL,
                              help="any model option (repeatable), e.g. scale=1 or residual=false")
@@ -82,6 +85,8 @@ class TrainConfig(ConfigBase):
     num_workers: int = option(0, help="DataLoader worker processes", group=_DATA)
     log_interval: int = option(10, help="steps between log.jsonl lines", minimum=1, group=_RUN)
     ckpt_interval: int = option(100, help="steps between checkpoints", minimum=1, group=_RUN)
+    keep_checkpoints: int = option(2, help="complete checkpoints kept in RUN/checkpoints (the newest ones)",
+                                   minimum=1, group=_RUN)
     out: str = option("runs/spn", help="run directory", default_help="runs/MODEL", group=_RUN)
     resume: bool = option(False, help="continue the run in --out from its last checkpoint", group=_RUN)
     threads: int | None = option(None, help="torch CPU threads", minimum=1, default_help="torch's", group=_RUN)
@@ -124,6 +129,8 @@ class TrainConfig(ConfigBase):
                 raise TypeError(f"TrainConfig.{name} must be a dict, got {type(getattr(self, name)).__name__}")
         if self.coarse is not None and not isinstance(self.coarse, str):
             raise TypeError(f"TrainConfig.coarse must be a string or None, got {self.coarse!r}")
+        if self.coarse_kind is not None:
+            parse_coarse_kind(self.coarse_kind, "TrainConfig.coarse_kind")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
         if self.on_corrupt not in ON_CORRUPT:
@@ -139,6 +146,7 @@ class TrainConfig(ConfigBase):
         _int("num_workers", 0)
         _int("log_interval", 1)
         _int("ckpt_interval", 1)
+        _int("keep_checkpoints", 1)
         _int("threads", 1, allow_none=True)
         _int("val_items", 1, allow_none=True)
         _num("lr", 0, allow_none=True, strict=True)

@@ -4,8 +4,8 @@
 :func:`init_distributed` reads them and joins the process group (``gloo`` on the CPU, ``nccl``
 on CUDA). Each process draws its own share of every global batch (rank-strided sampling, see
 :class:`spn.data.sampling.StepSampler`), the model is wrapped in DistributedDataParallel (which
-averages the gradients), and only rank 0 writes the config, the log and the checkpoints. The
-effective batch is ``world_size * batch_size``.
+averages the gradients), and only rank 0 writes the config, the log and the checkpoints, and
+holds the run directory's lock. The effective batch is ``world_size * batch_size``.
 """
 from __future__ import annotations
 
@@ -109,6 +109,15 @@ def all_reduce_sum(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     if ctx.distributed:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def all_ok(ok: bool, ctx: DistContext) -> bool:
+    """Whether ``ok`` holds on every process (``ok`` itself in a single process)."""
+    if not ctx.distributed:
+        return bool(ok)
+    flag = torch.tensor([0.0 if ok else 1.0], device=ctx.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.SUM)
+    return float(flag.item()) == 0.0
 
 
 def barrier(ctx: DistContext) -> None:

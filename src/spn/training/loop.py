@@ -26,6 +26,7 @@ update; the last checkpoint on disk (the last good state) is kept.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -36,19 +37,25 @@ import torch
 from torch.utils.data import DataLoader
 
 from spn import __version__
-from spn.data import PatchDataset, build_dataset, wrap_coarse_source
+from spn.data import PatchDataset, absolute_coarse_spec, absolute_data_spec, build_dataset, wrap_coarse_source
 from spn.data.sampling import MemoryCache, SampleView, StepSampler
 from spn.evaluation import evaluate
 from spn.models import create_model
-from spn.models.checkpoint import INFO_FILE, load_training_state, read_info, save_checkpoint, unwrap_model
+from spn.models.checkpoint import (CHECKPOINTS_DIR, has_checkpoint, load_training_state, open_checkpoint,
+                                   save_checkpoint, step_dir_name, unwrap_model)
 from spn.ops import active_backend
-from spn.utils.io import atomic_write_json, atomic_write_text, read_json
+from spn.utils.io import annotate_os_error, atomic_write_json, atomic_write_text, check_output_path, read_json
+from spn.utils.lock import DirLock
 
 from . import distributed as D
 from .config import TrainConfig, check_resume_compatible
 from .losses import cross_entropy_sum, valid_pixels
 
+log = logging.getLogger(__name__)
+
 DEFAULT_STEPS = 1000
+#: per-step losses a checkpoint keeps, so that a resumed run's summary covers the whole run
+RECENT_LOSSES = 10
 CONFIG_FILE = "config.json"
 LOG_FILE = "log.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -65,7 +72,8 @@ def _build_split(cfg: TrainConfig, split: str, coarse: str | None, coarse_option
     kw = dict(cfg.data_options)
     if cfg.data.split(":", 1)[0].lower() in FILE_BACKED:
         kw.setdefault("on_corrupt", cfg.on_corrupt)
-    return build_dataset(cfg.data, split=split, coarse=coarse, coarse_options=coarse_options, **kw)
+    return build_dataset(cfg.data, split=split, coarse=coarse, coarse_options=coarse_options,
+                         coarse_kind=cfg.coarse_kind, **kw)
 
 
 def _needs_coarse(model_name: str) -> bool:
@@ -87,7 +95,8 @@ def _check_coarse_present(ds, cfg: TrainConfig, where: str) -> None:
 
 def build_datasets(cfg: TrainConfig, device, run_dir: Path, train_dataset=None, val_dataset=None,
                    need_val: bool = True):
-    """``(train, val or None, note)`` per ``cfg`` (datasets of the common contract).
+    """``(train, val or None, note)`` per ``cfg`` (datasets of the common contract); ``note``
+    says why there is no validation set when one was asked for (a missing or empty split).
 
     A ``baseline:RUN`` coarse source caches the baseline's outputs in ``run_dir/coarse_cache``.
     """
@@ -108,11 +117,15 @@ def build_datasets(cfg: TrainConfig, device, run_dir: Path, train_dataset=None, 
         try:
             val_ds = _build_split(cfg, cfg.val_split, coarse, {"device": device, "cache_dir": cache})
         except (ValueError, FileNotFoundError) as exc:
-            note = f"no validation split {cfg.val_split!r}: {exc}"
+            note = (f"no final evaluation: the validation split {cfg.val_split!r} of {cfg.data} cannot be "
+                    f"built ({str(exc).splitlines()[0]}); pass --val-split NAME or --no-val")
             val_ds = None
     if _needs_coarse(cfg.model):
         _check_coarse_present(train_ds, cfg, "training")
     if val_ds is not None and len(val_ds) == 0:
+        name = cfg.val_split if val_dataset is None else "val_dataset"
+        note = (f"no final evaluation: the validation split {name!r} of {cfg.data} is empty "
+                f"({len(train_ds)} training images); pass --val-split NAME or --no-val")
         val_ds = None
     return train_ds, val_ds, note
 
@@ -176,10 +189,12 @@ def _truncate_log(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
-def _append_log(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
+def absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the dataset path (``folder:PATH`` ...), its path options and a
+    ``baseline:RUN`` coarse source made absolute: what a run stores, so that ``--resume`` works
+    from any directory."""
+    data, opts = absolute_data_spec(cfg.data, cfg.data_options)
+    return cfg.replace(data=data, data_options=opts, coarse=absolute_coarse_spec(cfg.coarse))
 
 
 def _resolved_dict(cfg: TrainConfig, model, world: int) -> dict:
@@ -190,8 +205,14 @@ def _resolved_dict(cfg: TrainConfig, model, world: int) -> dict:
 
 
 def _resume_view(resolved: dict, global_batch: int) -> dict:
+    """The stored or new config as the resume check compares it (paths absolute: a run of an
+    older spn stored them as typed, relative to the directory it was started from, taken here
+    as the current one)."""
     v = dict(resolved)
     v["global_batch_size"] = global_batch
+    if isinstance(v.get("data"), str):
+        v["data"], v["data_options"] = absolute_data_spec(v["data"], v.get("data_options"))
+        v["coarse"] = absolute_coarse_spec(v.get("coarse"))
     return v
 
 
@@ -202,6 +223,40 @@ def _show_progress(cfg: TrainConfig) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------
+def _append_log(path: Path, record: dict) -> None:
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+    except OSError as exc:
+        raise annotate_os_error(exc, "cannot write", path)
+
+
+def _take_run_dir(cfg: TrainConfig, ctx: D.DistContext) -> DirLock | None:
+    """Rank 0 checks ``--out``, creates it and takes its lock (:class:`spn.utils.lock.DirLock`);
+    every rank learns whether that worked (a failure on rank 0 is its error, elsewhere a
+    RuntimeError), so no rank waits for a run that will not start."""
+    lock, err = None, None
+    if ctx.is_main:
+        try:
+            run_dir = check_output_path(cfg.out, "--out", directory=True)
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise annotate_os_error(exc, "cannot create the run directory", run_dir)
+            lock = DirLock(run_dir, what="spn train").acquire()
+            if lock.took_over:
+                log.warning(f"took over the lock of {run_dir} left by PID {lock.took_over.get('pid')}, "
+                            "which no longer runs (killed?)")
+        except Exception as exc:  # reported below, after every rank knows
+            err = exc
+    if not D.all_ok(err is None, ctx):
+        if err is not None:
+            raise err
+        raise RuntimeError(f"rank 0 could not take the run directory {cfg.out} (see its error)")
+    return lock
+
+
 def train(cfg: TrainConfig, *, train_dataset=None, val_dataset=None, callback=None) -> dict:
     """Train per ``cfg`` (see the module docstring); returns the summary dict.
 
@@ -210,21 +265,42 @@ def train(cfg: TrainConfig, *, train_dataset=None, val_dataset=None, callback=No
     (step counted from 1, ``model`` unwrapped); an exception it raises stops training (as a kill
     would).
 
-    Returns ``{"run_dir", "model", "start_step", "steps", "final_loss", "mean_loss", "losses"
-    (this invocation's per-step losses), "images_per_s", "elapsed_s", "world_size",
-    "global_batch_size", "checkpoint", "val"}`` where ``val`` is
-    :func:`spn.evaluation.evaluate`'s result on the validation split (or None).
+    The run directory is locked for the run (rank 0 holds ``RUN/.lock``): a second writer, a
+    ``--resume`` of a run still running included, gets an error naming the holder's PID; the
+    lock of a killed run is taken over. Paths in the stored config are absolute.
+
+    Returns ``{"run_dir", "model", "start_step", "steps", "final_loss", "mean_loss" (over the
+    last 10 steps of the run, those before a resume included), "losses" (this invocation's
+    per-step losses), "images_per_s", "elapsed_s", "world_size", "global_batch_size",
+    "checkpoint", "resumed_from", "val", "val_note"}`` where ``val`` is
+    :func:`spn.evaluation.evaluate`'s result on the validation split (or None, with the reason
+    in ``val_note`` when one was asked for).
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
-    cfg.validate()
+    cfg = absolute_paths(cfg.validate())
     ctx = D.init_distributed(cfg.device)
     threads = torch.get_num_threads()
+    lock = None
     try:
+        lock = _take_run_dir(cfg, ctx)
         return _train(cfg, ctx, train_dataset, val_dataset, callback)
     finally:
         torch.set_num_threads(threads)  # train() may change it: leave the caller's setting as it was
+        if lock is not None:
+            lock.release()
         D.cleanup(ctx)
+
+
+def _set_aside_damaged(ck, run_dir: Path) -> None:
+    """Move the damaged checkpoints newer than the one resumed from out of the committed names."""
+    for d, why in ck.skipped:
+        dest = d.with_name(f"damaged-{d.name}-{int(time.time())}")
+        try:
+            os.rename(d, dest)
+            log.warning(f"moved the damaged checkpoint {d} to {dest} ({why})")
+        except OSError as exc:
+            log.warning(f"could not move the damaged checkpoint {d} aside: {exc}")
 
 
 def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, callback) -> dict:
@@ -236,17 +312,17 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, cal
     run_dir = Path(cfg.out)
     main = ctx.is_main
 
-    # -- the run directory: fresh or resumed -----------------------------------------------
-    has_ckpt = (run_dir / INFO_FILE).is_file()
-    if not cfg.resume and ((run_dir / INFO_FILE).exists() or (run_dir / CONFIG_FILE).exists()):
+    # -- the run directory (locked by rank 0): fresh or resumed ----------------------------
+    has_ckpt = has_checkpoint(run_dir)
+    if not cfg.resume and (has_ckpt or (run_dir / CONFIG_FILE).exists()):
         raise ValueError(f"run directory {run_dir} already holds a run; pass --resume to continue it "
                          "or choose another --out")
     D.barrier(ctx)
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
 
     # -- data ------------------------------------------------------------------------------
     train_ds, val_ds, note = build_datasets(cfg, device, run_dir, train_dataset, val_dataset, need_val=main)
+    if main and note:
+        log.warning(note)
     if cfg.cache:
         train_ds = MemoryCache(train_ds)
     dinfo = data_info(train_ds)
@@ -268,6 +344,8 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, cal
     view = _resume_view(resolved, G)
 
     start = 0
+    recent: list[float] = []  # the last RECENT_LOSSES per-step losses of the run
+    ck = None
     if cfg.resume:
         old_cfg = run_dir / CONFIG_FILE
         if old_cfg.is_file():
@@ -275,16 +353,24 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, cal
             check_resume_compatible(_resume_view(stored.get("train_config", {}), stored.get("global_batch_size")),
                                     view, str(run_dir))
         if has_ckpt:
-            info = read_info(run_dir)
-            tc = info.get("train_config") or {}
+            ck = open_checkpoint(run_dir, optimizer=True)  # the newest complete checkpoint
+            tc = ck.info.get("train_config") or {}
             if tc:
-                check_resume_compatible(_resume_view(tc, info.get("global_batch_size", G)), view, str(run_dir))
-            info = load_training_state(run_dir, model, optimizer)
-            start = int(info["step"])
+                check_resume_compatible(_resume_view(tc, ck.info.get("global_batch_size", G)), view, str(run_dir))
+            load_training_state(run_dir, model, optimizer, checkpoint=ck)
+            start = ck.step
+            recent = [float(v) for v in ck.info.get("recent_losses") or []][-RECENT_LOSSES:]
+            if main:
+                log.info(f"resuming {run_dir} from step {start} ({ck.directory})")
+                if ck.skipped:
+                    _set_aside_damaged(ck, run_dir)
+        elif main:
+            log.info(f"{run_dir} has no checkpoint yet: starting at step 0")
         if start >= total:
             raise ValueError(f"run {run_dir} is already at step {start} >= the {total} steps asked for; "
                              "ask for more --steps to train on")
 
+    resumed_from = str(ck.directory) if ck is not None else None
     if main:
         meta = {
             "train_config": resolved,
@@ -292,6 +378,7 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, cal
             "global_batch_size": G,
             "total_steps": total,
             "start_step": start,
+            "resumed_from": resumed_from,
             "data": dinfo,
             "device": str(device),
             "torch": torch.__version__,
@@ -302,8 +389,11 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, cal
         log_path = run_dir / LOG_FILE
         if start > 0 or log_path.exists():
             _truncate_log(log_path, start)
-        _append_log(log_path, {"event": "resume" if start else "start", "step": start,
-                               "world_size": ctx.world_size, "time": time.time()})
+        event = {"event": "resume" if start else "start", "step": start, "world_size": ctx.world_size,
+                 "time": time.time()}
+        if ck is not None:
+            event["checkpoint"] = os.path.relpath(ck.directory, run_dir)
+        _append_log(log_path, event)
         if note:
             _append_log(log_path, {"event": "note", "step": start, "message": note})
 
@@ -321,7 +411,9 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, cal
         if not main:
             return None
         return save_checkpoint(run_dir, model, ckpt_cfg, step, optimizer, data_info=dinfo,
-                               extra={"global_batch_size": G, "world_size": ctx.world_size})
+                               extra={"global_batch_size": G, "world_size": ctx.world_size,
+                                      "recent_losses": recent[-RECENT_LOSSES:]},
+                               keep=cfg.keep_checkpoints)
 
     bar = None
     if main and _show_progress(cfg):
@@ -334,7 +426,6 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, cal
     t0 = t_int = time.perf_counter()
     imgs_int = 0
     last_ckpt_step = start
-    ckpt_path = None
     step = start
     try:
         for batch in loader:
@@ -356,7 +447,7 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, cal
                     _append_log(run_dir / LOG_FILE, {"event": "error", "step": step + 1,
                                                      "message": f"non-finite loss {value}"})
                 kept = (f"the last good checkpoint (step {last_ckpt_step}) is kept in {run_dir}"
-                        if (run_dir / INFO_FILE).is_file() else "no checkpoint had been written yet")
+                        if has_checkpoint(run_dir) else "no checkpoint had been written yet")
                 raise RuntimeError(f"loss is {value} at step {step + 1}: training stopped; {kept}. "
                                    "Check the data for NaN/inf values or lower the learning rate.")
             optimizer.zero_grad(set_to_none=True)
@@ -366,6 +457,7 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, cal
             optimizer.step()
             step += 1
             losses.append(value)
+            recent = (recent + [value])[-RECENT_LOSSES:]
             interval_losses.append(value)
             imgs_int += G
             if main and (step % cfg.log_interval == 0 or step == total):
@@ -380,7 +472,7 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, cal
             if bar is not None:
                 bar.update(1)
             if step % cfg.ckpt_interval == 0 or step == total:
-                ckpt_path = save(step) or ckpt_path
+                save(step)
                 last_ckpt_step = step
             if callback is not None:
                 callback(step, value, model)
@@ -394,15 +486,17 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, cal
         "model": cfg.model,
         "start_step": start,
         "steps": step,
-        "final_loss": losses[-1] if losses else None,
-        "mean_loss": (sum(losses[-10:]) / len(losses[-10:])) if losses else None,
+        "final_loss": recent[-1] if recent else None,
+        "mean_loss": (sum(recent) / len(recent)) if recent else None,
         "losses": losses,
         "images_per_s": (len(losses) * G / elapsed) if elapsed > 0 else None,
         "elapsed_s": elapsed,
         "world_size": ctx.world_size,
         "global_batch_size": G,
-        "checkpoint": str(run_dir / INFO_FILE) if main else None,
+        "checkpoint": str(run_dir / CHECKPOINTS_DIR / step_dir_name(step)) if main else None,
+        "resumed_from": resumed_from,
         "val": None,
+        "val_note": note,
     }
     if main and val_ds is not None:
         kw = {"limit": cfg.val_items} if cfg.val_items else {}
