@@ -68,6 +68,7 @@ def test_torchrun_two_processes_equals_one_process_with_the_global_batch(tmp_pat
     assert conf["world_size"] == 2 and conf["global_batch_size"] == 4
     info = json.loads((ddp_out / "checkpoint.json").read_text())
     assert info["step"] == 3 and info["world_size"] == 2
+    assert not (ddp_out / ".lock").exists()  # rank 0 held the run's lock and released it
     # rank 0 alone wrote the log: one line per step
     assert [r["step"] for r in read_log(ddp_out)] == [1, 2, 3]
 
