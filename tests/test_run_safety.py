@@ -186,7 +186,7 @@ def test_out_paths_that_are_files_or_folders(tmp_path, capsys, tiny_run):
     assert "--report" in _one_error_line(capsys.readouterr().err, "eval")
     for cmd in (["compare", "--data", "synthetic", "--peers", "bilinear"], ["demo", "--quick"]):
         assert main([*cmd, "--out", str(afile)]) == 1
-        assert "is a file" in _one_error_line(capsys.readouterr().err, cmd[0])
+        assert "not a folder" in _one_error_line(capsys.readouterr().err, cmd[0])
 
 
 @pytest.fixture

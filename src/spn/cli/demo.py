@@ -4,7 +4,6 @@ options generated from :class:`spn.experiments.demo.DemoConfig`)."""
 from __future__ import annotations
 
 from spn.experiments.demo import DemoConfig, run_demo
-from spn.utils.io import check_output_path
 
 from .options import add_config_options, build_config, given_options
 
@@ -18,9 +17,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     # --quick picks the quick preset; a --config file (demo_config.json, metrics.json) is used as it is
     base = None if args.config else DemoConfig.preset(quick=bool(given_options(args, DemoConfig).get("quick")))
-    cfg = build_config(DemoConfig, args, base=base)
-    check_output_path(cfg.out, "--out", directory=True)  # before the work, not after it
-    res = run_demo(cfg)
+    res = run_demo(build_config(DemoConfig, args, base=base))
     with open(res["report"], encoding="utf-8") as f:
         print(f.read())
     return 0

@@ -165,7 +165,7 @@ def check_output_path(path, flag: str = "output", *, directory: bool = False) ->
 
     if p.exists():
         if directory and not p.is_dir():
-            fail(NotADirectoryError, errno.ENOTDIR, "is a file; give a folder")
+            fail(NotADirectoryError, errno.ENOTDIR, "is a file, not a folder")
         if not directory and p.is_dir():
             fail(IsADirectoryError, errno.EISDIR, "is a directory; give the path of a file")
     anc = p if (directory and p.is_dir()) else p.parent
