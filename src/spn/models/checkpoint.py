@@ -58,6 +58,7 @@ from safetensors.torch import save as st_save
 
 from .. import __version__
 from ..utils.io import atomic_write_json, fsync_dir, read_json, write_file_durably
+from ..utils.lock import pid_alive
 from .registry import create_model
 
 log = logging.getLogger(__name__)
@@ -158,16 +159,6 @@ def has_checkpoint(run_dir) -> bool:
     return bool(list_checkpoints(run_dir)) or (run_dir / INFO_FILE).is_file()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
@@ -184,7 +175,7 @@ def _clean_leftovers(ckdir: Path) -> None:
     """Temporary directories of writers that died (their PID is not alive) or of this process."""
     for p in ckdir.iterdir():
         m = _TMP_DIR.match(p.name)
-        if m and (int(m.group(1)) == os.getpid() or not _pid_alive(int(m.group(1)))):
+        if m and (int(m.group(1)) == os.getpid() or not pid_alive(int(m.group(1)))):
             _remove_tree(p)
 
 

@@ -52,7 +52,8 @@ class LockedError(RuntimeError):
         self.host = host
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (one we may not signal counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -148,7 +149,7 @@ class DirLock:
                 holder = read_holder(self.path)
                 pid = holder.get("pid")
                 same_host = holder.get("host") in (None, socket.gethostname())
-                if isinstance(pid, int) and same_host and not _pid_alive(pid):
+                if isinstance(pid, int) and same_host and not pid_alive(pid):
                     self.took_over = holder
                     try:
                         os.unlink(self.path)
