@@ -7,8 +7,13 @@
   rate and full model config filled in), world size, global batch, total steps, data info;
 - ``log.jsonl``: one JSON object per ``log_interval`` steps (``step``, mean ``loss`` over the
   interval, ``lr``, ``images_per_s``, ``elapsed_s``); plus ``{"event": ...}`` lines;
-- checkpoints every ``ckpt_interval`` steps and at the end (:mod:`spn.models.checkpoint`);
+- checkpoints every ``ckpt_interval`` steps and at the end, each one atomic unit in
+  ``checkpoints/step-N/``, the newest ``keep_checkpoints`` kept (:mod:`spn.models.checkpoint`);
 - ``summary.json`` at the end: the returned dict.
+
+The run directory is locked while the run writes to it (``.lock``, held by rank 0): a second
+writer stops with an error naming the holder's PID, the lock of a killed run is taken over.
+``resume`` continues from the newest complete checkpoint and logs which.
 
 Determinism and resume. Global sample ``n`` (``n = step * global_batch + position``) is patch
 ``perm_e[n mod L]`` of epoch ``e = n div L`` of the :class:`spn.data.PatchDataset` (``L`` patches,
