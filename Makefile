@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h)
 	$(PIP) install -q triton==3.9.0 || echo "warning: triton did not install; the GPU backend's tests will be skipped"
 	# dense CRF peer (optional extra `crf`); builds from source in about a minute
 	$(PIP) install -q pydensecrf2 || echo "warning: pydensecrf2 did not install; dense-CRF tests will be skipped"
+	# the photos of `--data photos:skimage` (optional extra `photos`; the chroma demo needs it)
+	$(PIP) install -q scikit-image==0.26.0 || echo "warning: scikit-image did not install; photos:skimage tests will be skipped"
 	$(PY) -c "import spn.ops as o; print('spn backend:', o.active_backend())"
 	touch $(STAMP)
 

@@ -16,12 +16,12 @@ from spn.cli.refine import RefineConfig
 from spn.evaluation import EvalConfig
 from spn.experiments.compare import CompareConfig
 from spn.experiments.demo import DemoConfig
-from spn.models import BaselineConfig, SPNConfig
+from spn.models import BaselineConfig, ChromaSPNConfig, SPNConfig
 from spn.training import TrainConfig
 from spn.utils.config import option_fields
 
 COMMAND_CONFIGS = {
-    "train": (TrainConfig, SPNConfig, BaselineConfig),
+    "train": (TrainConfig, SPNConfig, BaselineConfig, ChromaSPNConfig),
     "eval": (EvalConfig,),
     "refine": (RefineConfig,),
     "compare": (CompareConfig,),

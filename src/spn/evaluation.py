@@ -130,7 +130,8 @@ class EvalConfig(ConfigBase):
 
     checkpoint: str = option(help="run directory (or its model.safetensors) written by `spn train`",
                              metavar="RUN")
-    data: str = option(help="dataset: synthetic | folder:PATH | voc:PATH | helen:PATH", metavar="SPEC")
+    data: str = option(help="dataset: synthetic | folder:PATH | voc:PATH | helen:PATH (--task chroma: "
+                            "photos:PATH | photos:skimage)", metavar="SPEC")
     split: str = option("val", help="dataset split")
     coarse: str | None = option(None, help="coarse source: files | gt-downsample:F | none | baseline:RUN_DIR",
                                 metavar="SRC", default_help="the dataset's")
@@ -143,13 +144,20 @@ class EvalConfig(ConfigBase):
                                                    "the coarse input (the restriction of --protocol voc)")
     json: str | None = option(None, help="write all metrics as JSON", metavar="PATH")
     report: str | None = option(None, help="write a markdown report", metavar="PATH")
+    task: str = option("seg", choices=("seg", "chroma"),
+                       help="seg: a segmentation refiner; chroma: a chroma model on photos (PSNR / SSIM, "
+                            "spn.evaluation_chroma)")
+    factor: int | None = option(None, help="chroma: the chroma subsampling factor F", metavar="F", minimum=2,
+                                default_help="the checkpoint's")
     threads: int | None = option(None, help="torch CPU threads", metavar="N", default_help="torch's")
     progress: bool | None = option(None, help="show a progress bar", negative="--no-progress",
                                    negative_value=False, negative_help="no progress bar",
                                    default_help="when stderr is a terminal")
 
     def validate(self) -> "EvalConfig":
-        check_options(self, required=("checkpoint", "data"), at_least={"limit": 1, "threads": 1})
+        check_options(self, required=("checkpoint", "data"), at_least={"limit": 1, "threads": 1, "factor": 2})
+        if self.task not in ("seg", "chroma"):
+            raise ValueError(f"unknown task {self.task!r}; valid: seg, chroma")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; valid protocols are {', '.join(PROTOCOLS)}")
         return self

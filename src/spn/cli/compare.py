@@ -3,6 +3,7 @@
 :class:`spn.experiments.compare.CompareConfig`)."""
 from __future__ import annotations
 
+from spn.experiments.chroma import compare_chroma_from_config
 from spn.experiments.compare import CompareConfig, compare_from_config
 from spn.utils.io import check_output_path
 
@@ -18,7 +19,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     cfg = build_config(CompareConfig, args)
     check_output_path(cfg.out, "--out", directory=True)  # before the work, not after it
-    res = compare_from_config(cfg)
+    res = compare_chroma_from_config(cfg) if cfg.task == "chroma" else compare_from_config(cfg)
     with open(res["report"], encoding="utf-8") as f:
         print(f.read())
     print(f"wrote {res['report']}, {res['json']}" + (f", {res['figure']}" if res.get("figure") else ""))

@@ -15,6 +15,11 @@ ratio, upsampled bilinearly. A baseline checkpoint segments from the image alone
 ``--coarse``. The output is a palette image whose pixel values are the class ids (VOC colours),
 PNG (or BMP/TIFF, by the suffix of ``--out``), and optionally an overlay of the colours on the
 image. The inputs are never overwritten. Everything runs through :class:`spn.inference.Refiner`.
+
+``--task chroma`` (a checkpoint of ``spn train --task chroma``): ``--image IMG --out IMG`` rebuilds
+the photo from its luma and its own chroma subsampled ``--factor`` times (default: the
+checkpoint's), through :class:`spn.inference_chroma.ChromaUpsampler`; a folder of images gives a
+folder of PNGs. ``--coarse``, ``--overlay`` and ``--restrict-to-present`` do not apply.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from spn.data import load_coarse_array, read_image, resolve_coarse_kind, write_i
 from spn.data.coarse import coarse_kind_option
 from spn.data.io import IMAGE_FORMATS, MASK_FORMATS, file_format
 from spn.inference import Refiner
+from spn.inference_chroma import ChromaUpsampler
 from spn.utils.config import ConfigBase, check_options, option
 from spn.utils.io import check_output_path
 from spn.viz import overlay
@@ -60,9 +66,14 @@ class RefineConfig(ConfigBase):
     threads: int | None = option(None, help="torch CPU threads", metavar="N", default_help="torch's")
     progress: bool = option(True, help="a progress bar over a folder", negative="--no-progress",
                             negative_help="no progress bar")
+    task: str = option("seg", choices=("seg", "chroma"),
+                       help="seg: refine a segmentation; chroma: rebuild the photo from its own chroma subsampled "
+                            "--factor times (--out is then an image)")
+    factor: int | None = option(None, help="chroma: the chroma subsampling factor F", metavar="F", minimum=2,
+                                default_help="the checkpoint's")
 
     def validate(self) -> "RefineConfig":
-        check_options(self, required=("checkpoint", "image", "out"), at_least={"threads": 1})
+        check_options(self, required=("checkpoint", "image", "out"), at_least={"threads": 1, "factor": 2})
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"--alpha must be in [0, 1], got {self.alpha}")
         return self
@@ -167,10 +178,34 @@ def plan_jobs(image: str, coarse: str | None, out: str, overlay: str | None, nee
     return jobs
 
 
+def run_chroma(cfg: RefineConfig) -> int:
+    """``spn refine --task chroma``: rebuild photos from their own subsampled chroma."""
+    if cfg.coarse is not None or cfg.overlay is not None or cfg.restrict_to_present:
+        raise ValueError("--coarse, --overlay and --restrict-to-present are segmentation options; "
+                         "--task chroma takes none of them")
+    up = ChromaUpsampler.from_checkpoint(cfg.checkpoint, factor=cfg.factor)
+    jobs = plan_jobs(cfg.image, None, cfg.out, None, needs_coarse=False)
+    if Path(cfg.image).is_file():
+        file_format(cfg.out, IMAGE_FORMATS, "image")  # before the work: png, jpg, bmp, tif or webp
+    it = jobs
+    if len(jobs) > 1 and cfg.progress:
+        from tqdm import tqdm
+        it = tqdm(jobs, desc="refine", unit="img")
+    for job in it:
+        write_image(job.out, up.reconstruct(read_image(job.image)))
+    if len(jobs) == 1:
+        print(f"wrote {jobs[0].out} (chroma rebuilt from its {up.factor}x subsampling)")
+    else:
+        print(f"rebuilt {len(jobs)} photos into {Path(cfg.out)}")
+    return 0
+
+
 def run(args) -> int:
     cfg = build_config(RefineConfig, args)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
+    if cfg.task == "chroma":
+        return run_chroma(cfg)
     refiner = Refiner.from_checkpoint(cfg.checkpoint)
     needs = refiner.needs_coarse
     if cfg.restrict_to_present and cfg.coarse is None:

@@ -9,8 +9,9 @@ import argparse
 import json
 from pathlib import Path
 
-from spn.models import BaselineConfig, SPNConfig
+from spn.models import BaselineConfig, ChromaSPNConfig, SPNConfig
 from spn.training import TrainConfig, train
+from spn.training.chroma import chroma_model_name
 
 from .options import add_config_options, given_options, number
 
@@ -24,6 +25,8 @@ examples:
   spn train --resume --out runs/spn3 --steps 1000
       (continue a stopped run: its config.json is reloaded, give only what changes)
   torchrun --nproc_per_node 2 -m spn train --data synthetic --batch-size 4 --out runs/ddp
+  spn train --task chroma --data photos:skimage --factor 8 --out runs/chroma3
+      (guided chroma upsampling of photos: --model chroma_three_way | chroma_one_way)
 
 coarse maps: an SPN refines coarse segmentations. Datasets without coarse maps need
 --coarse gt-downsample:8 (simulated from the ground truth) or --coarse baseline:RUN_DIR
@@ -32,7 +35,7 @@ that advice otherwise. Command-line flags override the values of --config FILE.j
 """
 
 MODEL = "model."  # prefix of the model options' destinations
-_MODEL_CONFIGS = (SPNConfig, BaselineConfig)
+_MODEL_CONFIGS = (SPNConfig, BaselineConfig, ChromaSPNConfig)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -72,6 +75,9 @@ def config_from_args(args) -> TrainConfig:
     if "data_options" in given:
         changes["data_options"] = {**cfg.data_options, **given["data_options"]}
     model = changes.get("model", cfg.model)
+    if changes.get("task", cfg.task) == "chroma":
+        model = chroma_model_name(model)  # spn_three_way (the default) -> chroma_three_way
+        changes["model"] = model
     mcfg = dict(cfg.model_cfg) if model == cfg.model else {}
     is_spn = model != "baseline"
     if getattr(args, "legacy_width", None) is not None:
@@ -104,7 +110,11 @@ def run(args) -> int:
           f"in {summary['elapsed_s']:.1f} s")
     print(f"final loss {_fmt(summary['final_loss'])}, mean of the last 10 steps {_fmt(summary['mean_loss'])}")
     val = summary.get("val")
-    if val:
+    if val and cfg.task == "chroma":
+        b, m = val["bilinear"]["median"], val["model"]["median"]
+        print(f"val ({val['num_images']} photos, medians): {summary['model']} PSNR RGB {m['psnr_rgb']:.2f} dB, "
+              f"bilinear {b['psnr_rgb']:.2f} dB; SSIM RGB {m['ssim_rgb']:.4f} vs {b['ssim_rgb']:.4f}")
+    elif val:
         ref = val.get("refined") or {}
         line = f"val ({val.get('num_images')} images): {summary['model']} mIoU {_fmt(ref.get('mean_iou'))}"
         if val.get("coarse"):

@@ -33,6 +33,8 @@ from .helen import HELEN_CLASSES, HELEN_GROUPS, HelenFaces, combine_component_ma
 from .io import (IGNORE_INDEX, CorruptFileError, as_label_map, as_numpy, read_image, read_mask, to_rgb_uint8,
                  voc_palette, write_image, write_mask)
 from .patches import PatchDataset
+from .color import chroma_item, rgb_to_ycbcr, ycbcr_to_rgb
+from .photos import SKIMAGE_PHOTOS, SKIMAGE_SPLITS, PhotoDataset, PhotoPatches
 from .registry import absolute_data_spec, build_dataset, dataset_prefixes, register_dataset
 from .synthetic import SYNTHETIC_CLASSES, SyntheticConfig, SyntheticScenes, render_scene
 from .voc import VOC_CLASSES, VOCSegmentation, resolve_voc_root
@@ -45,6 +47,8 @@ __all__ = [
     "HelenFaces", "HELEN_CLASSES", "HELEN_GROUPS", "combine_component_maps",
     "read_landmarks",
     "PatchDataset", "BaselineCoarse",
+    "PhotoDataset", "PhotoPatches", "SKIMAGE_PHOTOS", "SKIMAGE_SPLITS", "chroma_item", "rgb_to_ycbcr",
+    "ycbcr_to_rgb",
     "COARSE_SOURCES", "CoarseSource", "parse_coarse_source", "make_coarse_from_mask",
     "read_coarse_file", "resize_probs", "one_hot_mask", "gaussian_blur",
     "COARSE_KINDS", "SIDECAR", "ASPECT_TOLERANCE", "CoarseKind", "parse_coarse_kind", "read_sidecar",

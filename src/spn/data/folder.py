@@ -78,6 +78,24 @@ def deterministic_split(names: list[str], split: str) -> list[str]:
     raise ValueError(f"unknown split {split!r}: without ROOT/splits/ the splits are train, val, all")
 
 
+def split_names(root: Path, split: str, images: dict, images_dir: Path, what: str = "image") -> list[str]:
+    """The names of ``split``: ``root/splits/SPLIT.txt`` when ``root/splits/`` holds split files
+    (a name without an image in ``images`` is an error), else :func:`deterministic_split`."""
+    splits_dir = root / "splits"
+    split_file = splits_dir / f"{split}.txt"
+    if splits_dir.is_dir() and any(splits_dir.glob("*.txt")) and split != "all":
+        if not split_file.is_file():
+            have = sorted(p.stem for p in splits_dir.glob("*.txt"))
+            raise ValueError(f"unknown split {split!r} for {root}: split files there: {have} (or 'all')")
+        names = read_name_list(split_file)
+        unknown = [n for n in names if n not in images]
+        if unknown:
+            raise FileNotFoundError(
+                f"{split_file} lists {len(unknown)} name(s) with no {what} in {images_dir}, e.g. {unknown[0]!r}")
+        return names
+    return deterministic_split(list(images), split)
+
+
 class FolderDataset(FileSegmentationDataset):
     """Images, masks and optional coarse maps in the folder layout above.
 
@@ -111,19 +129,7 @@ class FolderDataset(FileSegmentationDataset):
             raise FileNotFoundError(
                 f"image {images[missing[0]]} has no mask: expected {masks_dir / (missing[0] + '.png')}{more}")
 
-        splits_dir = root / "splits"
-        split_file = splits_dir / f"{split}.txt"
-        if splits_dir.is_dir() and any(splits_dir.glob("*.txt")) and split != "all":
-            if not split_file.is_file():
-                have = sorted(p.stem for p in splits_dir.glob("*.txt"))
-                raise ValueError(f"unknown split {split!r} for {root}: split files there: {have} (or 'all')")
-            names = read_name_list(split_file)
-            unknown = [n for n in names if n not in images]
-            if unknown:
-                raise FileNotFoundError(
-                    f"{split_file} lists {len(unknown)} name(s) with no image in {images_dir}, e.g. {unknown[0]!r}")
-        else:
-            names = deterministic_split(list(images), split)
+        names = split_names(root, split, images, images_dir)
         self.split = split
 
         records = [Record(n, images[n], masks_dir / f"{n}.png", find_coarse(coarse_dir, n)) for n in names]

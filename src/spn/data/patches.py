@@ -10,7 +10,46 @@ from torch.utils.data import Dataset
 from .base import check_index
 
 
-class PatchDataset(Dataset):
+class CropSampler(Dataset):
+    """What every training-crop dataset shares: ``patches_per_image`` crops of ``size`` pixels
+    per item of ``base`` and epoch, patch ``index`` of item ``index // patches_per_image``, an
+    epoch that selects the random stream (:meth:`set_epoch`)."""
+
+    def __init__(self, base, size: int, patches_per_image: int, flip: bool, seed: int):
+        if not hasattr(base, "__getitem__") or not hasattr(base, "__len__"):
+            raise TypeError(f"base must be a dataset (with __getitem__ and __len__), got {type(base).__name__}")
+        if int(size) < 1:
+            raise ValueError(f"patch size must be >= 1, got {size}")
+        if int(patches_per_image) < 1:
+            raise ValueError(f"patches_per_image must be >= 1, got {patches_per_image}")
+        if int(seed) < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        if len(base) == 0:
+            raise ValueError("base dataset is empty")
+        self.base = base
+        self.size = int(size)
+        self.patches_per_image = int(patches_per_image)
+        self.flip = bool(flip)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def _info(self, **extra) -> dict:
+        d = dict(self.base.info()) if hasattr(self.base, "info") else {}
+        d.update(patch_size=self.size, patches_per_image=self.patches_per_image, flip=self.flip, **extra,
+                 size=len(self))
+        return d
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the random stream of an epoch (call before each epoch for fresh patches)."""
+        if int(epoch) < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.base) * self.patches_per_image
+
+
+class PatchDataset(CropSampler):
     """``size x size`` crops of the items of ``base``, all keys cropped consistently.
 
     Item ``index`` is patch ``index % patches_per_image`` of base item
@@ -45,28 +84,13 @@ class PatchDataset(Dataset):
 
     def __init__(self, base, size: int = 128, patches_per_image: int = 4, flip: bool = True,
                  seed: int = 0, min_labels: int = 2, max_tries: int = 10):
-        if not hasattr(base, "__getitem__") or not hasattr(base, "__len__"):
-            raise TypeError(f"base must be a dataset (with __getitem__ and __len__), got {type(base).__name__}")
-        if int(size) < 1:
-            raise ValueError(f"patch size must be >= 1, got {size}")
-        if int(patches_per_image) < 1:
-            raise ValueError(f"patches_per_image must be >= 1, got {patches_per_image}")
         if int(min_labels) < 1:
             raise ValueError(f"min_labels must be >= 1, got {min_labels}")
         if int(max_tries) < 1:
             raise ValueError(f"max_tries must be >= 1, got {max_tries}")
-        if int(seed) < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
-        if len(base) == 0:
-            raise ValueError("base dataset is empty")
-        self.base = base
-        self.size = int(size)
-        self.patches_per_image = int(patches_per_image)
-        self.flip = bool(flip)
-        self.seed = int(seed)
+        super().__init__(base, size, patches_per_image, flip, seed)
         self.min_labels = int(min_labels)
         self.max_tries = int(max_tries)
-        self.epoch = 0
         self._cache: tuple[int, dict] | None = None
 
     # mirror the base dataset's class information
@@ -83,19 +107,7 @@ class PatchDataset(Dataset):
         return getattr(self.base, "ignore_index", 255)
 
     def info(self) -> dict:
-        d = dict(self.base.info()) if hasattr(self.base, "info") else {}
-        d.update(patch_size=self.size, patches_per_image=self.patches_per_image, flip=self.flip,
-                 min_labels=self.min_labels, size=len(self))
-        return d
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the random stream of an epoch (call before each epoch for fresh patches)."""
-        if int(epoch) < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.base) * self.patches_per_image
+        return self._info(min_labels=self.min_labels)
 
     def _base_item(self, i: int) -> dict:
         if self._cache is not None and self._cache[0] == i:

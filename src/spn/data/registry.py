@@ -18,27 +18,29 @@ from typing import Callable
 
 from .coarse import parse_coarse_kind, parse_coarse_source, wrapping_source
 
-# prefix -> (factory(arg, split, coarse, **kw) -> dataset, needs_arg, reads coarse files)
-_REGISTRY: dict[str, tuple[Callable, bool, bool]] = {}
+# prefix -> (factory(arg, split, coarse, **kw) -> dataset, needs_arg, reads coarse files,
+#            arguments that are names, not paths)
+_REGISTRY: dict[str, tuple[Callable, bool, bool, frozenset]] = {}
 #: dataset options that name files or folders (made absolute with the spec's path)
 PATH_OPTIONS = ("coarse_dir", "landmarks")
 
 
 def register_dataset(prefix: str, factory: Callable | None = None, needs_path: bool = True,
-                     coarse_files: bool = True):
+                     coarse_files: bool = True, names: tuple[str, ...] = ()):
     """Register ``factory(arg, split=..., coarse=..., **kw)`` under ``prefix``; used as a decorator
     (``@register_dataset("voc")``) or called with the factory.
 
     ``arg`` is the text after ``"PREFIX:"`` (a path for file-backed datasets), or None when
     the spec is just ``"PREFIX"``; with ``needs_path=True`` that is an error. ``coarse_files``:
-    the dataset reads stored coarse maps (and takes ``coarse_kind=``)."""
+    the dataset reads stored coarse maps (and takes ``coarse_kind=``). ``names``: arguments that
+    name a built-in source rather than a path (``photos:skimage``); they are never made absolute."""
     if not isinstance(prefix, str) or not prefix or ":" in prefix:
         raise ValueError(f"dataset prefix must be a non-empty string without ':', got {prefix!r}")
 
     def deco(fn: Callable) -> Callable:
         if not callable(fn):
             raise TypeError(f"factory for {prefix!r} must be callable")
-        _REGISTRY[prefix.lower()] = (fn, bool(needs_path), bool(coarse_files))
+        _REGISTRY[prefix.lower()] = (fn, bool(needs_path), bool(coarse_files), frozenset(names))
         return fn
 
     return deco if factory is None else deco(factory)
@@ -56,13 +58,15 @@ def absolute_data_spec(spec: str, options: dict | None = None) -> tuple[str, dic
         True
         >>> absolute_data_spec("synthetic", {"size": 64})
         ('synthetic', {'size': 64})
+        >>> absolute_data_spec("photos:skimage")
+        ('photos:skimage', {})
     """
     opts = dict(options or {})
     if not isinstance(spec, str):
         return spec, opts
     prefix, sep, arg = spec.strip().partition(":")
     entry = _REGISTRY.get(prefix.lower())
-    if sep and arg and entry is not None and entry[1]:
+    if sep and arg and entry is not None and entry[1] and arg not in entry[3]:
         spec = f"{prefix}:{os.path.abspath(os.path.expanduser(arg))}"
     for key in PATH_OPTIONS:
         if isinstance(opts.get(key), str) and opts[key]:
@@ -75,7 +79,7 @@ def dataset_prefixes() -> list[str]:
 
 
 def _usage() -> str:
-    return ", ".join(f"'{p}:PATH'" if need else f"'{p}'" for p, (_, need, _) in sorted(_REGISTRY.items()))
+    return ", ".join(f"'{p}:PATH'" if need else f"'{p}'" for p, (_, need, *_) in sorted(_REGISTRY.items()))
 
 
 def build_dataset(spec: str, split: str = "train", coarse: str | None = None, *,
@@ -98,7 +102,7 @@ def build_dataset(spec: str, split: str = "train", coarse: str | None = None, *,
     key = prefix.lower()
     if key not in _REGISTRY:
         raise ValueError(f"unknown dataset {spec!r}; valid: {_usage()}")
-    factory, needs_path, coarse_files = _REGISTRY[key]
+    factory, needs_path, coarse_files, _ = _REGISTRY[key]
     if not sep:
         arg = None
     if needs_path and not arg:
@@ -148,3 +152,13 @@ def _helen(arg, split="train", coarse=None, **kw):
     from .helen import HelenFaces
 
     return HelenFaces(arg, split=split, coarse=coarse, **kw)
+
+
+@register_dataset("photos", coarse_files=False, names=("skimage",))
+def _photos(arg, split="train", coarse=None, **kw):
+    """Colour photographs for the chroma task: ``photos:PATH`` or ``photos:skimage``."""
+    from .photos import PhotoDataset
+
+    if coarse not in (None, "none"):
+        raise ValueError(f"dataset 'photos' serves the chroma task and has no coarse maps (got coarse {coarse!r})")
+    return PhotoDataset(arg, split=split, **kw)

@@ -336,7 +336,8 @@ DEFAULT_PEERS = "bilinear,densecrf,guided_filter"
 class CompareConfig(ConfigBase):
     """What ``spn compare`` compares (see :func:`compare_from_config`)."""
 
-    data: str = option(help="dataset: synthetic | folder:PATH | voc:PATH | helen:PATH", metavar="SPEC")
+    data: str = option(help="dataset: synthetic | folder:PATH | voc:PATH | helen:PATH (--task chroma: "
+                            "photos:PATH | photos:skimage)", metavar="SPEC")
     out: str = option(help="output folder: compare.md, compare.json, compare.png (and crf_grid.json)",
                       metavar="DIR")
     checkpoint: list = option(default_factory=list, metavar="NAME=RUN",
@@ -362,10 +363,19 @@ class CompareConfig(ConfigBase):
     time_512: bool = option(True, help="time every method on a 512 x 512 image", negative="--no-time-512",
                             negative_help="skip the 512 x 512 timing of every method")
     threads: int | None = option(None, help="torch CPU threads", metavar="N", default_help="torch's")
+    task: str = option("seg", choices=("seg", "chroma"),
+                       help="seg: segmentation refiners; chroma: chroma upsamplers on photos "
+                            "(peers bilinear, bicubic, guided_filter, jbu, domain_transform; spn.experiments.chroma)")
+    factor: int | None = option(None, help="chroma: the chroma subsampling factor F", metavar="F", minimum=2,
+                                default_help="the first checkpoint's, else 8")
+    tune_peers: bool = option(False, help="chroma: tune the peers' parameters on the training photos first "
+                                          "(peer_tuning.json)")
 
     def validate(self) -> "CompareConfig":
         check_options(self, required=("data", "out"),
-                      at_least={"threads": 1, "limit": 1, "figure_rows": 0, "crf_grid_limit": 1})
+                      at_least={"threads": 1, "limit": 1, "figure_rows": 0, "crf_grid_limit": 1, "factor": 2})
+        if self.task not in ("seg", "chroma"):
+            raise ValueError(f"unknown task {self.task!r}; valid: seg, chroma")
         return self
 
 

@@ -110,6 +110,10 @@ class DemoConfig(ConfigBase):
     progress: bool | None = option(None, help="progress bars", negative="--no-progress",
                                    negative_help="no progress bars", default_help="when stderr is a terminal")
     force: bool = option(False, help="replace the runs of an earlier demo in --out")
+    task: str = option("seg", choices=("seg", "chroma"),
+                       help="seg: this demo; chroma: guided chroma upsampling of the scikit-image photos "
+                            "(spn.experiments.chroma; uses --out, --quick, --seed, --threads, --spn-steps, "
+                            "--no-compare, --progress, --force)")
 
     @classmethod
     def preset(cls, quick: bool = False, **overrides) -> "DemoConfig":
@@ -152,20 +156,26 @@ class DemoConfig(ConfigBase):
 log = logging.getLogger(__name__)
 
 
-def _prepare_out(cfg: DemoConfig) -> Path:
-    out = Path(cfg.out)
+def prepare_demo_out(out, run_names, force: bool, what: str = "demo") -> Path:
+    """Create the demo folder ``out``; runs ``out/runs/NAME`` of an earlier demo are removed with
+    ``force``, else they are an error."""
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder")
     runs = out / "runs"
-    old = [runs / n for n in RUN_NAMES if (runs / n).exists()]
+    old = [runs / n for n in run_names if (runs / n).exists()]
     if old:
-        if not cfg.force:
-            raise ValueError(f"{out} already holds demo runs ({', '.join(p.name for p in old)}); "
+        if not force:
+            raise ValueError(f"{out} already holds {what} runs ({', '.join(p.name for p in old)}); "
                              "pass --force to replace them or choose another --out")
         for p in old:
             shutil.rmtree(p)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _prepare_out(cfg: DemoConfig) -> Path:
+    return prepare_demo_out(cfg.out, RUN_NAMES, cfg.force)
 
 
 def _train(cfg: DemoConfig, model: str, model_cfg: dict, steps: int, coarse: str | None, out: Path) -> dict:

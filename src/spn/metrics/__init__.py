@@ -1,4 +1,4 @@
-"""Metrics: the confusion matrix, HELEN's group scores and the evaluation protocols of the paper
+"""Metrics: PSNR and SSIM (:mod:`spn.metrics.image`, the chroma task), the confusion matrix, HELEN's group scores and the evaluation protocols of the paper
 ("plain", "voc", "helen").
 
 Example:
@@ -12,10 +12,12 @@ Example:
     1.0
 """
 from .confusion import ConfusionMatrix, group_scores
+from .image import mse, psnr, ssim, ssim_map
 from .protocols import (HELEN_CLASS_NAMES, PROTOCOLS, HelenProtocol, Protocol, VOCProtocol, get_protocol,
                         helen_groups, list_protocols, restrict_to_coarse_classes)
 
 __all__ = [
     "ConfusionMatrix", "group_scores", "HELEN_CLASS_NAMES", "PROTOCOLS", "HelenProtocol", "Protocol",
     "VOCProtocol", "get_protocol", "helen_groups", "list_protocols", "restrict_to_coarse_classes",
+    "mse", "psnr", "ssim", "ssim_map",
 ]

@@ -10,6 +10,10 @@ Shape:
     - coarse: ``(B, K, H, W)`` class probabilities (SPNs), or None (the baseline)
     - output: ``(B, K, H, W)`` logits
 
+The chroma models (``chroma_one_way``, ``chroma_three_way``, task ``chroma``,
+:mod:`spn.models.chroma`) take ``forward(luma (B, 1, H, W), chroma_low (B, 2, h, w)) -> chroma
+(B, 2, H, W)`` instead, and say so with ``model.task == "chroma"``.
+
 Example:
     >>> import torch
     >>> from spn.models import SPNConfig, create_model
@@ -26,9 +30,10 @@ from .config import SPN_PRESETS, BaselineConfig, SPNConfig, spn_preset
 from .blocks import ConvBlock, UNet
 from .baseline import BaselineNet
 from .spn import GuidanceNet, SPNRefiner
+from .chroma import ChromaSPN, ChromaSPNConfig
 
 __all__ = [
-    "SPN_PRESETS", "BaselineConfig", "BaselineNet", "ConvBlock", "GuidanceNet", "SPNConfig", "SPNRefiner",
+    "SPN_PRESETS", "BaselineConfig", "BaselineNet", "ChromaSPN", "ChromaSPNConfig", "ConvBlock", "GuidanceNet", "SPNConfig", "SPNRefiner",
     "UNet", "create_model", "describe_models", "list_models", "make_config", "model_config_class",
     "register_model", "spn_preset",
 ]

@@ -43,13 +43,10 @@ def renormalize(probs: torch.Tensor, fallback: torch.Tensor, eps: float = 1e-8) 
     return torch.where(ok, p / s.clamp(min=eps), fallback)
 
 
-class Peer:
-    """A refiner: ``refine(image (3, H, W) in [0, 1], coarse (K, H, W)) -> probs (K, H, W)``.
-
-    Subclasses set ``name``, ``title``, ``params_class`` (the dataclass of their parameters) and
-    implement ``_refine``; ``Peer(**params)`` builds ``self.params`` (unknown names -> TypeError
-    listing the valid ones, bad values -> the dataclass's ValueError).
-    """
+class Configured:
+    """A method with parameters: subclasses set ``name``, ``title`` and ``params_class`` (the
+    dataclass of their parameters); ``Cls(**params)`` builds ``self.params`` (unknown names ->
+    TypeError listing the valid ones, bad values -> the dataclass's ValueError)."""
 
     name = "peer"
     title = "peer"
@@ -62,6 +59,20 @@ class Peer:
             raise TypeError(f"{self.name}: unknown parameters {bad}; valid are {sorted(known)}")
         self.params = self.params_class(**params)
 
+    def config(self) -> dict:
+        return {"name": self.name, **asdict(self.params)}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params})"
+
+
+class Peer(Configured):
+    """A refiner: ``refine(image (3, H, W) in [0, 1], coarse (K, H, W)) -> probs (K, H, W)``.
+
+    Subclasses set ``name``, ``title``, ``params_class`` (the dataclass of their parameters) and
+    implement ``_refine`` (see :class:`Configured`).
+    """
+
     def refine(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         image, coarse = check_inputs(image, coarse, self.name)
         with torch.no_grad():
@@ -69,9 +80,3 @@ class Peer:
 
     def _refine(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
-
-    def config(self) -> dict:
-        return {"name": self.name, **asdict(self.params)}
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.params})"

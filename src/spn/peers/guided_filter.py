@@ -134,3 +134,33 @@ class GuidedFilter(Peer):
     def _refine(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         q = guided_filter(image, coarse, self.params.radius, float(self.params.eps))
         return renormalize(q, coarse)
+
+
+def guided_filter_gray(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
+    """Guided filter with a one-channel guide (the grey case of He et al.).
+
+    ``q = mean(a) I + mean(b)`` with ``a = cov_w(I, p) / (var_w(I) + eps)`` and
+    ``b = mean_w(p) - a mean_w(I)`` in every ``(2r+1) x (2r+1)`` window ``w`` (box filters,
+    clipped at the border).
+
+    Args:
+        guide: ``(1, H, W)`` (e.g. the luma).
+        src: ``(K, H, W)`` maps to filter.
+    Returns:
+        ``(K, H, W)``.
+    """
+    if guide.dim() != 3 or guide.shape[0] != 1:
+        raise ValueError(f"guided_filter_gray: guide must be (1, H, W), got {tuple(guide.shape)}")
+    if src.dim() != 3 or src.shape[1:] != guide.shape[1:]:
+        raise ValueError(f"guided_filter_gray: src must be (K, H, W) with the guide's H, W, got {tuple(src.shape)}")
+    dtype = torch.promote_types(guide.dtype, src.dtype)
+    I, p = guide.to(dtype), src.to(dtype)
+    n = box_filter(torch.ones_like(I), radius)
+
+    def mean(t):
+        return box_filter(t, radius) / n
+
+    mi, mp = mean(I), mean(p)
+    a = (mean(I * p) - mi * mp) / (mean(I * I) - mi * mi + eps)
+    b = mp - a * mi
+    return mean(a) * I + mean(b)

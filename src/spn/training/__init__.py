@@ -11,8 +11,8 @@ Example:
     >>> summary["steps"], len(summary["losses"])
     (2, 2)
 """
-from .config import DEFAULT_LR, OPTIMIZERS, TrainConfig, check_resume_compatible, load_config
+from .config import DEFAULT_LR, OPTIMIZERS, TASKS, TrainConfig, check_resume_compatible, load_config
 from .loop import build_datasets, data_info, read_log, total_steps, train
 
-__all__ = ["DEFAULT_LR", "OPTIMIZERS", "TrainConfig", "build_datasets", "check_resume_compatible", "data_info",
-           "load_config", "read_log", "total_steps", "train"]
+__all__ = ["DEFAULT_LR", "OPTIMIZERS", "TASKS", "TrainConfig", "build_datasets", "check_resume_compatible",
+           "data_info", "load_config", "read_log", "total_steps", "train"]

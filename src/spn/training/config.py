@@ -22,13 +22,17 @@ from spn.models import list_models
 from spn.utils.config import ConfigBase, option
 
 OPTIMIZERS = ("sgd", "adam")
+#: what ``spn train`` learns: refine coarse segmentations, or upsample the chroma of photos
+TASKS = ("seg", "chroma")
+CHROMA_LOSSES = ("l1", "l2")
+LR_SCHEDULES = ("constant", "cosine")
 ON_CORRUPT = ("error", "skip")
 #: default learning rate per optimizer: the paper's SGD rate, and the usual Adam rate
 DEFAULT_LR = {"sgd": 1e-4, "adam": 1e-3}
 #: fields a resumed run must share with the run it continues (they decide the weights)
 RESUME_MUST_MATCH = ("data", "data_options", "coarse", "coarse_kind", "model", "model_cfg", "patch_size",
                      "patches_per_image", "flip", "global_batch_size", "optimizer", "lr",
-                     "momentum", "weight_decay", "grad_clip", "seed")
+                     "momentum", "weight_decay", "grad_clip", "seed", "task", "factor", "loss", "lr_schedule")
 
 _DATA, _MODEL, _OPTIM, _RUN = "data", "model", "optimisation", "run"
 
@@ -58,7 +62,14 @@ class TrainConfig(ConfigBase):
 
     section = "train_config"
 
-    data: str = option("synthetic", help="synthetic | folder:PATH | voc:PATH | helen:PATH", group=_DATA)
+    task: str = option("seg", choices=TASKS, group=_DATA,
+                       help="seg: refine coarse segmentations; chroma: upsample the subsampled chroma of colour "
+                            "photos (--data photos:PATH or photos:skimage)")
+    factor: int = option(8, help="chroma: the chroma is area-downsampled by this factor F (2, 4, 8, ...)",
+                         minimum=2, metavar="F", group=_DATA)
+    loss: str = option("l1", choices=CHROMA_LOSSES, help="chroma: the loss on Cb and Cr", group=_OPTIM)
+    data: str = option("synthetic", help="synthetic | folder:PATH | voc:PATH | helen:PATH (--task chroma: photos:PATH | "
+                                         "photos:skimage)", group=_DATA)
     data_options: dict = option(default_factory=dict, flags=("--data-option",), metavar="KEY=VALUE", group=_DATA,
                                 help="extra dataset option (repeatable), e.g. num_images=32 or size=128 for synthetic")
     coarse: str | None = option(None, help="coarse maps: files | gt-downsample:F | none | baseline:RUN_DIR",
@@ -75,6 +86,8 @@ class TrainConfig(ConfigBase):
     optimizer: str = option("adam", choices=OPTIMIZERS, group=_OPTIM,
                             help="adam (lr 1e-3) or sgd (the paper's: lr 1e-4, momentum 0.9)")
     lr: float | None = option(None, help="learning rate", default_help="per optimizer", group=_OPTIM)
+    lr_schedule: str = option("constant", choices=LR_SCHEDULES, group=_OPTIM,
+                              help="constant, or cosine (from --lr down to 0 over the run's steps)")
     momentum: float = option(0.9, help="SGD momentum", group=_OPTIM)
     weight_decay: float = option(0.0, help="weight decay", group=_OPTIM)
     grad_clip: float | None = option(None, help="clip the gradient norm to this value", group=_OPTIM)
@@ -136,6 +149,15 @@ class TrainConfig(ConfigBase):
         if self.on_corrupt not in ON_CORRUPT:
             raise ValueError(f"on_corrupt must be one of {', '.join(ON_CORRUPT)}, got {self.on_corrupt!r}")
         _int("patch_size", 8)
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; valid: {', '.join(TASKS)}")
+        _int("factor", 2)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
+        if self.loss not in CHROMA_LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; valid: {', '.join(CHROMA_LOSSES)}")
+        if self.task == "chroma" and self.patch_size % self.factor:
+            raise ValueError(f"--patch-size {self.patch_size} must be a multiple of --factor {self.factor}")
         _int("patches_per_image", 1)
         _int("batch_size", 1)
         _int("steps", 1, allow_none=True)

@@ -1,7 +1,9 @@
 """The training loop of ``spn train`` (single process or ``torchrun`` data parallel).
 
 ``train(cfg) -> dict`` trains ``cfg.model`` on ``cfg.data`` patches with softmax cross-entropy
-(ignore index 255) and writes, into ``cfg.out``:
+(ignore index 255) and writes, into ``cfg.out``: (``cfg.task == "chroma"``: the chroma model on
+photo crops with an L1 / L2 loss, :class:`spn.training.chroma.ChromaTask`; :data:`TASKS` holds
+what differs between the tasks, the loop is the same)
 
 - ``config.json`` at the start: the resolved :class:`~spn.training.TrainConfig` (learning
   rate and full model config filled in), world size, global batch, total steps, data info;
@@ -53,6 +55,7 @@ from spn.utils.io import annotate_os_error, atomic_write_json, atomic_write_text
 from spn.utils.lock import DirLock
 
 from . import distributed as D
+from .chroma import ChromaTask
 from .config import TrainConfig, check_resume_compatible
 from .losses import cross_entropy_sum, valid_pixels
 
@@ -149,6 +152,55 @@ def data_info(ds) -> dict:
     return info
 
 
+class SegTask:
+    """The segmentation task's datasets, patches, model options, loss and evaluation (the
+    default, ``--task seg``); :class:`spn.training.chroma.ChromaTask` is the chroma task's."""
+
+    name = "seg"
+
+    def build_datasets(self, cfg, device, run_dir, train_dataset=None, val_dataset=None, need_val=True):
+        return build_datasets(cfg, device, run_dir, train_dataset, val_dataset, need_val)
+
+    def data_info(self, ds) -> dict:
+        return data_info(ds)
+
+    def patches(self, train_ds, cfg):
+        return PatchDataset(train_ds, size=cfg.patch_size, patches_per_image=cfg.patches_per_image,
+                            flip=cfg.flip, seed=cfg.seed)
+
+    def model_options(self, cfg, dinfo) -> tuple[str, dict]:
+        K = dinfo["num_classes"]
+        mcfg = dict(cfg.model_cfg)
+        if "num_classes" in mcfg and int(mcfg["num_classes"]) != K:
+            raise ValueError(f"model_cfg num_classes={mcfg['num_classes']} but dataset {cfg.data!r} has {K} classes")
+        mcfg["num_classes"] = K
+        return cfg.model, mcfg
+
+    def loss(self, dmodel, batch, device, ctx, cfg):
+        """``(loss to backpropagate, global loss sum (float64), global labelled-pixel count)``."""
+        image = batch["image"].to(device, non_blocking=True)
+        mask = batch["mask"].to(device, non_blocking=True)
+        needs_coarse = _needs_coarse(cfg.model)
+        coarse = batch.get("coarse") if needs_coarse else None
+        if needs_coarse and coarse is None:
+            raise ValueError("a training batch has no coarse maps")
+        if coarse is not None:
+            coarse = coarse.to(device, non_blocking=True)
+        count = D.all_reduce_sum(valid_pixels(mask).reshape(1), ctx)
+        logits = dmodel(image, coarse)
+        loss_sum = cross_entropy_sum(logits, mask)
+        loss = loss_sum * (ctx.world_size / count.clamp_min(1).to(loss_sum.dtype))
+        stat = D.all_reduce_sum(loss_sum.detach().to(torch.float64).reshape(1), ctx)
+        return loss, stat, count
+
+    def evaluate(self, model, val_ds, limit=None) -> dict:
+        return evaluate(model, val_ds, **({"limit": limit} if limit else {}))
+
+
+#: ``TrainConfig.task`` -> its part of the loop
+TASKS = {"seg": SegTask(), "chroma": ChromaTask()}
+
+
 # ----------------------------------------------------------------------------------------------
 # optimisation
 def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
@@ -158,6 +210,12 @@ def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+def scheduled_lr(base: float, step: int, total: int) -> float:
+    """The cosine schedule's rate for the update after ``step`` updates: ``base (1 + cos(pi step /
+    total)) / 2``, from ``base`` down to near zero at the last step."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * step / max(1, total)))
 
 
 def total_steps(cfg: TrainConfig, num_patches: int, global_batch: int) -> int:
@@ -205,6 +263,7 @@ def absolute_paths(cfg: TrainConfig) -> TrainConfig:
 def _resolved_dict(cfg: TrainConfig, model, world: int) -> dict:
     d = cfg.to_dict()
     d["lr"] = cfg.resolved_lr()
+    d["model"] = getattr(unwrap_model(model), "name", cfg.model)
     d["model_cfg"] = dict(unwrap_model(model).config)
     return d
 
@@ -325,23 +384,19 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, cal
     D.barrier(ctx)
 
     # -- data ------------------------------------------------------------------------------
-    train_ds, val_ds, note = build_datasets(cfg, device, run_dir, train_dataset, val_dataset, need_val=main)
+    task = TASKS[cfg.task]
+    train_ds, val_ds, note = task.build_datasets(cfg, device, run_dir, train_dataset, val_dataset, need_val=main)
     if main and note:
         log.warning(note)
     if cfg.cache:
         train_ds = MemoryCache(train_ds)
-    dinfo = data_info(train_ds)
-    K = dinfo["num_classes"]
-    patches = PatchDataset(train_ds, size=cfg.patch_size, patches_per_image=cfg.patches_per_image,
-                           flip=cfg.flip, seed=cfg.seed)
+    dinfo = task.data_info(train_ds)
+    patches = task.patches(train_ds, cfg)
 
     # -- model and optimizer ---------------------------------------------------------------
-    mcfg = dict(cfg.model_cfg)
-    if "num_classes" in mcfg and int(mcfg["num_classes"]) != K:
-        raise ValueError(f"model_cfg num_classes={mcfg['num_classes']} but dataset {cfg.data!r} has {K} classes")
-    mcfg["num_classes"] = K
+    model_name, mcfg = task.model_options(cfg, dinfo)
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, **mcfg).to(device)
+    model = create_model(model_name, **mcfg).to(device)
     optimizer = build_optimizer(cfg, model.parameters())
     G = cfg.batch_size * ctx.world_size
     total = total_steps(cfg, len(patches), G)
@@ -408,7 +463,6 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, cal
     loader = DataLoader(SampleView(patches, cfg.seed), batch_size=cfg.batch_size, sampler=sampler,
                         num_workers=cfg.num_workers, worker_init_fn=_worker_init if cfg.num_workers else None,
                         pin_memory=device.type == "cuda")
-    needs_coarse = _needs_coarse(cfg.model)
     lr = cfg.resolved_lr()
     ckpt_cfg = dict(resolved, world_size=ctx.world_size, global_batch_size=G)
 
@@ -424,7 +478,7 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, cal
     if main and _show_progress(cfg):
         from tqdm import tqdm
 
-        bar = tqdm(total=total, initial=start, unit="step", desc=f"train {cfg.model}", dynamic_ncols=True)
+        bar = tqdm(total=total, initial=start, unit="step", desc=f"train {model_name}", dynamic_ncols=True)
 
     losses: list[float] = []
     interval_losses: list[float] = []
@@ -434,18 +488,10 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, cal
     step = start
     try:
         for batch in loader:
-            image = batch["image"].to(device, non_blocking=True)
-            mask = batch["mask"].to(device, non_blocking=True)
-            coarse = batch.get("coarse") if needs_coarse else None
-            if needs_coarse and coarse is None:
-                raise ValueError(f"a training batch has no coarse maps (step {step + 1})")
-            if coarse is not None:
-                coarse = coarse.to(device, non_blocking=True)
-            count = D.all_reduce_sum(valid_pixels(mask).reshape(1), ctx)
-            logits = dmodel(image, coarse)
-            loss_sum = cross_entropy_sum(logits, mask)
-            loss = loss_sum * (ctx.world_size / count.clamp_min(1).to(loss_sum.dtype))
-            stat = D.all_reduce_sum(loss_sum.detach().to(torch.float64).reshape(1), ctx)
+            try:
+                loss, stat, count = task.loss(dmodel, batch, device, ctx, cfg)
+            except ValueError as exc:
+                raise ValueError(f"{exc} (step {step + 1})") from None
             value = float(stat / count.clamp_min(1))
             if not math.isfinite(value):
                 if main:
@@ -459,6 +505,10 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, cal
             loss.backward()
             if cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if cfg.lr_schedule == "cosine":  # a function of the step only: resumed runs agree
+                lr = scheduled_lr(cfg.resolved_lr(), step, total)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
             optimizer.step()
             step += 1
             losses.append(value)
@@ -488,7 +538,7 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, cal
 
     summary = {
         "run_dir": str(run_dir),
-        "model": cfg.model,
+        "model": model_name,
         "start_step": start,
         "steps": step,
         "final_loss": recent[-1] if recent else None,
@@ -504,9 +554,8 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, cal
         "val_note": note,
     }
     if main and val_ds is not None:
-        kw = {"limit": cfg.val_items} if cfg.val_items else {}
         model.eval()
-        summary["val"] = evaluate(model, val_ds, **kw)
+        summary["val"] = task.evaluate(model, val_ds, limit=cfg.val_items)
         model.train()
     if main:
         atomic_write_json(run_dir / SUMMARY_FILE, {k: v for k, v in summary.items() if k != "losses"})
