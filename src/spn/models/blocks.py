@@ -19,14 +19,28 @@ def _groups(channels: int, max_groups: int = 8) -> int:
     return g
 
 
+def down_conv(cin: int, cout: int, stride: int = 1, aligned: bool = False, bias: bool = True) -> nn.Conv2d:
+    """A 3x3 conv (padding 1) with ``stride``; with ``aligned`` and stride 2, a 4x4 conv (padding 1).
+
+    Alignment: a 3x3 stride-2 conv centres output pixel ``i`` on input pixel ``2i``, but bilinear
+    upsampling (``align_corners=False``) reads it at ``2i + 0.5``: half a pixel off. A 4x4
+    stride-2 conv with padding 1 covers inputs ``2i-1 .. 2i+2``, centred on ``2i + 0.5`` (the
+    official VOC SPN's embedding); on an even-sized input it gives exactly ``H/2`` outputs.
+    """
+    if aligned and stride == 2:
+        return nn.Conv2d(cin, cout, 4, stride=2, padding=1, bias=bias)
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=bias)
+
+
 class ConvBlock(nn.Module):
     """``conv3x3 -> GroupNorm -> ReLU`` twice. ``(B, cin, H, W) -> (B, cout, H/stride, W/stride)``;
-    the first conv carries the stride."""
+    the first conv carries the stride (a 4x4 conv when ``aligned`` and strided: :func:`down_conv`;
+    ``H, W`` must then be even)."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1):
+    def __init__(self, cin: int, cout: int, stride: int = 1, aligned: bool = False):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+            down_conv(cin, cout, stride, aligned, bias=False),
             nn.GroupNorm(_groups(cout), cout),
             nn.ReLU(inplace=True),
             nn.Conv2d(cout, cout, 3, padding=1, bias=False),
@@ -59,10 +73,15 @@ class UNet(nn.Module):
     ``forward(x (B, in_channels, H, W)) -> (B, out_channels, ceil(H/f), ceil(W/f))``.
     Inputs of any size are accepted: they are padded (replicate) to a multiple of
     ``stem_stride * 2**depth`` and the output is cropped back.
+
+    ``aligned``: every stride-2 conv is 4x4 (:func:`down_conv`), so each level's pixel ``i`` is
+    centred where the decoder's bilinear upsampling (and a caller's) expects it. False keeps the
+    3x3 stride-2 convs of older checkpoints (half a pixel off per level).
     """
 
     def __init__(self, in_channels: int, out_channels: int, width: int = 16, depth: int = 3,
-                 out_level: int = 0, max_width: int | None = 256, stem_stride: int = 1):
+                 out_level: int = 0, max_width: int | None = 256, stem_stride: int = 1,
+                 aligned: bool = False):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
@@ -76,8 +95,9 @@ class UNet(nn.Module):
         self.out_level = out_level
         self.stem_stride = stem_stride
         ch = level_channels(width, depth, max_width)
-        self.stem = ConvBlock(in_channels, ch[0], stride=stem_stride)
-        self.down = nn.ModuleList(ConvBlock(ch[i], ch[i + 1], stride=2) for i in range(depth))
+        self.aligned = aligned
+        self.stem = ConvBlock(in_channels, ch[0], stride=stem_stride, aligned=aligned)
+        self.down = nn.ModuleList(ConvBlock(ch[i], ch[i + 1], stride=2, aligned=aligned) for i in range(depth))
         # decoder level i goes from level i+1 to level i, for i = depth-1 .. out_level
         self.up = nn.ModuleList(ConvBlock(ch[i + 1] + ch[i], ch[i]) for i in range(out_level, depth))
         self.head = nn.Conv2d(ch[out_level], out_channels, 1)

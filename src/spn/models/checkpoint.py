@@ -424,9 +424,16 @@ def load_state_dict(path) -> tuple[dict, dict]:
 
 
 def build_model_from_info(info: dict, where: str = "checkpoint") -> torch.nn.Module:
-    """The (untrained) model a checkpoint's info describes."""
+    """The (untrained) model a checkpoint's info describes.
+
+    An SPN config saved before the alignment fix has no ``aligned`` key: it is rebuilt with
+    ``aligned=False`` (its 3x3 stride-2 convs), so older runs still load.
+    """
+    config = dict(info["model_config"])
+    if str(info["model"]).startswith("spn_") and "aligned" not in config:
+        config["aligned"] = False
     try:
-        return create_model(info["model"], **info["model_config"])
+        return create_model(info["model"], **config)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: cannot rebuild model {info['model']!r} from its config: {exc}") from None
 

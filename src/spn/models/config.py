@@ -98,6 +98,9 @@ class SPNConfig:
     residual: bool = option(True, help="add log(coarse + eps) to the logits", cli=False)
     eps: float = option(1e-4, help="the eps of the residual", cli=False)
     gate_init_std: float = option(1e-3, help="std of the guidance output layer's initial weights", cli=False)
+    aligned: bool = option(True, help="4x4 stride-2 convs (embedding, guidance) centred where the bilinear "
+                                      "upsampling reads them; False: the 3x3 convs of checkpoints saved "
+                                      "before the alignment fix (half a pixel off)", cli=False)
 
     def __post_init__(self):
         _check_positive_ints(self, ("num_classes", "channels", "guidance_width", "guidance_depth", "propagations"))
@@ -105,7 +108,7 @@ class SPNConfig:
             raise ValueError(f"scale must be 1 (full resolution) or 2 (half resolution), got {self.scale!r}")
         if self.guidance_depth < self.scale - 1:
             raise ValueError("guidance_depth must be >= 1 when scale is 2")
-        for flag in ("guidance_coarse", "shared_gates", "residual"):
+        for flag in ("guidance_coarse", "shared_gates", "residual", "aligned"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be a bool, got {getattr(self, flag)!r}")
         if self.normalize not in NORMALIZE_MODES:

@@ -8,9 +8,10 @@ from torch import nn
 
 from ..nn import CONNECTIONS, SpatialPropagation
 from .baseline import check_image
-from .blocks import UNet
+from .blocks import UNet, down_conv
 from .config import SPNConfig
 from .registry import register_model
+from .resample import bilinear_upsample
 
 
 class GuidanceNet(nn.Module):
@@ -24,13 +25,13 @@ class GuidanceNet(nn.Module):
     """
 
     def __init__(self, k: int, cg: int, width: int = 16, depth: int = 3, scale: int = 2,
-                 coarse_channels: int = 0, init_std: float = 1e-3):
+                 coarse_channels: int = 0, init_std: float = 1e-3, aligned: bool = False):
         super().__init__()
         self.k, self.cg, self.scale = k, cg, scale
         self.coarse_channels = coarse_channels
         # the stem carries the stride: no full-resolution features are computed when scale = 2
         self.unet = UNet(3 + coarse_channels, 4 * k * cg, width=width, depth=depth, out_level=0,
-                         stem_stride=scale)
+                         stem_stride=scale, aligned=aligned)
         nn.init.normal_(self.unet.head.weight, std=init_std)
         nn.init.zeros_(self.unet.head.bias)
 
@@ -46,12 +47,15 @@ class GuidanceNet(nn.Module):
 class SPNRefiner(nn.Module):
     """Refine coarse class probabilities with a learned spatial propagation.
 
-    1. embed: ``coarse (B, K, H, W)`` -> ``x (B, C', H/s, W/s)`` by a 3x3 conv with stride ``s``
-       (``scale``) and a 1x1 conv;
+    1. embed: ``coarse (B, K, H, W)`` -> ``x (B, C', ceil(H/s), ceil(W/s))`` by a conv with stride
+       ``s`` (``scale``) and a 1x1 conv. With ``aligned`` (the default) and ``s = 2`` it is a 4x4
+       conv (padding 1, the input edge-padded to an even size), so pixel ``i`` is centred on
+       ``2i + 0.5``: where step 4's bilinear upsampling reads it (no half-pixel shift);
     2. gates: ``GuidanceNet(image[, coarse])`` -> ``(B, 4*k*Cg, H/s, W/s)``, ``Cg = C'`` (or 1 with
        ``shared_gates``);
     3. ``h = SpatialPropagation(x, gates)`` (normalize "clip", merge "max"), ``propagations`` times;
-    4. back to full resolution: bilinear upsampling, 3x3 conv + ReLU, 1x1 conv to K logits;
+    4. back to full resolution: bilinear upsampling by 2, cropped to ``H, W``
+       (:func:`spn.models.resample.bilinear_upsample`), 3x3 conv + ReLU, 1x1 conv to K logits;
     5. ``residual``: ``logits += log(coarse + eps)``. The last conv starts at zero, so the untrained
        network returns ``log(coarse + eps)``: its softmax is the coarse input.
 
@@ -89,13 +93,13 @@ class SPNRefiner(nn.Module):
         cg = 1 if cfg.shared_gates else C
         s = cfg.scale
         self.embed = nn.Sequential(
-            nn.Conv2d(cfg.num_classes, C, 3, stride=s, padding=1),
+            down_conv(cfg.num_classes, C, s, cfg.aligned),
             nn.ReLU(inplace=True),
             nn.Conv2d(C, C, 1),
         )
         self.guidance = GuidanceNet(k, cg, width=cfg.guidance_width, depth=cfg.guidance_depth, scale=s,
                                     coarse_channels=cfg.num_classes if cfg.guidance_coarse else 0,
-                                    init_std=cfg.gate_init_std)
+                                    init_std=cfg.gate_init_std, aligned=cfg.aligned)
         self.propagation = SpatialPropagation(connection, merge=cfg.merge, normalize=cfg.normalize)
         self.head = nn.Sequential(
             nn.Conv2d(C, C, 3, padding=1),
@@ -123,15 +127,21 @@ class SPNRefiner(nn.Module):
     def forward(self, image: torch.Tensor, coarse: torch.Tensor | None = None) -> torch.Tensor:
         self.check_inputs(image, coarse)
         coarse = coarse.to(image.dtype)
-        x = self.embed(coarse)
+        H, W = image.shape[-2:]
+        if self.cfg.aligned and self.cfg.scale == 2 and (H % 2 or W % 2):
+            x = self.embed(F.pad(coarse, (0, W % 2, 0, H % 2), mode="replicate"))
+        else:
+            x = self.embed(coarse)
         g = self.gates(image, coarse)
         if g.shape[-2:] != x.shape[-2:]:  # cannot happen with the padding rules; keep a clear error
             raise RuntimeError(f"gates {tuple(g.shape)} and hidden map {tuple(x.shape)} differ in size")
         h = x
         for _ in range(self.cfg.propagations):
             h = self.propagation(h, g)
-        if self.cfg.scale != 1:
-            h = F.interpolate(h, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        if self.cfg.scale != 1 and self.cfg.aligned:
+            h = bilinear_upsample(h, self.cfg.scale, (H, W))
+        elif self.cfg.scale != 1:  # checkpoints from before the alignment fix
+            h = F.interpolate(h, size=(H, W), mode="bilinear", align_corners=False)
         logits = self.head(h)
         if self.cfg.residual:
             logits = logits + torch.log(coarse.clamp_min(0) + self.cfg.eps)
