@@ -132,3 +132,25 @@ def test_the_protocol_reports_them_beside_miou():
     plain = get_protocol("plain", num_classes=2)
     plain.accumulate(gt, gt)
     assert "boundary IoU" not in plain.headline(plain.compute())
+
+
+def test_spn_eval_reports_them(tmp_path):
+    import json
+
+    from spn.cli import main
+    from spn.models import create_model
+    from spn.models.checkpoint import save_checkpoint
+
+    # an untrained SPN returns its coarse input (zero last layer): its boundary scores are the input's
+    torch.manual_seed(0)
+    m = create_model("spn_three_way", num_classes=6, channels=4, guidance_width=4, guidance_depth=2)
+    save_checkpoint(tmp_path / "run", m, {}, 0, data_info={"num_classes": 6})
+    rc = main(["eval", "--checkpoint", str(tmp_path / "run"), "--data", "synthetic", "--limit", "2",
+               "--json", str(tmp_path / "e.json"), "--report", str(tmp_path / "e.md"), "--no-progress"])
+    assert rc == 0
+    res = json.loads((tmp_path / "e.json").read_text())
+    for key in ("boundary_iou", "mba"):
+        assert res["refined"][key] == pytest.approx(res["coarse"][key])
+    assert len(res["refined"]["trimap_accuracy"]) == 20
+    report = (tmp_path / "e.md").read_text()
+    assert "| boundary IoU | mBA |" in report and "Trimap accuracy" in report
