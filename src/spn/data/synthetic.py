@@ -24,9 +24,10 @@ The mask is computed from the same geometry as the paint, so it is exact.
 
 - the background is cluttered: sharp-edged colour regions (half-planes, flat blobs shaped like
   the objects, high-contrast stripe patches) give strong edges that are not object boundaries;
-- an object's colour is the local background colour plus a small offset (low colour contrast at
-  its boundary); its class shows in its texture (the same per-class patterns, stronger), and
-  "camouflaged" objects (35%) take the background colour exactly, so only the texture tells;
+- an object's colour is a third of the way from the background colour under it to its class
+  colour (low colour contrast at its boundary, weaker than the clutter's edges); its class also
+  shows in its texture (the same per-class patterns, stronger), and "camouflaged" objects (15%)
+  take the background colours exactly, so only the texture tells;
 - the boxes' checks are high-contrast (strong edges inside objects), the bars are thinner
   (1-3 px half-width at 256 px), and there are more objects (4-8), hence more occlusions. Item ``i`` of
 split ``s`` depends only on ``(seed, s, i)`` (``numpy.random.default_rng([seed, s_id, i])``,
@@ -245,11 +246,11 @@ def render_hard_scene(rng: np.random.Generator, height: int, width: int,
         if not region.any():
             continue
         local = image[region].mean(axis=0)  # the colour under the object: low contrast at its edge
-        if rng.random() < 0.35:  # camouflage: the background itself, modulated by the texture
+        if rng.random() < 0.15:  # camouflage: the background itself, modulated by the texture
             paint = image * np.asarray(tex, dtype=np.float32)[:, :, None]
-        else:
-            colour = np.clip(local + rng.uniform(-0.08, 0.08, size=3) + 0.4 * cfg.colour_jitter
-                             * (_COLOURS[cls] - 0.5), 0.05, 0.95).astype(np.float32)
+        else:  # a third of the way from the local colour to the class colour
+            colour = np.clip(local + 0.33 * (_COLOURS[cls] - local) + rng.normal(0, 0.04, size=3),
+                             0.05, 0.95).astype(np.float32)
             paint = colour[None, None, :] * np.asarray(tex, dtype=np.float32)[:, :, None]
         image[region] = paint[region]
         mask[region] = cls
