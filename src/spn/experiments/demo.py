@@ -20,7 +20,13 @@
      (``config.json``, ``log.jsonl``) of the three training runs; ``demo_config.json``;
 5. appends the comparison with the classical refiners (bilinear, guided filter, domain
    transform, dense CRF when installed) on the same validation images (``compare/``,
-   :mod:`spn.experiments.compare`), unless ``compare=False``.
+   :mod:`spn.experiments.compare`), unless ``compare=False``. The dense CRF is first tuned on 8
+   training images with the same coarse source (``crf_tune``; ``compare/crf_grid.json``).
+
+``family`` picks the scenes: ``"simple"`` (``--data synthetic``) or ``"hard"``
+(``--data synthetic:hard``: cluttered backgrounds, low-contrast and camouflaged objects). The
+default coarse source is the baseline's output (the paper's protocol); ``gt-downsample:8``
+refines simulated coarse maps instead. Every table has boundary IoU and mBA beside mIoU.
 
 Timings are wall-clock seconds of the model call on this machine (CPU, ``threads`` torch
 threads); an SPN's seconds exclude the baseline that produced its coarse input.
