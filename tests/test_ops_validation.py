@@ -26,7 +26,8 @@ from spn.ops import (
 
 needs_ext = pytest.mark.skipif(not extension_available(), reason="compiled extension spn._C not importable")
 
-HYP = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same examples in every run (reproducible failures)
+HYP = settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 def xg(B=1, C=2, H=3, W=4, K=3, Cg=2, dtype=torch.float32, n_dirs=None):
