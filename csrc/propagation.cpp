@@ -163,47 +163,6 @@ inline double sigmoid(double r) { return 1.0 / (1.0 + std::exp(-r)); }
 template <typename T>
 inline T sgn(T r) { return T(r > T(0)) - T(r < T(0)); }
 
-// Chain rule from the gradients G of the normalised gates to the raw gates r of one pixel.
-// V0 / V2: slots 0 / 2 valid (their neighbour exists); the G of an invalid slot is 0.
-// g: the normalised gates (read only by clip / always / gspn for the dot product).
-template <typename T, int K, int NORM, bool V0, bool V2>
-inline void chain_pixel(T G0, T G1, T G2, T r0, T r1, T r2, T g0, T g1, T g2, T& o0, T& o1, T& o2) {
-  const bool v0 = K == 3 && V0, v2 = K == 3 && V2;
-  if (NORM == N_NONE) {
-    o0 = G0;
-    o1 = G1;
-    o2 = G2;
-    return;
-  }
-  T dot = G1 * g1;
-  if (v0) dot = G0 * g0 + dot;
-  if (v2) dot = dot + G2 * g2;
-  if (NORM == N_CLIP || NORM == N_ALWAYS) {
-    // g_j = r_j / max(s, fl), s = sum over all K slots of |r|
-    const T fl = NORM == N_CLIP ? T(1) : T(kAlwaysEps);
-    const T s = K == 3 ? std::abs(r0) + std::abs(r1) + std::abs(r2) : std::abs(r1);
-    const T inv = T(1) / floor_at(s, fl);
-    const T sd = s >= fl ? dot : T(0);  // torch.clamp passes the gradient where s >= min
-    o1 = (G1 - sgn(r1) * sd) * inv;
-    if (K == 3) {
-      o0 = (G0 - sgn(r0) * sd) * inv;
-      o2 = (G2 - sgn(r2) * sd) * inv;
-    }
-    return;
-  }
-  // gspn: g_j = sigma_j / max(S, eps) over the valid slots, S = sum of their sigmas
-  const T eps = T(kGspnEps);
-  const T s0 = v0 ? sigmoid(r0) : T(0), s1 = sigmoid(r1), s2 = v2 ? sigmoid(r2) : T(0);
-  const T S = (v0 ? s0 + s1 : s1) + (v2 ? s2 : T(0));
-  const T inv = T(1) / floor_at(S, eps);
-  const T sd = S >= eps ? dot : T(0);
-  o1 = s1 * (T(1) - s1) * ((G1 - sd) * inv);
-  if (K == 3) {
-    o0 = v0 ? s0 * (T(1) - s0) * ((G0 - sd) * inv) : T(0);
-    o2 = v2 ? s2 * (T(1) - s2) * ((G2 - sd) * inv) : T(0);
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Scan geometry: L lines of n values; line t (in scan order) sits at memory line
 // (rev ? L - 1 - t : t). A line starts a chunk when t % chunk == 0 (chunk 0: only t = 0).
@@ -215,52 +174,95 @@ struct Geo {
   bool first(int64_t t) const { return chunk > 0 ? (t % chunk) == 0 : t == 0; }
 };
 
-// Normalised gates of one pixel from its raw gates (V0 / V2: slots 0 / 2 valid).
+// Normalised gates of one pixel from its raw gates (V0 / V2: slots 0 / 2 valid). a1, a2: what
+// the backward's chain rule needs besides g (clip / always: 1 / max(s, floor) and whether the
+// floor is inactive; gspn: max(S, eps) and whether S >= eps).
 template <typename T, int K, int NORM, bool V0, bool V2>
-inline void norm_pixel(T r0, T r1, T r2, T& g0, T& g1, T& g2) {
+inline void norm_pixel(T r0, T r1, T r2, T& g0, T& g1, T& g2, T& a1, T& a2) {
   if (NORM == N_CLIP || NORM == N_ALWAYS) {  // every slot counts, valid or not
     const T fl = NORM == N_CLIP ? T(1) : T(kAlwaysEps);
-    if (K == 1) {
-      g1 = r1 * (T(1) / floor_at(std::abs(r1), fl));
-      return;
-    }
-    const T inv = T(1) / floor_at(std::abs(r0) + std::abs(r1) + std::abs(r2), fl);
-    g0 = r0 * inv;
+    const T s = K == 1 ? std::abs(r1) : std::abs(r0) + std::abs(r1) + std::abs(r2);
+    const T inv = T(1) / floor_at(s, fl);
     g1 = r1 * inv;
-    g2 = r2 * inv;
+    if (K == 3) {
+      g0 = r0 * inv;
+      g2 = r2 * inv;
+    }
+    a1 = inv;
+    a2 = s >= fl ? T(1) : T(0);  // torch.clamp passes the gradient where s >= min
     return;
   }
   // gspn: the valid slots only
   const bool v0 = K == 3 && V0, v2 = K == 3 && V2;
   const T s0 = v0 ? sigmoid(r0) : T(0), s1 = sigmoid(r1), s2 = v2 ? sigmoid(r2) : T(0);
-  const T inv = T(1) / floor_at((v0 ? s0 + s1 : s1) + (v2 ? s2 : T(0)), T(kGspnEps));
+  const T S = (v0 ? s0 + s1 : s1) + (v2 ? s2 : T(0));
+  const T M = floor_at(S, T(kGspnEps));
+  const T inv = T(1) / M;
   g1 = s1 * inv;
   if (K == 3) {
     g0 = v0 ? s0 * inv : T(0);
     g2 = v2 ? s2 * inv : T(0);
   }
+  a1 = M;
+  a2 = S >= T(kGspnEps) ? T(1) : T(0);
+}
+
+// The chain rule of the fused backward, from the normalised gates g and norm_pixel's a1, a2
+// (the raw gates are not needed: sign(r_j) = sign(g_j), and for gspn sigma_j = g_j * max(S, eps)).
+template <typename T, int K, int NORM, bool V0, bool V2>
+inline void chain_fused(T G0, T G1, T G2, T g0, T g1, T g2, T a1, T a2, T& o0, T& o1, T& o2) {
+  const bool v0 = K == 3 && V0, v2 = K == 3 && V2;
+  if (NORM == N_NONE) {
+    o0 = G0;
+    o1 = G1;
+    o2 = G2;
+    return;
+  }
+  T dot = G1 * g1;
+  if (v0) dot = G0 * g0 + dot;
+  if (v2) dot = dot + G2 * g2;
+  const T sd = a2 != T(0) ? dot : T(0);
+  if (NORM == N_CLIP || NORM == N_ALWAYS) {
+    o1 = (G1 - sgn(g1) * sd) * a1;
+    if (K == 3) {
+      o0 = (G0 - sgn(g0) * sd) * a1;
+      o2 = (G2 - sgn(g2) * sd) * a1;
+    }
+    return;
+  }
+  // gspn: d g_j / d r_k = sigma_k (1 - sigma_k) (delta_jk - g_j [S >= eps]) / max(S, eps)
+  o1 = g1 * (T(1) - g1 * a1) * (G1 - sd);
+  if (K == 3) {
+    o0 = v0 ? g0 * (T(1) - g0 * a1) * (G0 - sd) : T(0);
+    o2 = v2 ? g2 * (T(1) - g2 * a1) * (G2 - sd) : T(0);
+  }
 }
 
 // Normalised gates of one line (the raw gates r0..r2 of its n pixels) into g0..g2.
 // Slot 0 reads k - 1 (invalid at k = 0), slot 2 reads k + 1 (invalid at k = n - 1).
-template <typename T, int K, int NORM>
+template <typename T, int K, int NORM, bool AUX = false>
 void norm_line(const T* __restrict__ r0, const T* __restrict__ r1, const T* __restrict__ r2, T* __restrict__ g0,
-               T* __restrict__ g1, T* __restrict__ g2, int64_t n) {
+               T* __restrict__ g1, T* __restrict__ g2, int64_t n, T* __restrict__ a1 = nullptr,
+               T* __restrict__ a2 = nullptr) {
+  T u1, u2;  // aux values, discarded unless AUX
+  auto A1 = [&](int64_t k) -> T& { return AUX ? a1[k] : u1; };
+  auto A2 = [&](int64_t k) -> T& { return AUX ? a2[k] : u2; };
   if (K == 1) {
     for (int64_t k = 0; k < n; ++k) {
-      T u0, u2;
-      norm_pixel<T, 1, NORM, false, false>(T(0), r0[k], T(0), u0, g0[k], u2);
+      T w0, w2;
+      norm_pixel<T, 1, NORM, false, false>(T(0), r0[k], T(0), w0, g0[k], w2, A1(k), A2(k));
     }
     return;
   }
   if (n == 1) {
-    norm_pixel<T, 3, NORM, false, false>(r0[0], r1[0], r2[0], g0[0], g1[0], g2[0]);
+    norm_pixel<T, 3, NORM, false, false>(r0[0], r1[0], r2[0], g0[0], g1[0], g2[0], A1(0), A2(0));
     return;
   }
-  norm_pixel<T, 3, NORM, false, true>(r0[0], r1[0], r2[0], g0[0], g1[0], g2[0]);
-  for (int64_t k = 1; k < n - 1; ++k) norm_pixel<T, 3, NORM, true, true>(r0[k], r1[k], r2[k], g0[k], g1[k], g2[k]);
+  norm_pixel<T, 3, NORM, false, true>(r0[0], r1[0], r2[0], g0[0], g1[0], g2[0], A1(0), A2(0));
+  for (int64_t k = 1; k < n - 1; ++k)
+    norm_pixel<T, 3, NORM, true, true>(r0[k], r1[k], r2[k], g0[k], g1[k], g2[k], A1(k), A2(k));
   const int64_t e = n - 1;
-  norm_pixel<T, 3, NORM, true, false>(r0[e], r1[e], r2[e], g0[e], g1[e], g2[e]);
+  norm_pixel<T, 3, NORM, true, false>(r0[e], r1[e], r2[e], g0[e], g1[e], g2[e], A1(e), A2(e));
 }
 
 // Gradient of the raw gates of one (b, d) gate plane shared by every channel, from the
@@ -283,8 +285,9 @@ void chain_plane(const T* G, const T* r, T* dr, int64_t HW, int dir, int64_t H, 
         const bool v0 = k > 0, v2 = k < n - 1;
         auto run = [&](auto V0c, auto V2c) {
           constexpr bool V0 = decltype(V0c)::value, V2 = decltype(V2c)::value;
-          norm_pixel<T, K, NORM, V0, V2>(r0, r1, r2, g0, g1, g2);
-          chain_pixel<T, K, NORM, V0, V2>(G0, G1, G2, r0, r1, r2, g0, g1, g2, o0, o1, o2);
+          T a1, a2;
+          norm_pixel<T, K, NORM, V0, V2>(r0, r1, r2, g0, g1, g2, a1, a2);
+          chain_fused<T, K, NORM, V0, V2>(G0, G1, G2, g0, g1, g2, a1, a2, o0, o1, o2);
         };
         if (v0 && v2) run(std::true_type{}, std::true_type{});
         else if (v0) run(std::true_type{}, std::false_type{});
@@ -318,7 +321,7 @@ struct Buf {
 template <typename T>
 struct Work {
   // line buffers
-  Buf<T> gcur, gnext, dcur, dnext, lx, lr, ll;
+  Buf<T> gcur, gnext, dcur, dnext, lx, lr, ll, a1, a2;
   // plane scratch (horizontal directions)
   Buf<T> xT, hT, ghT, gxT, grT, glT, tmp, gm;
   Buf<T> gT[2], lT[2];
@@ -382,11 +385,11 @@ void scan_fwd(const T* __restrict__ x, const T* r, int64_t rps, const T* __restr
 }
 
 // Gradient of one pixel of a line that has a previous line. V0 / V2: slots 0 / 2 valid.
-// hp0..hp2: the previous line's values the slots read; r: raw gates; g: normalised gates.
-// Out: ox (grad x), ol (grad l), o0..o2 (grad of the raw gates).
+// hp0..hp2: the previous line's values the slots read; g: normalised gates; a1, a2: see
+// norm_pixel. Out: ox (grad x), ol (grad l), o0..o2 (grad of the raw gates).
 template <typename T, int K, int NORM, bool HASL, bool V0, bool V2>
-inline void bwd_pixel(T d, T xv, T lv, T hp0, T hp1, T hp2, T r0, T r1, T r2, T g0, T g1, T g2, T& ox, T& ol, T& o0,
-                      T& o1, T& o2) {
+inline void bwd_pixel(T d, T xv, T lv, T hp0, T hp1, T hp2, T g0, T g1, T g2, T a1, T a2, T& ox, T& ol, T& o0, T& o1,
+                      T& o2) {
   const bool v0 = K == 3 && V0, v2 = K == 3 && V2;
   const T dx = d * xv;
   const T G0 = v0 ? (HASL ? d * hp0 : d * hp0 - dx) : T(0);
@@ -400,43 +403,47 @@ inline void bwd_pixel(T d, T xv, T lv, T hp0, T hp1, T hp2, T r0, T r1, T r2, T 
     if (v2) s = s + g2;
     ox = d * (T(1) - s);
   }
-  chain_pixel<T, K, NORM, V0, V2>(G0, G1, G2, r0, r1, r2, g0, g1, g2, o0, o1, o2);
+  chain_fused<T, K, NORM, V0, V2>(G0, G1, G2, g0, g1, g2, a1, a2, o0, o1, o2);
 }
 
 // Gradients of one line that has a previous line (restrict pointers, so that it vectorises).
 template <typename T, int K, int NORM, bool HASL>
 void bwd_line(int64_t n, const T* __restrict__ D, const T* __restrict__ x, const T* __restrict__ l,
-              const T* __restrict__ hp, const T* __restrict__ r0, const T* __restrict__ r1, const T* __restrict__ r2,
-              const T* __restrict__ g0, const T* __restrict__ g1, const T* __restrict__ g2, T* __restrict__ ox,
-              T* __restrict__ ol, T* __restrict__ o0, T* __restrict__ o1, T* __restrict__ o2) {
+              const T* __restrict__ hp, const T* __restrict__ g0, const T* __restrict__ g1, const T* __restrict__ g2,
+              const T* __restrict__ a1, const T* __restrict__ a2, T* __restrict__ ox, T* __restrict__ ol,
+              T* __restrict__ o0, T* __restrict__ o1, T* __restrict__ o2) {
+  constexpr bool AUX = NORM != N_NONE;
+  auto A1 = [&](int64_t k) { return AUX ? a1[k] : T(0); };
+  auto A2 = [&](int64_t k) { return AUX ? a2[k] : T(0); };
+  auto L = [&](int64_t k) { return HASL ? l[k] : T(0); };
   T dummy_l, dummy0, dummy2;
   if (K == 1) {
     for (int64_t k = 0; k < n; ++k) {
       T olv;
-      bwd_pixel<T, 1, NORM, HASL, false, false>(D[k], x[k], HASL ? l[k] : T(0), T(0), hp[k], T(0), T(0), r0[k], T(0),
-                                                T(0), g0[k], T(0), ox[k], olv, dummy0, o0[k], dummy2);
+      bwd_pixel<T, 1, NORM, HASL, false, false>(D[k], x[k], L(k), T(0), hp[k], T(0), T(0), g0[k], T(0), A1(k), A2(k),
+                                                ox[k], olv, dummy0, o0[k], dummy2);
       if (HASL) ol[k] = olv;
     }
     return;
   }
   T& ol0 = HASL ? ol[0] : dummy_l;
   if (n == 1) {
-    bwd_pixel<T, 3, NORM, HASL, false, false>(D[0], x[0], HASL ? l[0] : T(0), T(0), hp[0], T(0), r0[0], r1[0], r2[0],
-                                              g0[0], g1[0], g2[0], ox[0], ol0, o0[0], o1[0], o2[0]);
+    bwd_pixel<T, 3, NORM, HASL, false, false>(D[0], x[0], L(0), T(0), hp[0], T(0), g0[0], g1[0], g2[0], A1(0), A2(0),
+                                              ox[0], ol0, o0[0], o1[0], o2[0]);
     return;
   }
-  bwd_pixel<T, 3, NORM, HASL, false, true>(D[0], x[0], HASL ? l[0] : T(0), T(0), hp[0], hp[1], r0[0], r1[0], r2[0],
-                                           g0[0], g1[0], g2[0], ox[0], ol0, o0[0], o1[0], o2[0]);
+  bwd_pixel<T, 3, NORM, HASL, false, true>(D[0], x[0], L(0), T(0), hp[0], hp[1], g0[0], g1[0], g2[0], A1(0), A2(0),
+                                           ox[0], ol0, o0[0], o1[0], o2[0]);
   for (int64_t k = 1; k < n - 1; ++k) {
     T olv;
-    bwd_pixel<T, 3, NORM, HASL, true, true>(D[k], x[k], HASL ? l[k] : T(0), hp[k - 1], hp[k], hp[k + 1], r0[k], r1[k],
-                                            r2[k], g0[k], g1[k], g2[k], ox[k], olv, o0[k], o1[k], o2[k]);
+    bwd_pixel<T, 3, NORM, HASL, true, true>(D[k], x[k], L(k), hp[k - 1], hp[k], hp[k + 1], g0[k], g1[k], g2[k], A1(k),
+                                            A2(k), ox[k], olv, o0[k], o1[k], o2[k]);
     if (HASL) ol[k] = olv;
   }
   const int64_t e = n - 1;
   T& ole = HASL ? ol[e] : dummy_l;
-  bwd_pixel<T, 3, NORM, HASL, true, false>(D[e], x[e], HASL ? l[e] : T(0), hp[e - 1], hp[e], T(0), r0[e], r1[e], r2[e],
-                                           g0[e], g1[e], g2[e], ox[e], ole, o0[e], o1[e], o2[e]);
+  bwd_pixel<T, 3, NORM, HASL, true, false>(D[e], x[e], L(e), hp[e - 1], hp[e], T(0), g0[e], g1[e], g2[e], A1(e), A2(e),
+                                           ox[e], ole, o0[e], o1[e], o2[e]);
 }
 
 // One reverse sweep: the adjoint D of each line (from its own output gradient and the next line
@@ -454,6 +461,8 @@ void scan_bwd(const T* __restrict__ gh, T scale, const T* __restrict__ x, const 
   T* lx = w.lx.get(n);
   T* lr = w.lr.get(K * n);
   T* ll = HASL ? w.ll.get(n) : nullptr;
+  T* a1 = NORM == N_NONE ? nullptr : w.a1.get(n);
+  T* a2 = NORM == N_NONE ? nullptr : w.a2.get(n);
   const T* nx[3] = {nullptr, nullptr, nullptr};  // normalised gates of line t + 1
   bool link = false;                               // line t + 1 reads line t
   for (int64_t t = G.L - 1; t >= 0; --t) {
@@ -495,12 +504,12 @@ void scan_bwd(const T* __restrict__ gh, T scale, const T* __restrict__ x, const 
         g1 = r1;
         g2 = r2;
       } else {
-        norm_line<T, K, NORM>(r0, r1, r2, bc, bc + n, bc + 2 * n, n);
+        norm_line<T, K, NORM, true>(r0, r1, r2, bc, bc + n, bc + 2 * n, n, a1, a2);
         g0 = bc;
         g1 = K == 3 ? bc + n : bc;
         g2 = K == 3 ? bc + 2 * n : bc;
       }
-      bwd_line<T, K, NORM, HASL>(n, Dc, xr, lrow, h + G.line(t - 1), r0, r1, r2, g0, g1, g2, lx, ll, lr,
+      bwd_line<T, K, NORM, HASL>(n, Dc, xr, lrow, h + G.line(t - 1), g0, g1, g2, a1, a2, lx, ll, lr,
                                  K == 3 ? lr + n : nullptr, K == 3 ? lr + 2 * n : nullptr);
       nx[0] = g0;
       nx[1] = g1;
@@ -687,7 +696,36 @@ void run_fwd(const Problem& P, const T* xp, const T* gp, const T* lp, T* out, in
 template <typename T>
 inline void route_max_grad(const T* __restrict__ h0, const T* __restrict__ h1, const T* __restrict__ h2,
                            const T* __restrict__ h3, const T* __restrict__ go, T* __restrict__ gm, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
+  int64_t i = 0;
+#if defined(__SSE2__)
+  if constexpr (std::is_same<T, float>::value) {
+    const __m128 ones = _mm_castsi128_ps(_mm_set1_epi32(-1));
+    auto sel = [](__m128 m, __m128 a, __m128 b) { return _mm_or_ps(_mm_and_ps(m, a), _mm_andnot_ps(m, b)); };
+    for (; i + 4 <= n; i += 4) {
+      const __m128 v0 = _mm_loadu_ps(h0 + i), v1 = _mm_loadu_ps(h1 + i);
+      const __m128 v2 = _mm_loadu_ps(h2 + i), v3 = _mm_loadu_ps(h3 + i);
+      const __m128 g = _mm_loadu_ps(go + i);
+      const __m128 n0 = _mm_cmpunord_ps(v0, v0), n1 = _mm_cmpunord_ps(v1, v1);
+      const __m128 n2 = _mm_cmpunord_ps(v2, v2), n3 = _mm_cmpunord_ps(v3, v3);
+      // NaN-propagating max, in direction order
+      __m128 best = v0;
+      best = sel(_mm_or_ps(_mm_cmpgt_ps(v1, best), n1), v1, best);
+      best = sel(_mm_or_ps(_mm_cmpgt_ps(v2, best), n2), v2, best);
+      best = sel(_mm_or_ps(_mm_cmpgt_ps(v3, best), n3), v3, best);
+      // first direction attaining it (a NaN attains a NaN max)
+      const __m128 e0 = _mm_or_ps(_mm_cmpeq_ps(v0, best), n0);
+      const __m128 e1 = _mm_andnot_ps(e0, _mm_or_ps(_mm_cmpeq_ps(v1, best), n1));
+      const __m128 e01 = _mm_or_ps(e0, e1);
+      const __m128 e2 = _mm_andnot_ps(e01, _mm_or_ps(_mm_cmpeq_ps(v2, best), n2));
+      const __m128 e3 = _mm_andnot_ps(_mm_or_ps(e01, e2), ones);
+      _mm_storeu_ps(gm + i, _mm_and_ps(e0, g));
+      _mm_storeu_ps(gm + n + i, _mm_and_ps(e1, g));
+      _mm_storeu_ps(gm + 2 * n + i, _mm_and_ps(e2, g));
+      _mm_storeu_ps(gm + 3 * n + i, _mm_and_ps(e3, g));
+    }
+  }
+#endif
+  for (; i < n; ++i) {
     const T v0 = h0[i], v1 = h1[i], v2 = h2[i], v3 = h3[i], g = go[i];
     T best = v0;
     best = (v1 > best || v1 != v1) ? v1 : best;
