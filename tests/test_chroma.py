@@ -14,8 +14,9 @@ from spn.data import PhotoDataset, PhotoPatches, build_dataset, chroma_item, rgb
 from spn.inference_chroma import ChromaUpsampler, predict_chroma
 from spn.metrics import psnr, ssim
 from spn.models import create_model
-from spn.models.chroma import NEIGHBOURS, luma_similarity
-from spn.models.resample import area_downsample, bilinear_upsample
+from spn.models import chroma as chroma_model
+from spn.models.chroma import NEIGHBOURS, luma_similarity, release_workspace, similarity_planes
+from spn.models.resample import area_downsample, bilinear_upsample, upsample_then_area_matrix
 from spn.peers.chroma import get_chroma_peer, joint_bilateral_upsample, list_chroma_peers
 from spn.peers.guided_filter import guided_filter_gray
 
@@ -45,6 +46,46 @@ def test_bilinear_upsample_rejects_a_map_of_the_wrong_size():
         bilinear_upsample(torch.zeros(1, 2, 5, 5), 8, (64, 64))
     with pytest.raises(ValueError, match="factor must be >= 1"):
         area_downsample(torch.zeros(1, 1, 4, 4), 0)
+
+
+def test_bilinear_upsample_into_a_buffer_by_hand_and_against_pytorch():
+    # one row [0, 8] upsampled by 2: pixel p reads (p + 0.5)/2 - 0.5 = -0.25, 0.25, 0.75, 1.25,
+    # clamped to the samples at the ends: 0, 2, 6, 8
+    out = torch.full((1, 1, 1, 4), float("nan"))
+    with torch.no_grad():
+        bilinear_upsample(torch.tensor([[[[0.0, 8.0]]]]), 2, (1, 4), out=out)
+    assert out.flatten().tolist() == [0.0, 2.0, 6.0, 8.0]
+    torch.manual_seed(0)
+    for f, (H, W) in itertools.product([1, 2, 3, 4, 8], [(30, 37), (32, 40), (5, 3), (1, 1)]):
+        low = torch.rand(2, 3, math.ceil(H / f), math.ceil(W / f))
+        want = torch.nn.functional.interpolate(low, size=(low.shape[-2] * f, low.shape[-1] * f), mode="bilinear",
+                                               align_corners=False)[..., :H, :W]
+        big = torch.full((2, 5, H, W), float("nan"))  # a strided destination: channels 1..3 of a wider map
+        with torch.no_grad():
+            got = bilinear_upsample(low, f, (H, W), out=big[:, 1:4], scratch=torch.empty(10 ** 5))
+        assert got.data_ptr() == big[:, 1:4].data_ptr()
+        assert torch.allclose(big[:, 1:4], want, atol=1e-6), (f, H, W)
+        assert bool(big[:, 0].isnan().all()) and bool(big[:, 4].isnan().all())
+    with pytest.raises(ValueError, match=r"out must be a \(1, 1, 8, 8\) tensor"):
+        bilinear_upsample(torch.zeros(1, 1, 2, 2), 4, (8, 8), out=torch.zeros(1, 1, 8, 9))
+    with pytest.raises(RuntimeError, match="does not record gradients"):
+        bilinear_upsample(torch.zeros(1, 1, 2, 2, requires_grad=True), 4, (8, 8), out=torch.zeros(1, 1, 8, 8))
+
+
+def test_upsample_then_area_matrix_by_hand_and_against_the_two_functions():
+    # n = 4, f = 2, s = 2: the upsampled line of [a, b] is [a, (3a + b)/4, (a + 3b)/4, b] (see
+    # above), and its pair means are [(7a + b)/8, (a + 7b)/8]
+    m = upsample_then_area_matrix(4, 2, 2, dtype=torch.float64)
+    assert torch.allclose(m, torch.tensor([[7 / 8, 1 / 8], [1 / 8, 7 / 8]], dtype=torch.float64))
+    torch.manual_seed(4)
+    for f, s, (H, W) in [(8, 4, (37, 45)), (4, 4, (32, 40)), (8, 1, (9, 17)), (2, 2, (7, 5)), (8, 2, (64, 24))]:
+        low = torch.rand(2, 3, math.ceil(H / f), math.ceil(W / f), dtype=torch.float64)
+        my = upsample_then_area_matrix(H, f, s, dtype=torch.float64)
+        mx = upsample_then_area_matrix(W, f, s, dtype=torch.float64)
+        want = area_downsample(bilinear_upsample(low, f, (H, W)), s)
+        assert torch.allclose(my.t() @ low @ mx, want, atol=1e-12), (f, s, H, W)
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
+        upsample_then_area_matrix(0, 2, 2)
 
 
 # --- colour ------------------------------------------------------------------------------------
@@ -226,6 +267,79 @@ def test_gates_are_stable_and_edge_aware():
         for j, (dy, dx) in enumerate(NEIGHBOURS[name]):
             want = math.exp(-10.0 * abs(float(luma[0, 0, r, c] - luma[0, 0, r + dy, c + dx])))
             assert float(sim[0, d, j, 0, r, c]) == pytest.approx(want, rel=1e-5)
+
+
+def test_similarity_planes_at_every_pixel_against_a_loop():
+    torch.manual_seed(1)
+    luma, lam = torch.rand(2, 1, 5, 6), 7.5
+    H, W = 5, 6
+    for k in (1, 3):
+        planes = similarity_planes(luma, k, torch.tensor(lam))
+        assert len(planes) == (8 if k == 3 else 4)
+        for (dy, dx), plane in planes.items():
+            for b, y, x in itertools.product(range(2), range(H), range(W)):
+                # outside the image the luma is edge-replicated
+                ny, nx = min(max(y + dy, 0), H - 1), min(max(x + dx, 0), W - 1)
+                want = math.exp(-lam * abs(float(luma[b, 0, y, x]) - float(luma[b, 0, ny, nx])))
+                assert float(plane[b, 0, y, x]) == pytest.approx(want, rel=1e-5, abs=1e-7)
+
+
+FAST_CASES = [("chroma_three_way", {}, (2, 30, 37), 4), ("chroma_three_way", {}, (1, 64, 64), 8),
+              ("chroma_one_way", {}, (2, 41, 23), 8), ("chroma_three_way", {"guidance_scale": 1}, (1, 17, 22), 2),
+              ("chroma_three_way", {"guidance_scale": 2, "shared_gates": False}, (2, 19, 26), 4),
+              ("chroma_one_way", {"edge_aware": False, "merge": "max"}, (1, 24, 33), 8),
+              ("chroma_three_way", {"propagations": 2, "guidance_chroma": False}, (1, 20, 20), 4)]
+
+
+@pytest.mark.parametrize("name, kw, shape, f", FAST_CASES)
+def test_fast_inference_path_matches_the_general_path(name, kw, shape, f):
+    torch.manual_seed(2)
+    model = create_model(name, factor=f, guidance_width=4, gate_init_std=0.5, gate_init_bias=0.0, **kw).eval()
+    with torch.no_grad():
+        model.mix.copy_(torch.tensor([[0.9, 0.2], [-0.3, 1.1]]))
+        model.log_edge_scale.fill_(math.log(6.0))
+    assert model.fast_path_applies()
+    B, H, W = shape
+    luma, low = torch.rand(B, 1, H, W), torch.rand(B, 2, math.ceil(H / f), math.ceil(W / f))
+    want = model(luma, low)  # with autograd: the general path (the reference)
+    with torch.no_grad():
+        fast = model(luma, low)
+        model.fast_inference = False
+        general = model(luma, low)
+    assert torch.allclose(general, want.detach(), atol=1e-6)
+    assert torch.allclose(fast, want.detach(), atol=1e-5)
+    # the mix and the propagation matter here: the output is not the bilinear chroma
+    assert float((want.detach() - bilinear_upsample(low, f, (H, W))).abs().max()) > 1e-3
+
+
+def test_fast_path_buffers_are_reused_but_never_returned(monkeypatch):
+    torch.manual_seed(3)
+    model = create_model("chroma_three_way", factor=4, guidance_width=4, gate_init_std=0.5).eval()
+    a = (torch.rand(1, 1, 24, 32), torch.rand(1, 2, 6, 8))
+    b = (torch.rand(1, 1, 16, 16), torch.rand(1, 2, 4, 4))
+    release_workspace()
+    with torch.no_grad():
+        out_a = model(*a)
+        kept = out_a.clone()
+        storages = {key: t.data_ptr() for key, t in chroma_model._WORKSPACE.storages.items()}
+        out_b = model(*b)  # smaller: the same storages again
+        assert {key: t.data_ptr() for key, t in chroma_model._WORKSPACE.storages.items()} == storages
+        assert torch.equal(out_a, kept)  # the first output was not overwritten
+        again = model(*a)
+        with torch.inference_mode():  # buffers made in inference mode ...
+            release_workspace()
+            in_mode = model(*b)
+        after = model(*b)  # ... are replaced outside it
+        monkeypatch.setattr(chroma_model, "WORKSPACE_LIMIT_BYTES", 0)  # nothing cached: fresh buffers
+        release_workspace()
+        uncached = model(*a)
+        assert not chroma_model._WORKSPACE.storages
+    model.fast_inference = False
+    with torch.no_grad():
+        assert torch.allclose(out_b, model(*b), atol=1e-6) and torch.allclose(in_mode, out_b, atol=1e-6)
+        assert torch.allclose(after, out_b, atol=1e-6)
+        assert torch.allclose(again, kept) and torch.allclose(uncached, kept)
+    release_workspace()
 
 
 def test_model_train_and_inference_paths_agree_and_backprop():

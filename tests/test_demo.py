@@ -59,7 +59,7 @@ def test_run_demo_writes_report_metrics_figure(tmp_path):
     assert data["coarse_source"].startswith("baseline:") == in_range
     assert (data["fallback"] is None) == in_range
     report = (out / "report.md").read_text()
-    assert "| method | overall AC | mean AC | mean IoU | s/image |" in report
+    assert "| method | overall AC | mean AC | mean IoU | boundary IoU | mBA | s/image |" in report
     three = rows["+3 way SPN"]
     assert (f"| +3 way SPN | {100 * three['pixel_accuracy']:.2f} | {100 * three['mean_accuracy']:.2f} | "
             f"{100 * three['mean_iou']:.2f} |") in report
@@ -113,7 +113,7 @@ def test_spn_demo_cli_errors(tmp_path, capsys):
     assert "coarse" in capsys.readouterr().err
 
 
-def test_default_demo_refines_simulated_coarse_maps_with_fast_spns():
+def test_default_demo_refines_the_baseline_output_with_fast_spns():
     cfg = DemoConfig.preset()
-    assert cfg.coarse == "gt-downsample:8"
+    assert cfg.coarse == "baseline" and cfg.family == "simple"
     assert cfg.spn_cfg["shared_gates"] and cfg.spn_cfg["guidance_coarse"]

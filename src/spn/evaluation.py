@@ -33,7 +33,7 @@ from spn.utils.timer import Stopwatch
 
 def evaluate(model, dataset, *, limit: int | None = None, restrict_to_present: bool = False,
              protocol="plain", multiple: int | None = None, progress: bool = False,
-             warmup: int = 1) -> dict:
+             warmup: int = 1, boundary: bool = True) -> dict:
     """Evaluate ``model`` on every item of ``dataset`` (or the first ``limit``).
 
     Args:
@@ -45,6 +45,8 @@ def evaluate(model, dataset, *, limit: int | None = None, restrict_to_present: b
         restrict_to_present: score the refined output with the protocol's ``restrict=True`` (what
             "voc" does): the classes absent from ``argmax(coarse)`` are left out.
         warmup: untimed model calls on the first item before timing (first-call overheads).
+        boundary: add the boundary metrics (:mod:`spn.metrics.boundary`: boundary IoU, trimap
+            accuracy in bands of 1..20 px, mBA) to both metrics dicts.
     Returns:
         ``{"coarse": metrics or None, "refined": metrics, "seconds_per_image": {"median", "mean",
         "n"}, "num_images", "num_classes", "class_names", "protocol", "restrict_to_present"}``
@@ -67,8 +69,9 @@ def evaluate(model, dataset, *, limit: int | None = None, restrict_to_present: b
     # the refined output is scored by the protocol, restricted to the coarse classes when it says so
     # or when asked to (restrict_to_present); the coarse input by the plain protocol of that name
     proto_ref = get_protocol(protocol, num_classes=num_classes, class_names=class_names, ignore_index=ignore,
-                             restrict=True if restrict_to_present else None)
-    proto_coarse = get_protocol(pname, num_classes=num_classes, class_names=class_names, ignore_index=ignore)
+                             restrict=True if restrict_to_present else None, boundary=boundary)
+    proto_coarse = get_protocol(pname, num_classes=num_classes, class_names=class_names, ignore_index=ignore,
+                                boundary=boundary)
     has_coarse = False
     watch = Stopwatch()
     it = range(n)
@@ -220,7 +223,7 @@ def eval_results(res: dict, model_name: str) -> dict:
 def eval_markdown(res: dict, results: dict) -> str:
     """The markdown report of :func:`run_eval`: Table 3, the protocol's own table (HELEN's
     F-measures), per-class IoU and F1."""
-    from spn.viz import headline_markdown, per_class_markdown, table3_markdown
+    from spn.viz import headline_markdown, per_class_markdown, table3_markdown, trimap_markdown
 
     lines = [
         f"# spn eval: {res['model']} on {res['data']} ({res['split']})",
@@ -237,6 +240,9 @@ def eval_markdown(res: dict, results: dict) -> str:
     if res["protocol"] not in ("plain", "voc"):  # Table 3 already shows their columns
         lines += [headline_markdown(results, get_protocol(res["protocol"]).headline,
                                     f"Protocol {res['protocol']!r} (%):")]
+    trimap = trimap_markdown(results)
+    if trimap:
+        lines += [trimap]
     lines += [per_class_markdown(results, res.get("class_names"))]
     return "\n".join(lines)
 

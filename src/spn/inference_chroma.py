@@ -2,8 +2,8 @@
 luma and subsampled chroma) to full-resolution chroma, shared by ``spn eval / compare / refine
 --task chroma``, the chroma demo and Python users.
 
-- :func:`predict_chroma` ``(model, luma, chroma_low, factor=None) -> chroma``: no gradients, eval
-  mode (restored afterwards), one image or a batch, clamped to [0, 1].
+- :func:`predict_chroma` ``(model, luma, chroma_low, factor=None) -> chroma``: no gradients,
+  eval mode (restored afterwards), one image or a batch, clamped to [0, 1].
 - :class:`ChromaUpsampler`: a model (or a run directory, :meth:`ChromaUpsampler.from_checkpoint`)
   with :meth:`~ChromaUpsampler.upsample` (luma + subsampled chroma -> chroma) and
   :meth:`~ChromaUpsampler.reconstruct` (an RGB photo -> the photo rebuilt from its own chroma
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from spn.data.color import chroma_item, ycbcr_to_rgb
+from spn.models.chroma import ChromaSPN
 
 __all__ = ["ChromaUpsampler", "as_rgb_tensor", "predict_chroma"]
 
@@ -64,7 +65,9 @@ def predict_chroma(model, luma: torch.Tensor, chroma_low: torch.Tensor, factor: 
         out = model(y.to(device=device, dtype=dtype), c.to(device=device, dtype=dtype), factor)
     finally:
         model.train(was)
-    out = out.float().clamp(0, 1).to(luma.device)
+    out = out.float()
+    # a chroma model's output is its own fresh tensor: clamp it in place
+    out = (out.clamp_(0, 1) if isinstance(model, ChromaSPN) else out.clamp(0, 1)).to(luma.device)
     return out[0] if squeeze else out
 
 

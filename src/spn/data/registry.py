@@ -107,7 +107,11 @@ def build_dataset(spec: str, split: str = "train", coarse: str | None = None, *,
         arg = None
     if needs_path and not arg:
         raise ValueError(f"dataset spec {spec!r} needs a path: '{key}:PATH'")
-    if not needs_path and arg:
+    names = _REGISTRY[key][3]
+    if not needs_path and arg and arg not in names:
+        if names:
+            raise ValueError(f"dataset spec {spec!r}: '{key}' takes one of {', '.join(sorted(names))} "
+                             f"('{key}:{sorted(names)[0]}'), got {arg!r}")
         raise ValueError(f"dataset spec {spec!r}: '{key}' takes no argument (pass options as keywords)")
     wrap = wrapping_source(coarse)
     if coarse_kind is not None:
@@ -126,10 +130,13 @@ def build_dataset(spec: str, split: str = "train", coarse: str | None = None, *,
     return factory(arg, split=split, coarse=coarse, **kw)
 
 
-@register_dataset("synthetic", needs_path=False, coarse_files=False)
+@register_dataset("synthetic", needs_path=False, coarse_files=False, names=("simple", "hard"))
 def _synthetic(arg, split="train", coarse=None, **kw):
+    """``synthetic`` (= ``synthetic:simple``) or ``synthetic:hard`` (the harder procedural family)."""
     from .synthetic import SyntheticScenes
 
+    if arg:
+        kw["family"] = arg
     return SyntheticScenes(split=split, coarse=coarse, **kw)
 
 

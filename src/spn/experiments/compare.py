@@ -24,7 +24,12 @@ every method's classes to the coarse input's. Written to ``out_dir`` (atomically
 - ``compare.md``: the table in the paper's format, method | overall AC | mean AC | mean IoU |
   per-class IoU (per-group F-measure for "helen") | s/image, then the 512 x 512 timing table;
 - ``compare.json``: every metric of every method, per-image timings, parameters, ``time_512``;
-- ``compare.png``: image | coarse | one column per peer | one per checkpoint | ground truth.
+- ``compare.png``: image | coarse | one column per peer | one per checkpoint | ground truth;
+- ``trimap.png``: trimap accuracy against band width (1..20 px), one line per method.
+
+Every method is scored with mIoU and the boundary metrics of :mod:`spn.metrics.boundary`
+(boundary IoU, mBA, trimap accuracy); the per-class columns leave out the classes absent from
+the ground truth of the compared images.
 
 Returns a dict: ``methods`` (title -> {"kind", "id", "metrics", "seconds_per_image":
 {"median", "mean"}}), ``time_512`` (title -> median seconds on one 512 x 512 synthetic image,
@@ -53,12 +58,12 @@ from spn.data import build_dataset, make_coarse_from_mask
 from spn.data.coarse import coarse_kind_option
 from spn.inference import predict
 from spn.metrics import PROTOCOLS, get_protocol
-from spn.models.checkpoint import checkpoint_classes, load_checkpoint
+from spn.models.checkpoint import checkpoint_classes, load_checkpoint, read_info
 from spn.peers import DenseCRFParams, densecrf_available, get_peer, grid_search, list_peers
 from spn.utils.config import ConfigBase, check_options, option
 from spn.utils.io import write_json, write_markdown
 from spn.utils.timer import Stopwatch, time_fn
-from spn.viz import figure_grid, fmt_percent, fmt_seconds, markdown_table
+from spn.viz import figure_grid, fmt_percent, fmt_seconds, markdown_table, present_classes, trimap_markdown, trimap_plot
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +109,7 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
                 protocol: str = "plain", crf_params: dict | None = None, figure_rows: int = 4, *,
                 peer_params: dict | None = None, time_512: bool = True, time_repeats: int = 3,
                 time_size: int = 512, title: str | None = None, data_label: str | None = None,
-                skip_unavailable: bool = False) -> dict:
+                skip_unavailable: bool = False, notes: list | None = None) -> dict:
     """Run the peers and the checkpoints on the same images; write compare.md/.json/.png.
 
     Args:
@@ -124,6 +129,7 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
         time_size: side of the timing image (512 as in the paper; smaller for quick tests).
         title: heading of the report.
         data_label: how the report names the data (default: the dataset's class name).
+        notes: lines added to the report after the tables (e.g. the dense CRF search's).
         skip_unavailable: leave out "densecrf" (with a line in the report and ``skipped`` in the
             result) when pydensecrf is not installed, instead of raising RuntimeError.
     Returns:
@@ -181,7 +187,7 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
                                     "model_config": getattr(model, "config", None), "step": info.get("step")},
                          "column": name}
     protos = {t: get_protocol(protocol, num_classes=num_classes, class_names=class_names,
-                              ignore_index=ignore_index) for t in methods}
+                              ignore_index=ignore_index, boundary=True) for t in methods}
     watches = {t: Stopwatch() for t in methods}
 
     # --- evaluation ---------------------------------------------------------------------------
@@ -247,18 +253,29 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
     proto0 = protos[next(iter(protos))]
     helen = proto0.name == "helen"
 
-    def extra_columns(t, m):  # Table 1 F-measures for helen, per-class IoU otherwise
-        return protos[t].headline(m) if helen else protos[t].detail(m)
+    # per-class IoU of the classes present in the ground truth of these images (absent ones would
+    # be empty columns); Table 1 F-measures for helen
+    shown = present_classes([r["metrics"] for r in results.values()])
+    absent = [class_names[i] for i in range(num_classes) if i not in shown]
+
+    def extra_columns(t, m):
+        if helen:
+            return OrderedDict((k, v) for k, v in protos[t].headline(m).items()
+                               if k not in ("boundary IoU", "mBA") and not k.startswith("trimap"))
+        detail = list(protos[t].detail(m).items())
+        return OrderedDict(detail[i] for i in shown if i < len(detail))
 
     first = next(iter(results))
     extra_names = list(extra_columns(first, results[first]["metrics"]))
-    headers = ["method", "overall AC", "mean AC", "mean IoU"]
+    headers = ["method", "overall AC", "mean AC", "mean IoU", "boundary IoU", "mBA", "trimap 2px"]
     headers += [f"{c} (F)" if helen else f"{c} (IoU)" for c in extra_names]
     headers.append("s/image")
     rows = []
     for t, r in results.items():
         m = r["metrics"]
-        vals = [m["pixel_accuracy"], m["mean_accuracy"], m["mean_iou"]] + list(extra_columns(t, m).values())
+        tri = m["trimap_accuracy"][m["trimap_widths"].index(2)] if 2 in m["trimap_widths"] else None
+        vals = [m["pixel_accuracy"], m["mean_accuracy"], m["mean_iou"], m["boundary_iou"], m["mba"], tri]
+        vals += list(extra_columns(t, m).values())
         rows.append([t] + [fmt_percent(v) for v in vals] + [fmt_seconds(r["seconds_per_image"])])
     lines = [f"# {title or 'Refinement comparison'}", ""]
     lines.append(f"Data: {data_label or type(dataset).__name__}, {n} image(s), "
@@ -268,9 +285,18 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
     lines.append("")
     lines.append("Numbers in %; " + ("(F): F-measure per component group (Table 1 of the paper)"
                                      if helen else "per-class columns are IoU")
-                 + "; s/image is the median wall time of the refinement call.")
+                 + "; boundary IoU (Cheng et al. 2021, d = 2% of the diagonal), mBA (CascadePSP) and the "
+                   "trimap accuracy within 2 px of the ground-truth edges (spn.metrics.boundary); "
+                   "s/image is the median wall time of the refinement call.")
+    if absent and not helen:
+        lines.append(f"Classes absent from the ground truth of these images are left out of the per-class "
+                     f"columns: {', '.join(absent)}.")
     lines.append("")
     lines.append(markdown_table(headers, rows))
+    lines.append(trimap_markdown(results))
+    trimap_path = trimap_plot(results, out_dir / "trimap.png")
+    lines.append("![trimap accuracy against band width](trimap.png)")
+    lines.append("")
     if t512 is not None:
         lines.append(f"Seconds per {time_size} x {time_size} image (one synthetic image, median of "
                      f"{time_repeats} runs after a warm-up; the paper: SPN 84 ms on a GPU, dense CRF about 1 s "
@@ -281,6 +307,9 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
     if "densecrf" in peers:
         cfg = next(r["config"] for r in results.values() if r["id"] == "densecrf")
         lines.append("Dense CRF parameters: " + ", ".join(f"{k}={v}" for k, v in cfg.items() if k != "name") + ".")
+        lines.append("")
+    for note in notes or []:
+        lines.append(str(note))
         lines.append("")
     if skipped:
         lines.append("Left out: " + "; ".join(skipped) + ".")
@@ -304,7 +333,7 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
         "crf_params": next((r["config"] for r in results.values() if r["id"] == "densecrf"), None),
     }
     json_path = write_json(out_dir / "compare.json", summary)
-    summary.update(report=str(report_path), json=str(json_path),
+    summary.update(report=str(report_path), json=str(json_path), trimap_figure=str(trimap_path),
                    figure=None if figure_path is None else str(figure_path))
     if summary["time_512"] is None:
         del summary["time_512"]
@@ -354,8 +383,13 @@ class CompareConfig(ConfigBase):
     protocol: str = option("plain", choices=tuple(PROTOCOLS),
                            help="evaluation protocol (voc: classes restricted to those of the coarse input; "
                                 "helen: F-measures of Table 1)")
-    crf_grid: bool = option(False, help="tune the dense CRF by grid search (mean IoU) on the training split first")
-    crf_grid_limit: int = option(8, help="training images used by --crf-grid", metavar="N")
+    crf_grid: bool | None = option(None, negative="--no-crf-grid", negative_value=False,
+                                   negative_help="use the dense CRF's default (or --crf) parameters, untuned",
+                                   default_help="on when the dense CRF is compared",
+                                   help="tune the dense CRF by a two-stage grid search (mean IoU) on the training "
+                                        "split first (spn.peers.densecrf.DEFAULT_CRF_GRID: 87 settings, from off "
+                                        "and weak to strong); --crf values are the starting point")
+    crf_grid_limit: int = option(8, help="training images used by the dense CRF search", metavar="N")
     crf: list = option(default_factory=list, metavar="KEY=VALUE",
                        help=f"a dense CRF parameter ({', '.join(f.name for f in fields(DenseCRFParams))}), "
                             "e.g. --crf bil_sxy=60; repeat for several")
@@ -425,14 +459,38 @@ def compare_from_config(cfg: CompareConfig) -> dict:
     crf_params = parse_crf(cfg.crf)
     if cfg.crf_grid and "densecrf" not in peers:
         raise ValueError("--crf-grid needs the densecrf peer in --peers")
+    tune = "densecrf" in peers if cfg.crf_grid is None else cfg.crf_grid
+    for spec in checkpoints.values():  # a wrong path fails now, not after the CRF search
+        read_info(spec)
     dataset = build_dataset(cfg.data, split=cfg.split, coarse=cfg.coarse, coarse_kind=cfg.coarse_kind)
-    if cfg.crf_grid:
+    crf_note = None
+    if tune:
         train = build_dataset(cfg.data, split="train", coarse=cfg.coarse, coarse_kind=cfg.coarse_kind)
-        log.info(f"dense CRF grid search on {min(cfg.crf_grid_limit, len(train))} training images")
-        grid = grid_search(train, limit=cfg.crf_grid_limit, protocol=cfg.protocol, base=crf_params)
+        if len(train) == 0:
+            raise ValueError(f"the dense CRF search needs a training split; {cfg.data!r} has none "
+                             "(pass --no-crf-grid to use fixed parameters)")
+        grid = tune_densecrf(train, limit=cfg.crf_grid_limit, protocol=cfg.protocol, base=crf_params)
         write_json(f"{cfg.out}/crf_grid.json", grid)
         crf_params = grid["best"]
-        log.info(f"best dense CRF mean IoU {100 * grid['best_mean_iou']:.2f}: {crf_params}")
-    return run_compare(dataset, checkpoints, peers, cfg.out, limit=cfg.limit, protocol=cfg.protocol,
-                       crf_params=crf_params or None, figure_rows=cfg.figure_rows, time_512=cfg.time_512,
-                       data_label=f"{cfg.data} ({cfg.split})")
+        crf_note = crf_search_note(grid)
+    res = run_compare(dataset, checkpoints, peers, cfg.out, limit=cfg.limit, protocol=cfg.protocol,
+                      crf_params=crf_params or None, figure_rows=cfg.figure_rows, time_512=cfg.time_512,
+                      data_label=f"{cfg.data} ({cfg.split})", notes=[crf_note] if crf_note else None)
+    return res
+
+
+def tune_densecrf(train, limit: int = 8, protocol: str = "plain", base: dict | None = None) -> dict:
+    """The dense CRF search of ``spn compare`` (and ``spn demo``) on ``train``'s first ``limit``
+    images: :func:`spn.peers.densecrf.grid_search` with its default two-stage grid."""
+    log.info(f"dense CRF grid search on {min(limit, len(train))} training images")
+    grid = grid_search(train, limit=limit, protocol=protocol, base=base)
+    log.info(f"best dense CRF mean IoU {100 * grid['best_mean_iou']:.2f} (input "
+             f"{100 * grid['input_mean_iou']:.2f}): {grid['best']}")
+    return grid
+
+
+def crf_search_note(grid: dict) -> str:
+    """One line for the report: the tuned CRF's and the input's mIoU on the tuning split."""
+    return (f"The dense CRF was tuned on {grid['images']} training image(s) ({len(grid['results'])} settings, "
+            f"mean IoU): {fmt_percent(grid['best_mean_iou'])} there, against "
+            f"{fmt_percent(grid['input_mean_iou'])} for its coarse input.")

@@ -50,7 +50,7 @@ from spn.utils.io import write_json, write_markdown
 from spn.viz import (figure_grid, fmt_percent, fmt_seconds, markdown_table, per_class_markdown, results_json,
                      table3_markdown)
 
-from .compare import run_compare
+from .compare import crf_search_note, run_compare, tune_densecrf
 
 RUN_NAMES = ("baseline", "spn_one_way", "spn_three_way")
 TITLES = {"spn_one_way": "+1 way SPN", "spn_three_way": "+3 way SPN"}
@@ -93,7 +93,15 @@ class DemoConfig(ConfigBase):
     spn_cfg: dict = option(default_factory=lambda: spn_preset("fast"), help="SPN options", cli=False)
     # Simulated coarse maps 8x smaller than the image (the scale of the VOC coarse maps the paper
     # refines). "auto" / "baseline" refine the baseline CNN's output instead.
-    coarse: str = option("gt-downsample:8", metavar="SRC",
+    family: str = option("simple", choices=("simple", "hard"),
+                         help="the procedural scenes: simple (--data synthetic) or hard (--data synthetic:hard: "
+                              "cluttered backgrounds whose colour edges are not object boundaries, low-contrast "
+                              "and camouflaged objects, thin parts)")
+    # The paper's protocol (HELEN, VOC): the SPNs refine the baseline CNN's output.
+    # gt-downsample:8 refines simulated coarse maps 8x smaller than the image instead.
+    crf_tune: bool = option(True, help="tune the dense CRF on the training split (spn.peers.densecrf.grid_search)",
+                            negative="--no-crf-tune", negative_help="the dense CRF with its default parameters")
+    coarse: str = option("baseline", metavar="SRC",
                          help="coarse maps the SPNs refine: gt-downsample:F (simulated maps F times smaller than "
                               "the image), baseline (the baseline CNN's output, the paper's HELEN protocol), or "
                               "auto (the baseline's output, falling back to gt-downsample:8 when the baseline is "
@@ -140,6 +148,8 @@ class DemoConfig(ConfigBase):
             raise ValueError(f"DemoConfig.figure_rows must be an int >= 0, got {self.figure_rows!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"DemoConfig.lr must be a positive number, got {self.lr!r}")
+        if self.family not in ("simple", "hard"):
+            raise ValueError(f"DemoConfig.family must be 'simple' or 'hard', got {self.family!r}")
         if self.coarse not in ("auto", "baseline") and not str(self.coarse).startswith("gt-downsample:"):
             raise ValueError(f"DemoConfig.coarse must be 'auto', 'baseline' or 'gt-downsample:F', got {self.coarse!r}")
         if not 0 <= self.min_baseline_miou <= self.max_baseline_miou <= 1:
@@ -178,9 +188,13 @@ def _prepare_out(cfg: DemoConfig) -> Path:
     return prepare_demo_out(cfg.out, RUN_NAMES, cfg.force)
 
 
+def _data(cfg: DemoConfig) -> str:
+    return "synthetic" if cfg.family == "simple" else f"synthetic:{cfg.family}"
+
+
 def _train(cfg: DemoConfig, model: str, model_cfg: dict, steps: int, coarse: str | None, out: Path) -> dict:
     tc = TrainConfig(
-        data="synthetic", data_options={"num_images": cfg.train_images, "size": cfg.size},
+        data=_data(cfg), data_options={"num_images": cfg.train_images, "size": cfg.size},
         coarse=coarse, model=model, model_cfg=dict(model_cfg), patch_size=cfg.patch_size,
         batch_size=cfg.batch_size, optimizer="adam", lr=cfg.lr, steps=steps, seed=cfg.seed,
         log_interval=max(1, min(25, steps)), ckpt_interval=max(steps, 1), out=str(out),
@@ -208,8 +222,10 @@ def _figure_rows(cfg, val_coarse, models: dict) -> tuple[list, list[str]]:
     return rows, names
 
 
-def _run_compare(cfg: DemoConfig, val_coarse, run_dirs: dict, out: Path) -> tuple[dict | None, str]:
-    """The comparison with the classical refiners (:func:`spn.experiments.compare.run_compare`)."""
+def _run_compare(cfg: DemoConfig, val_coarse, run_dirs: dict, out: Path, train_coarse=None) -> tuple[dict | None, str]:
+    """The comparison with the classical refiners (:func:`spn.experiments.compare.run_compare`);
+    the dense CRF is first tuned on ``train_coarse`` (the training split with the same coarse
+    source) when ``cfg.crf_tune``."""
     if not cfg.compare:
         return None, "skipped (compare disabled)"
     peers = list(cfg.compare_peers)
@@ -218,10 +234,18 @@ def _run_compare(cfg: DemoConfig, val_coarse, run_dirs: dict, out: Path) -> tupl
         if not densecrf_available():
             peers.remove("densecrf")
             note = " (dense CRF left out: pydensecrf2 is not installed; `pip install pydensecrf2`)"
+    crf_params, notes = None, []
+    if "densecrf" in peers and cfg.crf_tune and train_coarse is not None:
+        grid = tune_densecrf(train_coarse, limit=8)
+        (out / "compare").mkdir(parents=True, exist_ok=True)
+        write_json(out / "compare" / "crf_grid.json", grid)
+        crf_params = grid["best"]
+        notes.append(crf_search_note(grid))
+        note += "; dense CRF tuned on the training split"
     res = run_compare(val_coarse, {"one-way": str(run_dirs["spn_one_way"]), "three-way": str(run_dirs["spn_three_way"])},
-                      peers, out / "compare", limit=cfg.compare_limit, protocol="plain",
+                      peers, out / "compare", limit=cfg.compare_limit, protocol="plain", crf_params=crf_params,
                       figure_rows=min(cfg.figure_rows, 4), time_512=cfg.compare_time_512,
-                      title="spn demo: SPN vs classical refiners (synthetic val)")
+                      title=f"spn demo: SPN vs classical refiners ({_data(cfg)} val)", notes=notes)
     return res, "ran" + note
 
 
@@ -240,7 +264,7 @@ def run_demo(cfg: DemoConfig | None = None) -> dict:
     log.info(f"training the baseline ({cfg.baseline_steps} steps) -> {run_dirs['baseline']}")
     summaries = {"baseline": _train(cfg, "baseline", cfg.baseline_cfg, cfg.baseline_steps, None, run_dirs["baseline"])}
     baseline, _ = load_checkpoint(run_dirs["baseline"])
-    val_plain = build_dataset("synthetic", split="val", coarse="none", num_images=cfg.val_images, size=cfg.size)
+    val_plain = build_dataset(_data(cfg), split="val", coarse="none", num_images=cfg.val_images, size=cfg.size)
     log.info(f"evaluating the baseline on {len(val_plain)} val images")
     ev_base = evaluate(baseline, val_plain)
     base_miou = ev_base["refined"]["mean_iou"]
@@ -261,11 +285,16 @@ def run_demo(cfg: DemoConfig | None = None) -> dict:
         coarse_src = cfg.coarse
     if fallback:
         log.info(f"fallback: {fallback}; the SPNs refine simulated coarse maps (gt-downsample:8) instead")
+    train_n = min(8, cfg.train_images)  # the dense CRF's tuning images
     if coarse_src.startswith("baseline:"):
         val_coarse = BaselineCoarse(val_plain, run_dirs["baseline"], cache_dir=out / "coarse_cache")
+        train_plain = build_dataset(_data(cfg), split="train", coarse="none", num_images=train_n, size=cfg.size)
+        train_coarse = BaselineCoarse(train_plain, run_dirs["baseline"], cache_dir=out / "coarse_cache_train")
     else:
-        val_coarse = build_dataset("synthetic", split="val", coarse=coarse_src, num_images=cfg.val_images,
+        val_coarse = build_dataset(_data(cfg), split="val", coarse=coarse_src, num_images=cfg.val_images,
                                    size=cfg.size)
+        train_coarse = build_dataset(_data(cfg), split="train", coarse=coarse_src, num_images=train_n,
+                                     size=cfg.size)
 
     # 3. the two SPNs ---------------------------------------------------------------------------
     models, evals = {}, {}
@@ -291,11 +320,11 @@ def run_demo(cfg: DemoConfig | None = None) -> dict:
     if cfg.figure_rows:
         rows, names = _figure_rows(cfg, val_coarse, models)
         figure = figure_grid(rows, ["image", "coarse", "one-way", "three-way", "ground truth"], out / "figure.png",
-                             row_labels=None, title=f"synthetic val, coarse: {_short(coarse_src)}")
+                             row_labels=None, title=f"{_data(cfg)} val, coarse: {_short(coarse_src)}")
 
     log.info("comparison with the classical refiners")
     try:
-        compare_res, compare_note = _run_compare(cfg, val_coarse, run_dirs, out)
+        compare_res, compare_note = _run_compare(cfg, val_coarse, run_dirs, out, train_coarse)
     except (ImportError, RuntimeError, ValueError, TypeError) as exc:
         compare_res, compare_note = None, f"failed: {exc}"
         log.info(f"comparison failed: {exc}")
@@ -355,7 +384,7 @@ def _report(cfg, metrics, results, class_names, compare_res) -> str:
     lines = [
         "# spn demo: refining a baseline's segmentation with spatial propagation networks",
         "",
-        f"Mode: **{m['mode']}**. Data: procedural scenes (`--data synthetic`), {cfg.size} x {cfg.size}, "
+        f"Mode: **{m['mode']}**. Data: procedural scenes (`--data {_data(cfg)}`), {cfg.size} x {cfg.size}, "
         f"{cfg.train_images} training images, {m['num_val_images']} validation images, "
         f"{len(class_names)} classes ({', '.join(class_names)}).",
         "",
@@ -400,12 +429,15 @@ def _report(cfg, metrics, results, class_names, compare_res) -> str:
                   f"`{rep}`.", ""]
         methods = compare_res.get("methods") or {}
         crow = []
+        keys = ("pixel_accuracy", "mean_accuracy", "mean_iou", "boundary_iou", "mba")
         for title, e in methods.items():
             mm = e.get("metrics", {})
-            crow.append([title] + [_pct(mm.get(k)) for k in ("pixel_accuracy", "mean_accuracy", "mean_iou")]
-                        + [fmt_seconds(e.get("seconds_per_image"))])
+            crow.append([title] + [_pct(mm.get(k)) for k in keys] + [fmt_seconds(e.get("seconds_per_image"))])
         if crow:
-            lines += [markdown_table(["method", "overall AC", "mean AC", "mean IoU", "s/image"], crow)]
+            lines += [markdown_table(["method", "overall AC", "mean AC", "mean IoU", "boundary IoU", "mBA",
+                                      "s/image"], crow)]
+            lines += ["Trimap accuracy against band width: `compare/trimap.png`; dense CRF parameters "
+                      "and its search: `compare/compare.md`.", ""]
     else:
         lines += [f"Comparison {m['compare_note']}.", ""]
     lines += [f"Total demo time: {m['elapsed_s']:.0f} s on {m['machine']['platform']}.", ""]

@@ -1,4 +1,4 @@
-"""Metrics: PSNR and SSIM (:mod:`spn.metrics.image`, the chroma task), the confusion matrix, HELEN's group scores and the evaluation protocols of the paper
+"""Metrics: boundary IoU, trimap accuracy and mBA (:mod:`spn.metrics.boundary`), PSNR and SSIM (:mod:`spn.metrics.image`, the chroma task), the confusion matrix, HELEN's group scores and the evaluation protocols of the paper
 ("plain", "voc", "helen").
 
 Example:
@@ -11,13 +11,14 @@ Example:
     >>> proto.compute()["pixel_accuracy"]
     1.0
 """
+from .boundary import BoundaryScores
 from .confusion import ConfusionMatrix, group_scores
 from .image import mse, psnr, ssim, ssim_map
 from .protocols import (HELEN_CLASS_NAMES, PROTOCOLS, HelenProtocol, Protocol, VOCProtocol, get_protocol,
                         helen_groups, list_protocols, restrict_to_coarse_classes)
 
 __all__ = [
-    "ConfusionMatrix", "group_scores", "HELEN_CLASS_NAMES", "PROTOCOLS", "HelenProtocol", "Protocol",
+    "BoundaryScores", "ConfusionMatrix", "group_scores", "HELEN_CLASS_NAMES", "PROTOCOLS", "HelenProtocol", "Protocol",
     "VOCProtocol", "get_protocol", "helen_groups", "list_protocols", "restrict_to_coarse_classes",
     "mse", "psnr", "ssim", "ssim_map",
 ]

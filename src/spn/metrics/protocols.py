@@ -50,6 +50,7 @@ import torch
 
 from spn.data.helen import HELEN_CLASSES, HELEN_GROUPS
 
+from .boundary import BoundaryScores
 from .confusion import ConfusionMatrix, group_scores
 
 # The 11 HELEN labels (Smith et al. 2013) in the order of the label files lbl00..lbl10.
@@ -104,6 +105,24 @@ def restrict_to_coarse_classes(logits: torch.Tensor, coarse: torch.Tensor) -> to
     return out[0] if squeeze else out
 
 
+#: trimap band widths shown as table columns (all of 1..20 are in the metrics)
+TRIMAP_COLUMNS = (2, 5)
+
+
+def add_boundary_columns(cols: "OrderedDict", metrics: dict) -> "OrderedDict":
+    """Append boundary IoU, mBA and trimap accuracies (bands of :data:`TRIMAP_COLUMNS` px) when
+    ``metrics`` has them (a protocol built with ``boundary=True``)."""
+    if "boundary_iou" not in metrics:
+        return cols
+    cols["boundary IoU"] = metrics["boundary_iou"]
+    cols["mBA"] = metrics["mba"]
+    widths = list(metrics.get("trimap_widths") or [])
+    for w in TRIMAP_COLUMNS:
+        if w in widths:
+            cols[f"trimap {w}px"] = metrics["trimap_accuracy"][widths.index(w)]
+    return cols
+
+
 class Protocol:
     """Plain protocol: confusion-matrix metrics (Table 3 columns); the scores as they are, or
     restricted to the coarse input's classes with ``restrict=True``."""
@@ -113,8 +132,10 @@ class Protocol:
     restricts = False
 
     def __init__(self, num_classes: int | None = None, class_names=None, ignore_index: int = 255,
-                 restrict: bool | None = None):
+                 restrict: bool | None = None, boundary: bool = False):
         self.restrict = self.restricts if restrict is None else bool(restrict)
+        self.boundary = bool(boundary)
+        self.bs = None
         if class_names is not None:
             class_names = [str(c) for c in class_names]
             if num_classes is None:
@@ -127,6 +148,11 @@ class Protocol:
         self.class_names = class_names
         self.ignore_index = ignore_index
         self.cm = ConfusionMatrix(num_classes, ignore_index) if num_classes else None
+        self._new_boundary()
+
+    def _new_boundary(self) -> None:
+        if self.boundary and self.num_classes:
+            self.bs = BoundaryScores(self.num_classes, self.ignore_index)
 
     # --- interface -------------------------------------------------------------------------
     def prepare(self, logits: torch.Tensor, coarse: torch.Tensor | None = None) -> torch.Tensor:
@@ -148,11 +174,17 @@ class Protocol:
         if pred.is_floating_point() or target.is_floating_point():
             raise TypeError(f"pred and target must be integer label maps, got {pred.dtype} and {target.dtype}")
         self.cm.update(target, pred)
+        if self.boundary:
+            if self.bs is None:
+                self._new_boundary()
+            self.bs.update(pred, target)
 
     def compute(self) -> dict:
         if self.cm is None:
             raise ValueError(f"protocol {self.name!r}: nothing accumulated")
         m = self.cm.compute()
+        if self.bs is not None:
+            m.update(self.bs.compute())
         m["protocol"] = self.name
         m["class_names"] = self.names()
         return m
@@ -160,6 +192,7 @@ class Protocol:
     def reset(self) -> None:
         if self.num_classes:
             self.cm = ConfusionMatrix(self.num_classes, self.ignore_index)
+            self._new_boundary()
 
     # --- table helpers ---------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -168,11 +201,12 @@ class Protocol:
         return [f"class_{i}" for i in range(self.num_classes or 0)]
 
     def headline(self, metrics: dict) -> "OrderedDict[str, float]":
-        return OrderedDict([
+        cols = OrderedDict([
             ("overall AC", metrics["pixel_accuracy"]),
             ("mean AC", metrics["mean_accuracy"]),
             ("mean IoU", metrics["mean_iou"]),
         ])
+        return add_boundary_columns(cols, metrics)
 
     detail_title = "IoU"
 
@@ -209,10 +243,10 @@ class HelenProtocol(Protocol):
     detail_title = "F-measure"
 
     def __init__(self, num_classes: int | None = None, class_names=None, ignore_index: int = 255,
-                 restrict: bool | None = None):
+                 restrict: bool | None = None, boundary: bool = False):
         if num_classes is None and class_names is None:
             num_classes, class_names = len(HELEN_CLASS_NAMES), list(HELEN_CLASS_NAMES)
-        super().__init__(num_classes, class_names, ignore_index, restrict)
+        super().__init__(num_classes, class_names, ignore_index, restrict, boundary)
         self.groups = helen_groups()
         need = max(max(ids) for ids in self.groups.values()) + 1
         if self.num_classes is not None and self.num_classes < need:
@@ -230,7 +264,7 @@ class HelenProtocol(Protocol):
     def headline(self, metrics: dict) -> "OrderedDict[str, float]":
         """Table 1 columns: skin, brows, eyes, nose, mouth, U-lip, L-lip, in-mouth, overall."""
         fm = metrics["f_measure"]
-        return OrderedDict((title, fm.get(key)) for key, title in _HELEN_COLUMNS)
+        return add_boundary_columns(OrderedDict((title, fm.get(key)) for key, title in _HELEN_COLUMNS), metrics)
 
     def detail(self, metrics: dict) -> "OrderedDict[str, float]":
         """Per-class F-measure, class name -> value."""
@@ -246,11 +280,13 @@ def list_protocols() -> list[str]:
 
 
 def get_protocol(name: str, num_classes: int | None = None, class_names=None, ignore_index: int = 255,
-                 restrict: bool | None = None) -> Protocol:
+                 restrict: bool | None = None, boundary: bool = False) -> Protocol:
     """A fresh protocol object by name ("plain", "voc", "helen"); see the module docstring.
 
     ``restrict`` (None: the protocol's default, True only for "voc") restricts the refined scores
-    to the classes of the coarse input. A protocol object is returned as it is (``restrict=True``
+    to the classes of the coarse input. ``boundary`` adds the boundary metrics of
+    :mod:`spn.metrics.boundary` (boundary IoU, trimap accuracy, mBA) to ``compute`` and
+    ``headline``. A protocol object is returned as it is (``restrict=True``
     then needs one that restricts).
     """
     if isinstance(name, Protocol):
@@ -261,4 +297,4 @@ def get_protocol(name: str, num_classes: int | None = None, class_names=None, ig
     if name not in PROTOCOLS:
         raise ValueError(f"unknown protocol {name!r}; valid protocols are {', '.join(PROTOCOLS)}")
     return PROTOCOLS[name](num_classes=num_classes, class_names=class_names, ignore_index=ignore_index,
-                           restrict=restrict)
+                           restrict=restrict, boundary=boundary)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -51,10 +52,11 @@ from ..ops import DIRECTIONS, propagate
 from ..utils.config import option
 from .blocks import UNet
 from .registry import register_model
-from .resample import area_downsample, bilinear_upsample, check_factor, low_size
+from .resample import (area_downsample, bilinear_upsample, check_factor, low_size, upsample_padded,
+                       upsample_then_area_matrix)
 
-__all__ = ["CHROMA_MERGES", "ChromaSPN", "ChromaSPNConfig", "NEIGHBOURS", "check_chroma_inputs", "luma_similarity",
-           "similarity_planes"]
+__all__ = ["CHROMA_MERGES", "ChromaSPN", "ChromaSPNConfig", "NEIGHBOURS", "WORKSPACE_LIMIT_BYTES",
+           "check_chroma_inputs", "luma_similarity", "release_workspace", "similarity_planes"]
 
 _MODEL = "model"
 #: merges that keep the chroma's scale ("sum" would multiply it by four)
@@ -133,6 +135,44 @@ class ChromaSPNConfig:
             raise ValueError(f"gate_init_bias must be a finite number, got {self.gate_init_bias!r}")
 
 
+#: The fast inference path keeps its full-resolution buffers (the gates, the bilinear chroma,
+#: the similarity maps: about 90 MB per megapixel for three-way) between calls, per thread, up
+#: to this many bytes in all; larger images get fresh buffers. Reusing them matters on CPU:
+#: a fresh large tensor costs a page fault per 4 KiB page when first written, which took longer
+#: than the arithmetic on the gates.
+WORKSPACE_LIMIT_BYTES = 512 * 2 ** 20
+_WORKSPACE = threading.local()
+
+
+def release_workspace() -> None:
+    """Free this thread's buffers of the fast inference path (:meth:`ChromaSPN.forward` under
+    ``torch.no_grad()``); the next call allocates them again."""
+    _WORKSPACE.__dict__.clear()
+
+
+class _Buffers:
+    """Named buffers for one call: cached per thread and reused (flat storages, grown as needed)
+    while their total stays within :data:`WORKSPACE_LIMIT_BYTES`, else fresh."""
+
+    def __init__(self, like: torch.Tensor):
+        self.like = like
+        self.cache = _WORKSPACE.__dict__.setdefault("storages", {})
+
+    def __call__(self, name: str, shape) -> torch.Tensor:
+        n = math.prod(int(v) for v in shape)
+        key = (name, self.like.dtype, self.like.device)
+        flat = self.cache.get(key)
+        if flat is not None and flat.is_inference() and not torch.is_inference_mode_enabled():
+            flat = None  # made under torch.inference_mode(): not writable outside it
+        if flat is None or flat.numel() < n:
+            self.cache.pop(key, None)
+            total = sum(t.numel() * t.element_size() for t in self.cache.values())
+            flat = self.like.new_empty(n)
+            if total + flat.numel() * flat.element_size() <= WORKSPACE_LIMIT_BYTES:
+                self.cache[key] = flat
+        return flat[:n].view(*shape)
+
+
 def check_chroma_inputs(luma, chroma_low, factor: int) -> None:
     """Clear errors for inputs that are not ``luma (B, 1, H, W)`` and ``chroma_low (B, 2,
     ceil(H/F), ceil(W/F))`` floating tensors."""
@@ -159,16 +199,46 @@ def _slots(k: int):
             yield d, j, off
 
 
-def similarity_planes(luma: torch.Tensor, k: int, scale) -> dict:
+#: The four luma differences every neighbour offset reads, on the edge-replicated luma ``Yp``
+#: ``(B, 1, H + 2, W + 2)``: ``name -> ((rows, cols) of the first term, (rows, cols) of the
+#: second)``, slices of ``Yp``; and every offset's ``(name, row start, col start)`` in that map.
+#: ``|Y(p) - Y(p + o)|`` equals ``|Y(p - o) - Y(p)|`` of the opposite offset one pixel over, so
+#: the eight offsets of three-way gates share four maps (two for one-way).
+_EDGE_MAPS = {
+    "h": ((slice(None), slice(1, None)), (slice(None), slice(None, -1))),       # (H + 2, W + 1)
+    "v": ((slice(1, None), slice(None)), (slice(None, -1), slice(None))),       # (H + 1, W + 2)
+    "d": ((slice(1, None), slice(1, None)), (slice(None, -1), slice(None, -1))),  # (H + 1, W + 1)
+    "a": ((slice(1, None), slice(None, -1)), (slice(None, -1), slice(1, None))),  # (H + 1, W + 1)
+}
+_OFFSET_MAPS = {(0, -1): ("h", 1, 0), (0, 1): ("h", 1, 1), (-1, 0): ("v", 0, 1), (1, 0): ("v", 1, 1),
+                (-1, -1): ("d", 0, 0), (1, 1): ("d", 1, 1), (-1, 1): ("a", 0, 1), (1, -1): ("a", 1, 0)}
+
+
+def similarity_planes(luma: torch.Tensor, k: int, scale, *, buffers=None) -> dict:
     """``{(dy, dx): exp(-scale |Y(p) - Y(p + (dy, dx))|)}`` ``(B, 1, H, W)`` for the neighbour
     offsets the gates of a ``k``-way connection read (8 for three-way, 4 for one-way); outside the
-    image the luma is edge-replicated (the operator ignores those gates anyway)."""
+    image the luma is edge-replicated (the operator ignores those gates anyway).
+
+    The planes are views of at most four difference maps (see ``_EDGE_MAPS``), each computed once.
+    ``buffers`` (no autograd): a callable ``(name, shape) -> tensor`` giving the maps' storage,
+    filled in place (the fast inference path's workspace).
+    """
     H, W = luma.shape[-2:]
     yp = torch.nn.functional.pad(luma, (1, 1, 1, 1), mode="replicate")
+    offsets = list(dict.fromkeys(off for _, _, off in _slots(k)))
+    maps = {}
+    for name in dict.fromkeys(_OFFSET_MAPS[o][0] for o in offsets):
+        (r1, c1), (r2, c2) = _EDGE_MAPS[name]
+        a, b = yp[..., r1, c1], yp[..., r2, c2]
+        if buffers is None:
+            maps[name] = torch.exp(-scale * (a - b).abs())
+        else:
+            m = torch.sub(a, b, out=buffers("sim_" + name, a.shape))
+            maps[name] = m.abs_().mul_(-scale).exp_()
     out = {}
-    for _, _, (dy, dx) in _slots(k):
-        if (dy, dx) not in out:
-            out[(dy, dx)] = torch.exp(-scale * (luma - yp[..., 1 + dy:1 + dy + H, 1 + dx:1 + dx + W]).abs())
+    for off in offsets:
+        name, r, c = _OFFSET_MAPS[off]
+        out[off] = maps[name][..., r:r + H, c:c + W]
     return out
 
 
@@ -307,10 +377,20 @@ class ChromaSPN(nn.Module):
             out = hd if out is None else out + hd
         return out
 
+    def fast_path_applies(self) -> bool:
+        """Whether :meth:`forward` without autograd takes the fast inference path
+        (:meth:`_forward_fast`): :attr:`fast_inference` is on and the gates are the default
+        "slots" kind, with the "mean" or "max" merge and no luma detail."""
+        cfg = self.cfg
+        return (getattr(self, "fast_inference", True) and cfg.gates == "slots" and cfg.merge != "learned"
+                and not cfg.luma_detail)
+
     def forward(self, luma: torch.Tensor, chroma_low: torch.Tensor, factor: int | None = None) -> torch.Tensor:
         f = check_factor(factor) if factor is not None else self.factor
         check_chroma_inputs(luma, chroma_low, f)
         chroma_low = chroma_low.to(luma.dtype)
+        if not torch.is_grad_enabled() and self.fast_path_applies():
+            return self._forward_fast(luma, chroma_low, f)
         H, W = luma.shape[-2:]
         up = (self.upsampled(chroma_low, (H, W), f) - 0.5).contiguous()
         guide = self.guide(luma, up, f)
@@ -320,6 +400,69 @@ class ChromaSPN(nn.Module):
             h = self.propagate(h, guide["gates"], guide["merge"])
         out = up + torch.einsum("oc,bchw->bohw", self.mix, h - up)
         return out + 0.5
+
+    def _forward_fast(self, luma: torch.Tensor, chroma_low: torch.Tensor, f: int) -> torch.Tensor:
+        """:meth:`forward` without autograd, the same arithmetic up to float rounding (tested
+        against the general path): full-resolution maps are written in place into reused
+        buffers (see :data:`WORKSPACE_LIMIT_BYTES`); the bilinear upsampling is the separable
+        :func:`~spn.models.resample.bilinear_upsample` with ``out``; the guidance input comes
+        from the low maps (:func:`~spn.models.resample.upsample_then_area_matrix`); the guidance
+        network runs channels-last; the slot softmax is written out; the luma similarity is
+        computed once per pair of opposite neighbour offsets (:func:`similarity_planes`) and
+        multiplied into each slot's gates right after their upsampling; the channel mix is done
+        in place on the propagated map."""
+        B, _, H, W = luma.shape
+        s, k, cg = self.cfg.guidance_scale, self.k, self.cg
+        buf = _Buffers(luma)
+        lh = max(low_size((H, W), f)[0], low_size((H, W), s)[0]) + 2
+        scratch = buf("scratch", (B * 2 * lh * W,))
+        # the bilinear chroma, centred (the map to propagate)
+        up = bilinear_upsample(chroma_low, f, (H, W), out=buf("up", (B, 2, H, W)), scratch=scratch).sub_(0.5)
+        # the guidance input at 1/s: area averages of the bilinear upsampling by f are linear in
+        # the low map, My.T @ low @ Mx, so the full-resolution luma detail is never made
+        my = upsample_then_area_matrix(H, f, s, dtype=luma.dtype, device=luma.device)
+        mx = upsample_then_area_matrix(W, f, s, dtype=luma.dtype, device=luma.device)
+        luma_s = area_downsample(luma, s)
+        parts = [luma_s - 0.5, luma_s - my.t() @ area_downsample(luma, f) @ mx]
+        if self.cfg.guidance_chroma:
+            parts.append(my.t() @ chroma_low @ mx - 0.5)
+        # channels-last: the same convolutions, faster on CPU for these narrow layers
+        raw = self.guidance(torch.cat(parts, dim=1).contiguous(memory_format=torch.channels_last))
+        raw = raw.contiguous()
+        h, w = raw.shape[-2:]
+        ng = 4 * k * cg
+        # the softmax over the k slots and a zero logit, written out (faster than torch.softmax
+        # over a middle dimension): g_j = exp(l_j - m) / (exp(-m) + sum_i exp(l_i - m))
+        logits = raw[:, :ng].reshape(B, 4, k, cg, h, w)
+        top = logits.amax(dim=2, keepdim=True).clamp_min_(0)
+        e = (logits - top).exp_()
+        low = e.div_(e.sum(dim=2, keepdim=True).add_(top.neg_().exp_())).reshape(B, ng, h, w)
+        gates = buf("gates", (B, 4, k, cg, H, W))
+        flat = gates.view(B, ng, H, W)
+        planes = similarity_planes(luma, k, self.log_edge_scale.exp(), buffers=buf) if self.cfg.edge_aware else {}
+        if s == 1:
+            flat.copy_(low)
+        else:
+            low = torch.nn.functional.pad(low, (1, 1, 1, 1), mode="replicate")
+            scratch = buf("scratch", (B * cg * (h + 2) * W,))
+        for d, j, off in _slots(k):  # one slot at a time: its upsampled gates are still in cache
+            c = (d * k + j) * cg
+            g = flat[:, c:c + cg]
+            if s > 1:
+                upsample_padded(low[:, c:c + cg], s, g, scratch)
+            if planes:
+                g.mul_(planes[off])
+        x = up
+        for _ in range(self.cfg.propagations):
+            x = self.propagation(x, gates)
+        # out = up + M (x - up) + 0.5, in place on x (the operator's fresh output)
+        d = x.sub_(up)
+        d0, d1 = d[:, 0], d[:, 1]
+        keep = buf("keep", d0.shape).copy_(d0)
+        (m00, m01), (m10, m11) = self.mix.tolist()
+        d0.mul_(m00).add_(d1, alpha=m01)
+        d1.mul_(m11).add_(keep, alpha=m10)
+        return d.add_(up).add_(0.5)
 
 
 @register_model("chroma_one_way", ChromaSPNConfig, "chroma SPN (guided chroma upsampling), one-way (k = 1)")

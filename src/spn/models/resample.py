@@ -27,12 +27,14 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["area_downsample", "bilinear_upsample", "check_factor", "low_size"]
+__all__ = ["area_downsample", "bilinear_upsample", "check_factor", "low_size", "upsample_padded",
+           "upsample_then_area_matrix"]
 
 
 def check_factor(f) -> int:
@@ -67,11 +69,21 @@ def area_downsample(x: torch.Tensor, f: int) -> torch.Tensor:
     return F.avg_pool2d(x, f)
 
 
-def bilinear_upsample(low: torch.Tensor, f: int, size) -> torch.Tensor:
+def bilinear_upsample(low: torch.Tensor, f: int, size, *, out: torch.Tensor | None = None,
+                      scratch: torch.Tensor | None = None) -> torch.Tensor:
     """Bilinear upsampling by ``f`` (``align_corners=False``), cropped to ``size = (H, W)``.
 
     The inverse partner of :func:`area_downsample`: ``low`` must be ``(B, C, ceil(H/f),
     ceil(W/f))``. Shape: ``(B, C, h, w) -> (B, C, H, W)``.
+
+    ``out`` (no autograd): write the result into this ``(B, C, H, W)`` tensor (any strides)
+    and return it. This path is separable: for output phase ``r = p mod f`` the source
+    coordinate ``(p + 0.5)/f - 0.5`` is ``p // f + o_r``, ``o_r = (2r + 1 - f)/(2f)``, so each
+    phase is one :func:`torch.lerp` of two shifted copies of the (edge-replicated) low map:
+    first along the width at low height, then along the height, writing whole output rows.
+    It equals the default path up to float rounding (tested) and allocates only the
+    ``(B, C, h + 2, W)`` intermediate, or uses ``scratch`` (a tensor of at least that many
+    elements, same dtype and device) for it.
     """
     check_factor(f)
     if low.dim() != 4:
@@ -81,7 +93,80 @@ def bilinear_upsample(low: torch.Tensor, f: int, size) -> torch.Tensor:
     if (h, w) != low_size((H, W), f):
         raise ValueError(f"a {h}x{w} map is not the factor-{f} subsampling of {H}x{W} "
                          f"(expected {low_size((H, W), f)[0]}x{low_size((H, W), f)[1]})")
+    if out is not None:
+        return _upsample_into(low, f, H, W, out, scratch)
     if f == 1:
         return low
     up = F.interpolate(low, size=(h * f, w * f), mode="bilinear", align_corners=False)
     return up[..., :H, :W]
+
+
+def _phase_taps(f: int, r: int):
+    """``(start of the first tap, weight of the second)`` of output phase ``r`` in a map padded
+    by one sample on each side: output ``q*f + r`` is ``lerp(pad[q + s], pad[q + s + 1], t)``."""
+    o = (2 * r + 1 - f) / (2 * f)
+    return (0, 1.0 + o) if o < 0 else (1, o)
+
+
+def _upsample_into(low: torch.Tensor, f: int, H: int, W: int, out: torch.Tensor, scratch) -> torch.Tensor:
+    B, C, h, w = low.shape
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (B, C, H, W):
+        raise ValueError(f"out must be a ({B}, {C}, {H}, {W}) tensor, got {tuple(getattr(out, 'shape', ()))}")
+    if out.dtype != low.dtype or out.device != low.device:
+        raise TypeError(f"out must match low's dtype and device ({low.dtype}, {low.device}), "
+                        f"got {out.dtype} on {out.device}")
+    if torch.is_grad_enabled() and low.requires_grad:
+        raise RuntimeError("bilinear_upsample(out=...) does not record gradients; call it under torch.no_grad()")
+    if f == 1:
+        return out.copy_(low)
+    n = B * C * (h + 2) * W
+    if scratch is not None and (scratch.numel() < n or scratch.dtype != low.dtype or scratch.device != low.device):
+        raise ValueError(f"scratch must hold {n} {low.dtype} elements on {low.device}")
+    return upsample_padded(F.pad(low, (1, 1, 1, 1), mode="replicate"), f, out, scratch)
+
+
+def upsample_padded(lp: torch.Tensor, f: int, out: torch.Tensor, scratch: torch.Tensor | None = None) -> torch.Tensor:
+    """The core of :func:`bilinear_upsample` with ``out``, unchecked: ``lp`` is the low map
+    already edge-replicated by one sample on each side, ``(B, C, h + 2, w + 2)``, and ``out``
+    ``(B, C, H, W)`` with ``(h, w) = (ceil(H/f), ceil(W/f))``, ``f >= 2``. For callers that
+    upsample the channels of one map one at a time (pad once, then slice)."""
+    B, C, hp, _ = lp.shape
+    H, W = out.shape[-2:]
+    n = B * C * hp * W
+    tmp = lp.new_empty((B, C, hp, W)) if scratch is None else scratch.reshape(-1)[:n].view(B, C, hp, W)
+    for r in range(min(f, W)):  # along the width, at low height (h + 2 rows)
+        s, t = _phase_taps(f, r)
+        cols = len(range(r, W, f))
+        torch.lerp(lp[..., s:s + cols], lp[..., s + 1:s + 1 + cols], t, out=tmp[..., r::f])
+    for r in range(min(f, H)):  # along the height: whole rows of the output
+        s, t = _phase_taps(f, r)
+        rows = len(range(r, H, f))
+        torch.lerp(tmp[..., s:s + rows, :], tmp[..., s + 1:s + 1 + rows, :], t, out=out[..., r::f, :])
+    return out
+
+@functools.lru_cache(maxsize=32)
+def _matrix(n: int, f: int, s: int, dtype, device) -> torch.Tensor:
+    m = low_size((1, n), f)[1]
+    eye = torch.eye(m, dtype=dtype, device=device).view(1, m, 1, m)
+    return area_downsample(bilinear_upsample(eye, f, (1, n)), s).reshape(m, -1)
+
+
+def upsample_then_area_matrix(n: int, f: int, s: int, *, dtype=torch.float32, device=None) -> torch.Tensor:
+    """The 1-D linear map of :func:`bilinear_upsample` by ``f`` to length ``n`` followed by
+    :func:`area_downsample` by ``s``, as a ``(ceil(n/f), ceil(n/s))`` matrix.
+
+    Both are separable, so for a low map ``x (B, C, ceil(H/f), ceil(W/f))``::
+
+        area_downsample(bilinear_upsample(x, f, (H, W)), s) == My.T @ x @ Mx
+
+    with ``My = upsample_then_area_matrix(H, f, s)`` and ``Mx = upsample_then_area_matrix(W, f, s)``
+    (up to float rounding; tested): the area average of the upsampled map without making it.
+    The matrix is built by applying the two functions to the identity (and cached: a new
+    tensor is returned each call, a copy of the cached one).
+    """
+    check_factor(f)
+    check_factor(s)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    with torch.no_grad():
+        return _matrix(n, f, s, dtype, torch.device(device) if device is not None else torch.device("cpu")).clone()

@@ -205,3 +205,85 @@ def _is_label_cell(row, columns, c) -> bool:
     if a.ndim == 2:
         return not np.issubdtype(a.dtype, np.floating)
     return a.ndim == 3 and a.shape[0] not in (1, 3) and a.shape[-1] not in (1, 3)
+
+
+_LINE_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+                 (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+
+
+def line_plot(series: dict, path=None, *, xlabel: str = "", ylabel: str = "", title: str = "",
+              size: tuple[int, int] = (640, 400)):
+    """A line chart (PIL only): ``series`` name -> ``(xs, ys)``; NaN / None points are skipped.
+
+    The y axis spans the finite values (with a margin); the legend lists the names in order.
+    Returns the PIL image, or writes a PNG to ``path`` (atomically) and returns the path.
+    """
+    if not series:
+        raise ValueError("line_plot: no series")
+    W, H = size
+    left, right, top, bottom = 60, 170, 30, 45
+    pts = {}
+    for name, (xs, ys) in series.items():
+        if len(xs) != len(ys):
+            raise ValueError(f"line_plot: series {name!r} has {len(xs)} x and {len(ys)} y values")
+        pts[name] = [(float(x), float(y)) for x, y in zip(xs, ys)
+                     if y is not None and np.isfinite(float(y))]
+    allp = [p for v in pts.values() for p in v]
+    if not allp:
+        raise ValueError("line_plot: no finite point")
+    x0, x1 = min(p[0] for p in allp), max(p[0] for p in allp)
+    y0, y1 = min(p[1] for p in allp), max(p[1] for p in allp)
+    if x1 == x0:
+        x1 = x0 + 1
+    margin = max(1e-6, 0.05 * (y1 - y0))
+    y0, y1 = y0 - margin, y1 + margin
+    canvas = Image.new("RGB", (W, H), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    pw, ph = W - left - right, H - top - bottom
+
+    def xy(x, y):
+        return left + (x - x0) / (x1 - x0) * pw, top + (1 - (y - y0) / (y1 - y0)) * ph
+    draw.rectangle([left, top, left + pw, top + ph], outline=(0, 0, 0))
+    for i in range(5):  # y ticks
+        yv = y0 + (y1 - y0) * i / 4
+        _, yy = xy(x0, yv)
+        draw.line([left - 4, yy, left, yy], fill=(0, 0, 0))
+        draw.text((4, yy - 6), f"{yv:.3g}", fill=(0, 0, 0), font=font)
+    xs_all = sorted({p[0] for p in allp})
+    step = max(1, len(xs_all) // 10)
+    for xv in xs_all[::step]:
+        xx, _ = xy(xv, y0)
+        draw.line([xx, top + ph, xx, top + ph + 4], fill=(0, 0, 0))
+        draw.text((xx - 6, top + ph + 6), f"{xv:g}", fill=(0, 0, 0), font=font)
+    for i, (name, p) in enumerate(pts.items()):
+        colour = _LINE_COLOURS[i % len(_LINE_COLOURS)]
+        line = [xy(x, y) for x, y in p]
+        if len(line) > 1:
+            draw.line(line, fill=colour, width=2)
+        for cx, cy in line:
+            draw.ellipse([cx - 2, cy - 2, cx + 2, cy + 2], fill=colour)
+        ly = top + 14 * i
+        draw.line([left + pw + 10, ly + 6, left + pw + 30, ly + 6], fill=colour, width=3)
+        draw.text((left + pw + 34, ly), str(name)[:22], fill=(0, 0, 0), font=font)
+    if title:
+        draw.text((left + pw // 3, 8), title, fill=(0, 0, 0), font=font)
+    if xlabel:
+        draw.text((left + pw // 2 - 3 * len(xlabel), H - 16), xlabel, fill=(0, 0, 0), font=font)
+    if ylabel:
+        draw.text((4, 8), ylabel, fill=(0, 0, 0), font=font)
+    if path is None:
+        return canvas
+    return atomic_write_bytes(path, encode_png(canvas))
+
+
+def trimap_plot(results: dict, path=None, title: str = "trimap accuracy"):
+    """Trimap accuracy (%) against band width (px), one line per method: ``results`` name ->
+    metrics (or ``{"metrics": ...}``) with ``trimap_widths`` / ``trimap_accuracy``."""
+    series = {}
+    for name, entry in results.items():
+        m = entry.get("metrics", entry) if isinstance(entry, dict) else entry
+        ws, acc = m.get("trimap_widths"), m.get("trimap_accuracy")
+        if ws and acc:
+            series[name] = (list(ws), [None if a is None else 100.0 * a for a in acc])
+    return line_plot(series, path, xlabel="band width (px)", ylabel="accuracy (%)", title=title)

@@ -35,6 +35,10 @@ from typing import Mapping, Sequence
 from spn.utils.io import to_jsonable
 
 HEADLINE = (("overall AC", "pixel_accuracy"), ("mean AC", "mean_accuracy"), ("mean IoU", "mean_iou"))
+#: the boundary columns, added when the metrics have them (a protocol with ``boundary=True``)
+BOUNDARY_HEADLINE = (("boundary IoU", "boundary_iou"), ("mBA", "mba"))
+#: the band widths (px) of :func:`trimap_markdown`
+TRIMAP_TABLE_WIDTHS = (1, 2, 3, 5, 10, 20)
 
 
 # --- formatting ------------------------------------------------------------------------------
@@ -91,25 +95,66 @@ def _entry(entry) -> tuple[dict, object]:
 
 # --- the paper's tables ----------------------------------------------------------------------
 
+def _headline_keys(results: Mapping) -> tuple:
+    """HEADLINE, plus the boundary columns when any entry has them."""
+    has = any("boundary_iou" in _entry(e)[0] for e in results.values())
+    return HEADLINE + (BOUNDARY_HEADLINE if has else ())
+
+
 def table3_rows(results: Mapping) -> list[list[str]]:
     rows = []
+    keys = _headline_keys(results)
     for name, entry in results.items():
         m, sec = _entry(entry)
-        rows.append([name] + [fmt_percent(m.get(key)) for _, key in HEADLINE] + [fmt_seconds(sec)])
+        rows.append([name] + [fmt_percent(m.get(key)) for _, key in keys] + [fmt_seconds(sec)])
     return rows
 
 
 def table3_markdown(results: Mapping, caption: str | None = None) -> str:
-    """Table 3 of the paper: rows = methods, columns overall AC, mean AC, mean IoU (in %), s/image."""
+    """Table 3 of the paper: rows = methods, columns overall AC, mean AC, mean IoU (in %), s/image;
+    boundary IoU and mBA after mean IoU when the metrics have them."""
     if not results:
         raise ValueError("no results to tabulate")
-    text = markdown_table(["method"] + [t for t, _ in HEADLINE] + ["s/image"], table3_rows(results))
+    keys = _headline_keys(results)
+    text = markdown_table(["method"] + [t for t, _ in keys] + ["s/image"], table3_rows(results))
     return (f"{caption}\n\n{text}" if caption else text)
+
+
+def trimap_markdown(results: Mapping, widths: Sequence[int] = TRIMAP_TABLE_WIDTHS) -> str:
+    """Trimap accuracy (%) in bands of ``widths`` px around the ground-truth edges, one row per
+    method (the entries' ``trimap_widths`` / ``trimap_accuracy``); ``""`` when none has them."""
+    rows, cols = [], None
+    for name, entry in results.items():
+        m, _ = _entry(entry)
+        ws, acc = list(m.get("trimap_widths") or []), list(m.get("trimap_accuracy") or [])
+        if not ws:
+            continue
+        if cols is None:
+            cols = [w for w in widths if w in ws]
+        rows.append([name] + [fmt_percent(acc[ws.index(w)]) if w in ws else "-" for w in cols])
+    if not rows:
+        return ""
+    return ("Trimap accuracy (%) in bands of w px around the ground-truth edges (Kraehenbuehl and "
+            "Koltun 2011):\n\n" + markdown_table(["method"] + [f"w={w}" for w in cols], rows))
+
+
+def present_classes(metrics_list: Sequence[Mapping]) -> list[int]:
+    """Indices of the classes with ground-truth pixels in the evaluated images (a finite
+    ``per_class_accuracy`` in any of the metrics); all classes when none has that key."""
+    n = max((len(m.get("per_class_iou") or []) for m in metrics_list), default=0)
+    accs = [m.get("per_class_accuracy") for m in metrics_list if m.get("per_class_accuracy") is not None]
+    if not accs:
+        return list(range(n))
+
+    def finite(v):
+        return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+    return [i for i in range(n) if any(i < len(a) and finite(a[i]) for a in accs)]
 
 
 def per_class_markdown(results: Mapping, class_names: Sequence[str] | None = None,
                        kinds: Sequence[str] = ("iou", "f1")) -> str:
-    """Per-class tables: rows = classes, one column per method, for each kind ("iou", "f1", "accuracy")."""
+    """Per-class tables: rows = classes, one column per method, for each kind ("iou", "f1", "accuracy").
+    Classes absent from the ground truth of the evaluated images are left out (:func:`present_classes`)."""
     if not results:
         raise ValueError("no results to tabulate")
     keys = {"iou": ("per_class_iou", "IoU"), "f1": ("per_class_f1", "F1"),
@@ -127,7 +172,7 @@ def per_class_markdown(results: Mapping, class_names: Sequence[str] | None = Non
         if len(names) < n:
             names += [f"class_{i}" for i in range(len(names), n)]
         rows = []
-        for i in range(n):
+        for i in present_classes(metrics):
             rows.append([names[i]] + [fmt_percent(c[i] if i < len(c) else None) for c in cols])
         out.append(f"Per-class {title} (%):\n\n" + markdown_table(["class"] + methods, rows))
     return "\n".join(out)
@@ -142,6 +187,7 @@ def results_json(results: Mapping) -> dict:
             "pixel_accuracy": m.get("pixel_accuracy"),
             "mean_accuracy": m.get("mean_accuracy"),
             "mean_iou": m.get("mean_iou"),
+            **({"boundary_iou": m.get("boundary_iou"), "mba": m.get("mba")} if "boundary_iou" in m else {}),
             "seconds_per_image": sec,
             "metrics": m,
         }
