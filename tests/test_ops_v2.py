@@ -443,3 +443,67 @@ def test_normalize_gates_is_the_readable_twin():
                                    propagate4(x, normalize_gates(g, norm), "mean"), atol=1e-12, rtol=1e-12)
     torch.testing.assert_close(propagate4(x, g, "sum", normalize="gspn"),
                                propagate4(x, normalize_gates(g, "gspn"), "sum"), atol=1e-12, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- documentation
+
+@pytest.mark.parametrize("name", ["spn.ops.propagation", "spn.ops.reference", "spn.ops.normalize",
+                                  "spn.nn.propagation"])
+def test_docstring_examples_run(name):
+    import doctest
+    import importlib
+
+    res = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert res.attempted > 0 and res.failed == 0, f"{res.failed} of {res.attempted} examples of {name} failed"
+
+
+def test_readme_operator_example_runs():
+    """The README's operator example (its shapes included) runs as written."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## The operator", 1)[1]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(compile(code, "README.md: The operator", "exec"), scope)
+    assert scope["h"].shape == (2, 21, 64, 64) and scope["out"].shape == (2, 21, 64, 64)
+    assert scope["hs"].shape == (2, 4, 21, 64, 64)
+
+
+@needs_ext
+def test_avx2_and_baseline_kernels_are_bit_identical(tmp_path):
+    """The AVX2 build of the kernels only widens the vectors: with SPN_NO_AVX2=1 (the baseline
+    x86-64 build) every output and gradient is bit-identical."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, sys, spn.ops as o\n"
+        "from spn.nn import SpatialPropagation\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "x = torch.randn(2, 5, 33, 29, generator=g, requires_grad=True)\n"
+        "r = torch.randn(2, 4 * 3 * 5, 33, 29, generator=g, requires_grad=True)\n"
+        "lam = torch.rand(2, 4, 1, 33, 29, generator=g, requires_grad=True)\n"
+        "outs = []\n"
+        "for norm, l in (('clip', None), ('gspn', lam), (None, None)):\n"
+        "    y = SpatialPropagation(normalize=norm, chunk=9)(x, r * (0.2 if norm is None else 1), l)\n"
+        "    gs = torch.autograd.grad(y.square().sum(), [t for t in (x, r, l) if t is not None])\n"
+        "    outs += [y.detach(), *gs]\n"
+        "torch.save({'isa': torch.ops.spn.kernel_isa(), 'outs': outs}, sys.argv[1])\n"
+    )
+    res = {}
+    for flag in ("0", "1"):
+        env = {k: v for k, v in os.environ.items() if k not in ("SPN_NO_AVX2", "SPN_BACKEND")}
+        if flag == "1":
+            env["SPN_NO_AVX2"] = "1"
+        path = tmp_path / f"out{flag}.pt"
+        proc = subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        res[flag] = torch.load(path)
+    assert res["1"]["isa"] == "sse2"
+    if res["0"]["isa"] != "avx2":
+        pytest.skip("this CPU has no AVX2: only the baseline kernels exist here")
+    for a, b in zip(res["0"]["outs"], res["1"]["outs"]):
+        assert torch.equal(a, b)

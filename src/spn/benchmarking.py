@@ -30,7 +30,6 @@ For ``default`` at S1 this is the issue's ``4 + 48q + 4 + 16`` and ``4 + 4 + 48q
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 from pathlib import Path
