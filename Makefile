@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h)
+$(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/*.inc)
 	test -x $(PY) || python3 -m venv $(VENV)
 	# torch first, pinned: the CPU wheel on this machine (any other spelling pulls a CUDA build)
 	$(PIP) install -q torch==2.13.0

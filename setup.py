@@ -14,7 +14,11 @@ cmdclass = {}
 if os.environ.get("SPN_NO_EXTENSION", "0") != "1":
     from torch.utils.cpp_extension import BuildExtension, CppExtension
 
-    extra = ["-O3", "-std=c++17", "-fopenmp", "-ffast-math", "-fno-finite-math-only"]
+    # no -ffast-math: the kernels must keep IEEE inf/NaN semantics and the reference's formulas
+    # ((1 - s) x + sum g h_prev, not a rearranged form), which fast-math may rewrite
+    # -ffp-contract=off: no fused multiply-adds, so the AVX2 and baseline builds of the kernels give
+    # bit-identical results (and keep the reference's rounding steps)
+    extra = ["-O3", "-std=c++17", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
     if os.environ.get("SPN_NATIVE", "0") == "1":
         extra.append("-march=native")
     ext_modules = [

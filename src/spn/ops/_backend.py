@@ -145,4 +145,12 @@ def active_backend(device: str = "cpu") -> str:
         return _triton_backend_name(kind)
     if kind != "cpu":
         return "reference"
-    return "cpp (spn._C, OpenMP)" if _load() else "reference (spn._C not importable)"
+    return f"cpp (spn._C, OpenMP, {kernel_isa()})" if _load() else "reference (spn._C not importable)"
+
+
+def kernel_isa() -> str | None:
+    """The instruction set the compiled CPU kernels run with: ``"avx2"`` (the CPU has AVX2 and
+    FMA; ``SPN_NO_AVX2=1`` turns it off) or ``"sse2"``; ``None`` without the extension."""
+    if not _load():
+        return None
+    return str(torch.ops.spn.kernel_isa())

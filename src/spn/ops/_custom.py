@@ -1,66 +1,76 @@
 """Fake (meta) implementations and autograd formulas of the ``torch.ops.spn`` custom ops.
 
 Imported by :mod:`spn.ops._backend` once ``spn._C`` has registered the ops' schemas and CPU
-kernels. The backward of each op is its own custom op (a reverse sweep) that needs only the
-forward output, not per-step autograd state.
+kernels. The backward of each op is its own custom op (one reverse sweep per direction) that
+needs only the forward output, not per-step autograd state. ``normalize`` (0 none, 1 clip,
+2 always, 3 gspn) and ``chunk`` (0: one chunk) are plain ints; ``merge`` is 0 max, 1 mean,
+2 sum, 3 none.
 """
 from __future__ import annotations
 
 import torch
 
+_MERGE_NONE = 3
+
 
 @torch.library.register_fake("spn::propagate_fwd")
-def _propagate_fwd_fake(x, gates, direction):
+def _propagate_fwd_fake(x, gates, input_weight, direction, normalize, chunk):
     return x.new_empty(x.shape)
 
 
+def _grad_l_fake(x, input_weight):
+    return x.new_empty((0,)) if input_weight is None else x.new_empty(input_weight.shape)
+
+
 @torch.library.register_fake("spn::propagate_bwd")
-def _propagate_bwd_fake(grad_h, x, gates, h, direction):
-    return x.new_empty(x.shape), x.new_empty(gates.shape)
+def _propagate_bwd_fake(grad_h, x, gates, input_weight, h, direction, normalize, chunk):
+    return x.new_empty(x.shape), x.new_empty(gates.shape), _grad_l_fake(x, input_weight)
 
 
 @torch.library.register_fake("spn::propagate4_fwd")
-def _propagate4_fwd_fake(x, gates, merge, save):
-    hs = x.new_empty((4, *x.shape)) if save else x.new_empty((0,))
+def _propagate4_fwd_fake(x, gates, input_weight, merge, normalize, chunk, save):
+    B, C, H, W = x.shape
+    if merge == _MERGE_NONE:
+        return x.new_empty((B, 4, C, H, W)), x.new_empty((0,))
+    hs = x.new_empty((4, B, C, H, W)) if save else x.new_empty((0,))
     return x.new_empty(x.shape), hs
 
 
 @torch.library.register_fake("spn::propagate4_bwd")
-def _propagate4_bwd_fake(grad_out, x, gates, hs, merge):
-    return x.new_empty(x.shape), x.new_empty(gates.shape)
+def _propagate4_bwd_fake(grad_out, x, gates, input_weight, hs, merge, normalize, chunk):
+    return x.new_empty(x.shape), x.new_empty(gates.shape), _grad_l_fake(x, input_weight)
 
 
 def _setup1(ctx, inputs, output):
-    x, gates, direction = inputs
-    ctx.save_for_backward(x, gates, output)
-    ctx.direction = direction
+    x, gates, input_weight, direction, normalize, chunk = inputs
+    ctx.save_for_backward(x, gates, input_weight, output)
+    ctx.args = (direction, normalize, chunk)
 
 
 def _backward1(ctx, grad_h):
-    x, gates, h = ctx.saved_tensors
-    gx, gg = torch.ops.spn.propagate_bwd(grad_h, x, gates, h, ctx.direction)
-    return gx, gg, None
+    x, gates, input_weight, h = ctx.saved_tensors
+    gx, gg, gl = torch.ops.spn.propagate_bwd(grad_h.contiguous(), x, gates, input_weight, h, *ctx.args)
+    return gx, gg, (gl if input_weight is not None else None), None, None, None
 
 
 def _setup4(ctx, inputs, output):
-    x, gates, merge, save = inputs
+    x, gates, input_weight, merge, normalize, chunk, save = inputs
     out, hs = output
-    if not save:
-        ctx.hs_missing = True
-    else:
-        ctx.hs_missing = False
-    ctx.save_for_backward(x, gates, hs)
-    ctx.merge = merge
+    if merge == _MERGE_NONE:
+        hs = out  # the stacked directional maps are the output itself
+    ctx.hs_missing = not save and merge != _MERGE_NONE
+    ctx.save_for_backward(x, gates, input_weight, hs)
+    ctx.args = (merge, normalize, chunk)
 
 
 def _backward4(ctx, grad_out, grad_hs):
     if ctx.hs_missing:
         raise RuntimeError("spn::propagate4_fwd was run with save=False; it cannot be differentiated")
-    x, gates, hs = ctx.saved_tensors
+    x, gates, input_weight, hs = ctx.saved_tensors
     if grad_out is None:
-        grad_out = torch.zeros_like(x)
-    gx, gg = torch.ops.spn.propagate4_bwd(grad_out, x, gates, hs, ctx.merge)
-    return gx, gg, None, None
+        grad_out = torch.zeros_like(hs if ctx.args[0] == _MERGE_NONE else x)
+    gx, gg, gl = torch.ops.spn.propagate4_bwd(grad_out.contiguous(), x, gates, input_weight, hs, *ctx.args)
+    return gx, gg, (gl if input_weight is not None else None), None, None, None, None
 
 
 def _no_double_backward(ctx, *grads):

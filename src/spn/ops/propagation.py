@@ -8,7 +8,9 @@ from ._validate import DIRECTIONS, check_chunk, check_input_weight, check_pair, 
 from .normalize import check_normalize
 from .reference import MERGES, check_merge, propagate4_ref, propagate_ref
 
-_KERNEL_MERGES = ("max", "mean", "sum")
+_KERNEL_MERGES = ("max", "mean", "sum", "none")
+#: the kernels' codes of the ``normalize`` modes
+_KERNEL_NORMALIZE = {None: 0, "clip": 1, "always": 2, "gspn": 3}
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 
@@ -18,33 +20,50 @@ def _merge_index(merge: str) -> int:
     return _KERNEL_MERGES.index(merge)
 
 
-def _upcast(x: torch.Tensor, gates: torch.Tensor):
+def _upcast(x: torch.Tensor, gates: torch.Tensor, input_weight: torch.Tensor | None):
     """Half-precision inputs run in float32 (float32 accumulation) and are cast back."""
     if x.dtype in _KERNEL_DTYPES:
-        return x, gates, None
-    return x.float(), gates.float(), x.dtype
+        return x, gates, input_weight, None
+    return x.float(), gates.float(), None if input_weight is None else input_weight.float(), x.dtype
 
 
 def propagate(x: torch.Tensor, gates: torch.Tensor, direction, *, normalize: str | None = None,
               input_weight: torch.Tensor | None = None, chunk: int | None = None) -> torch.Tensor:
-    """Linear spatial propagation in one direction (Liu et al. 2017, Eq. 1, 9, 10).
+    """Linear spatial propagation in one direction (Liu et al. 2017, Eq. 1, 9, 10; GSPN's form).
 
-    For the first scanned line ``h = x``; for every later line, at lateral index ``k``::
+    With ``g`` the gates normalised by ``normalize`` and read at the destination pixel, for the
+    first scanned line of a chunk ``h = x`` (``l * x`` with an input weight ``l``); for every
+    later line, at lateral index ``k``::
 
-        h[k] = (1 - sum_j g_j[k]) * x[k] + sum_j g_j[k] * h_prev[j]
+        h[k] = (1 - sum_j g_j[k]) * x[k] + sum_j g_j[k] * h_prev[j]     (no input weight)
+        h[k] = l[k] * x[k] + sum_j g_j[k] * h_prev[j]                  (input_weight l)
 
     over the valid neighbours ``j`` of ``k`` in the previous line (``k-1, k, k+1`` for
     three-way gates, gate slots 0, 1, 2; ``k`` for one-way). Out-of-range neighbours are
-    dropped from both sums. Gates are used as given (see :func:`normalize_gates`).
+    dropped from the sums. The exact contract is ``shared/spec/propagation.md`` (version 2);
+    :func:`propagate_ref` is the readable twin.
 
     Args:
-        x: ``(B, C, H, W)`` float tensor.
-        gates: ``(B, K, Cg, H, W)`` with ``K`` in {1, 3} and ``Cg`` in {1, C}.
+        x: the map to propagate.
+        gates: raw gates. ``normalize`` (``None``, ``"clip"``, ``"always"`` or ``"gspn"``)
+            normalises them over their ``K`` slots inside the kernel, forward and backward,
+            as :func:`normalize_gates` would (``None``: used as given).
         direction: ``"left_to_right"``, ``"right_to_left"``, ``"top_to_bottom"`` or
             ``"bottom_to_top"`` (or its index 0..3).
+        input_weight: GSPN's ``lambda`` (the weight of ``x``), or ``None``.
+        chunk: scan lines per independently scanned chunk (GSPN's local scans), or ``None``.
 
-    Returns:
-        ``(B, C, H, W)`` propagated map, differentiable in ``x`` and ``gates``.
+    Shape:
+        - x: ``(B, C, H, W)``, float32/float64 (float16/bfloat16 computed in float32)
+        - gates: ``(B, K, Cg, H, W)``, ``K`` in {1, 3}, ``Cg`` in {1, C}
+        - input_weight: ``(B, Cl, H, W)``, ``Cl`` in {1, C}
+        - output: ``(B, C, H, W)``, differentiable in ``x``, ``gates`` and ``input_weight``
+
+    Example:
+        >>> x = torch.tensor([[[[1.0, 0.0, 0.0]]]])
+        >>> g = torch.full((1, 1, 1, 1, 3), 2.0)               # raw one-way gates
+        >>> propagate(x, g, "left_to_right", normalize="clip")  # 2 / max(|2|, 1) = 1
+        tensor([[[[1., 1., 1.]]]])
     """
     check_pair(x, gates)
     d = direction_index(direction)
@@ -54,11 +73,10 @@ def propagate(x: torch.Tensor, gates: torch.Tensor, direction, *, normalize: str
     if _backend.use_triton(x):  # GPU backend (issue 8): CUDA tensors, or SPN_BACKEND=triton
         return _backend.triton_ops().propagate(x, gates, d, normalize=normalize, input_weight=input_weight,
                                                chunk=chunk)
-    if normalize is not None or input_weight is not None or chunk is not None or not _backend.use_kernel(x):
-        # TODO(issue 12): the version-2 arguments run on the reference until the kernels take them
+    if not _backend.use_kernel(x):
         return propagate_ref(x, gates, d, normalize=normalize, input_weight=input_weight, chunk=chunk)
-    x, gates, orig = _upcast(x, gates)
-    h = torch.ops.spn.propagate_fwd(x, gates, d)
+    x, gates, input_weight, orig = _upcast(x, gates, input_weight)
+    h = torch.ops.spn.propagate_fwd(x, gates, input_weight, d, _KERNEL_NORMALIZE[normalize], chunk or 0)
     return h if orig is None else h.to(orig)
 
 
@@ -66,16 +84,31 @@ def propagate4(x: torch.Tensor, gates: torch.Tensor, merge: str = "max", *, norm
                input_weight: torch.Tensor | None = None, chunk: int | None = None) -> torch.Tensor:
     """Propagate in all four directions, each with its own gates, and merge node-wise.
 
-    Args:
-        x: ``(B, C, H, W)``.
-        gates: ``(B, 4, K, Cg, H, W)``, directions in the order left_to_right,
-            right_to_left, top_to_bottom, bottom_to_top.
-        merge: ``"max"`` (the paper; ties resolve to the first direction in that order),
-            ``"mean"`` or ``"sum"``.
+    Each direction ``d`` runs :func:`propagate` with ``gates[:, d]`` (and ``input_weight[:, d]``);
+    the compiled kernel fuses the four scans, the gate normalisation and the merge, and its
+    backward keeps only the four forward outputs.
 
-    Returns:
-        ``(B, C, H, W)``. The compiled path fuses the four scans and the merge; its backward
-        keeps only the four forward outputs.
+    Args:
+        x: the map to propagate.
+        gates: raw gates, directions in the order left_to_right, right_to_left,
+            top_to_bottom, bottom_to_top (what a CNN's ``4*K*Cg`` channels reshape into).
+        merge: ``"max"`` (the paper; NaN-propagating, the gradient goes to the first direction
+            attaining the max), ``"mean"``, ``"sum"`` or ``"none"`` (the four maps stacked).
+        normalize: ``None``, ``"clip"``, ``"always"`` or ``"gspn"`` (see :func:`propagate`).
+        input_weight: GSPN's ``lambda`` per direction, or ``None``.
+        chunk: scan lines per independently scanned chunk, or ``None``.
+
+    Shape:
+        - x: ``(B, C, H, W)``
+        - gates: ``(B, 4, K, Cg, H, W)``
+        - input_weight: ``(B, 4, Cl, H, W)``
+        - output: ``(B, C, H, W)``; ``(B, 4, C, H, W)`` for ``merge="none"``
+
+    Example:
+        >>> x = torch.zeros(1, 1, 3, 3); x[0, 0, 1, 1] = 1.0
+        >>> g = torch.full((1, 4, 3, 1, 3, 3), 0.5)             # raw three-way gates, shared
+        >>> propagate4(x, g, normalize="clip").shape
+        torch.Size([1, 1, 3, 3])
     """
     check_pair(x, gates, n_dirs=4)
     check_merge(merge)
@@ -85,14 +118,13 @@ def propagate4(x: torch.Tensor, gates: torch.Tensor, merge: str = "max", *, norm
     if _backend.use_triton(x):  # GPU backend (issue 8): CUDA tensors, or SPN_BACKEND=triton
         return _backend.triton_ops().propagate4(x, gates, merge, normalize=normalize, input_weight=input_weight,
                                                 chunk=chunk)
-    if (merge == "none" or normalize is not None or input_weight is not None or chunk is not None
-            or not _backend.use_kernel(x)):
-        # TODO(issue 12): the version-2 arguments run on the reference until the kernels take them
+    if not _backend.use_kernel(x):
         return propagate4_ref(x, gates, merge, normalize=normalize, input_weight=input_weight, chunk=chunk)
     m = _merge_index(merge)
-    x, gates, orig = _upcast(x, gates)
-    save = torch.is_grad_enabled() and (x.requires_grad or gates.requires_grad)
-    out, _ = torch.ops.spn.propagate4_fwd(x, gates, m, save)
+    x, gates, input_weight, orig = _upcast(x, gates, input_weight)
+    save = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, gates, input_weight))
+    out, _ = torch.ops.spn.propagate4_fwd(x, gates, input_weight, m, _KERNEL_NORMALIZE[normalize], chunk or 0, save)
     return out if orig is None else out.to(orig)
 
 
