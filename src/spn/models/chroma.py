@@ -52,8 +52,8 @@ from ..ops import DIRECTIONS, propagate
 from ..utils.config import option
 from .blocks import UNet
 from .registry import register_model
-from .resample import (area_downsample, bilinear_upsample, check_factor, low_size, upsample_padded,
-                       upsample_then_area_matrix)
+from .resample import (area_downsample, bilinear_upsample, check_factor, low_size, upsample_height,
+                       upsample_then_area_matrix, upsample_width)
 
 __all__ = ["CHROMA_MERGES", "ChromaSPN", "ChromaSPNConfig", "NEIGHBOURS", "WORKSPACE_LIMIT_BYTES",
            "check_chroma_inputs", "luma_similarity", "release_workspace", "similarity_planes"]
@@ -136,8 +136,9 @@ class ChromaSPNConfig:
 
 
 #: The fast inference path keeps its full-resolution buffers (the gates, the bilinear chroma,
-#: the similarity maps: about 90 MB per megapixel for three-way) between calls, per thread, up
-#: to this many bytes in all; larger images get fresh buffers. Reusing them matters on CPU:
+#: the similarity maps: 78 MiB per megapixel for three-way, 38 MiB for one-way) between calls,
+#: per thread, up to this many bytes in all (about 6.5 MP three-way); larger images get fresh
+#: buffers. Reusing them matters on CPU:
 #: a fresh large tensor costs a page fault per 4 KiB page when first written, which took longer
 #: than the arithmetic on the gates.
 WORKSPACE_LIMIT_BYTES = 512 * 2 ** 20
@@ -442,14 +443,14 @@ class ChromaSPN(nn.Module):
         planes = similarity_planes(luma, k, self.log_edge_scale.exp(), buffers=buf) if self.cfg.edge_aware else {}
         if s == 1:
             flat.copy_(low)
-        else:
-            low = torch.nn.functional.pad(low, (1, 1, 1, 1), mode="replicate")
-            scratch = buf("scratch", (B * cg * (h + 2) * W,))
+        else:  # along the width for all slots at once, then along the height slot by slot
+            tmp = buf("scratch", (B, ng, h + 2, W))
+            upsample_width(torch.nn.functional.pad(low, (1, 1, 1, 1), mode="replicate"), s, tmp)
         for d, j, off in _slots(k):  # one slot at a time: its upsampled gates are still in cache
             c = (d * k + j) * cg
             g = flat[:, c:c + cg]
             if s > 1:
-                upsample_padded(low[:, c:c + cg], s, g, scratch)
+                upsample_height(tmp[:, c:c + cg], s, g)
             if planes:
                 g.mul_(planes[off])
         x = up

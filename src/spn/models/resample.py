@@ -33,8 +33,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["area_downsample", "bilinear_upsample", "check_factor", "low_size", "upsample_padded",
-           "upsample_then_area_matrix"]
+__all__ = ["area_downsample", "bilinear_upsample", "check_factor", "low_size", "upsample_height", "upsample_padded",
+           "upsample_then_area_matrix", "upsample_width"]
 
 
 def check_factor(f) -> int:
@@ -128,17 +128,32 @@ def _upsample_into(low: torch.Tensor, f: int, H: int, W: int, out: torch.Tensor,
 def upsample_padded(lp: torch.Tensor, f: int, out: torch.Tensor, scratch: torch.Tensor | None = None) -> torch.Tensor:
     """The core of :func:`bilinear_upsample` with ``out``, unchecked: ``lp`` is the low map
     already edge-replicated by one sample on each side, ``(B, C, h + 2, w + 2)``, and ``out``
-    ``(B, C, H, W)`` with ``(h, w) = (ceil(H/f), ceil(W/f))``, ``f >= 2``. For callers that
-    upsample the channels of one map one at a time (pad once, then slice)."""
+    ``(B, C, H, W)`` with ``(h, w) = (ceil(H/f), ceil(W/f))``, ``f >= 2``. It is
+    :func:`upsample_width` then :func:`upsample_height`; callers that treat the channels one at
+    a time can run the first on all of them and the second per channel."""
     B, C, hp, _ = lp.shape
     H, W = out.shape[-2:]
     n = B * C * hp * W
     tmp = lp.new_empty((B, C, hp, W)) if scratch is None else scratch.reshape(-1)[:n].view(B, C, hp, W)
-    for r in range(min(f, W)):  # along the width, at low height (h + 2 rows)
+    return upsample_height(upsample_width(lp, f, tmp), f, out)
+
+
+def upsample_width(lp: torch.Tensor, f: int, tmp: torch.Tensor) -> torch.Tensor:
+    """First half of :func:`upsample_padded`: along the width, at low height, from ``lp``
+    ``(B, C, h + 2, w + 2)`` into ``tmp`` ``(B, C, h + 2, W)`` (returned)."""
+    W = tmp.shape[-1]
+    for r in range(min(f, W)):
         s, t = _phase_taps(f, r)
         cols = len(range(r, W, f))
         torch.lerp(lp[..., s:s + cols], lp[..., s + 1:s + 1 + cols], t, out=tmp[..., r::f])
-    for r in range(min(f, H)):  # along the height: whole rows of the output
+    return tmp
+
+
+def upsample_height(tmp: torch.Tensor, f: int, out: torch.Tensor) -> torch.Tensor:
+    """Second half of :func:`upsample_padded`: along the height, from ``tmp`` ``(B, C, h + 2, W)``
+    into ``out`` ``(B, C, H, W)`` (returned), writing whole output rows."""
+    H = out.shape[-2]
+    for r in range(min(f, H)):
         s, t = _phase_taps(f, r)
         rows = len(range(r, H, f))
         torch.lerp(tmp[..., s:s + rows, :], tmp[..., s + 1:s + 1 + rows, :], t, out=out[..., r::f, :])
