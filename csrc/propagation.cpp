@@ -138,11 +138,13 @@ namespace kbase {
 #define SPN_HAVE_AVX2_VARIANT 1
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+#define SPN_KERNEL_AVX2 1
 namespace spn {
 namespace kavx2 {
 #include "kernels.inc"
 }  // namespace kavx2
 }  // namespace spn
+#undef SPN_KERNEL_AVX2
 #pragma GCC pop_options
 #endif
 
