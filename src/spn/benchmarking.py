@@ -150,7 +150,8 @@ def bench_size(label: str, shape, *, with_reference: bool = True, repeats: int =
 
 
 def run(sizes=("S1", "S2", "S3"), *, with_reference: bool = True, repeats: int = 10, threads: int | None = None,
-        out: str | None = "bench_results/propagation.json", configs=tuple(CONFIGS)) -> dict:
+        out: str | None = "bench_results/propagation.json", configs=tuple(CONFIGS),
+        reference_sizes=None) -> dict:
     if threads:
         torch.set_num_threads(threads)
     if not _backend.extension_available():
@@ -166,7 +167,8 @@ def run(sizes=("S1", "S2", "S3"), *, with_reference: bool = True, repeats: int =
     for label in sizes:
         if label not in SIZES:
             raise ValueError(f"unknown size {label!r}; valid sizes are {', '.join(SIZES)}")
-        results["sizes"][label] = bench_size(label, SIZES[label], with_reference=with_reference, repeats=repeats, bw=bw,
+        ref = with_reference and (reference_sizes is None or label in reference_sizes)
+        results["sizes"][label] = bench_size(label, SIZES[label], with_reference=ref, repeats=repeats, bw=bw,
                                              configs=configs)
     if out:
         atomic_write_json(out, results)
@@ -214,6 +216,8 @@ def add_arguments(p) -> None:
     p.add_argument("--configs", default=",".join(CONFIGS),
                    help=f"comma-separated subset of {','.join(CONFIGS)} (the layer configurations, see the docstring)")
     p.add_argument("--no-reference", action="store_true", help="skip the slow pure-PyTorch reference")
+    p.add_argument("--reference-sizes", default=None,
+                   help="time the reference only at these sizes (comma-separated; S2's takes minutes)")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default="bench_results/propagation.json", help="where to write the JSON results")
@@ -222,7 +226,9 @@ def add_arguments(p) -> None:
 def run_cli(args) -> int:
     res = run(tuple(s.strip() for s in args.sizes.split(",") if s.strip()), with_reference=not args.no_reference,
               repeats=args.repeats, threads=args.threads, out=args.json,
-              configs=tuple(c.strip() for c in args.configs.split(",") if c.strip()))
+              configs=tuple(c.strip() for c in args.configs.split(",") if c.strip()),
+              reference_sizes=None if args.reference_sizes is None else
+              tuple(v.strip() for v in args.reference_sizes.split(",") if v.strip()))
     print(format_table(res))
     print(f"\nJSON: {res.get('json')}")
     return 0
