@@ -117,3 +117,19 @@ def test_default_demo_refines_the_baseline_output_with_fast_spns():
     cfg = DemoConfig.preset()
     assert cfg.coarse == "baseline" and cfg.family == "simple"
     assert cfg.spn_cfg["shared_gates"] and cfg.spn_cfg["guidance_coarse"]
+
+
+def test_both_families_run_into_one_report(tmp_path):
+    cfg = _tiny(tmp_path, family="both", coarse="baseline", compare=False)
+    m = run_demo(cfg)
+    out = tmp_path / "demo"
+    for fam, data in (("simple", "synthetic"), ("hard", "synthetic:hard")):
+        sub = json.loads((out / fam / "metrics.json").read_text())
+        assert sub["config"]["family"] == fam
+        assert f"--data {data}`" in (out / fam / "report.md").read_text()
+        assert set(sub["results"]) == set(m["results"][fam])
+    report = (out / "report.md").read_text()
+    assert "## Family `simple`" in report and "## Family `hard`" in report
+    assert json.loads((out / "metrics.json").read_text())["config"]["family"] == "both"
+    with pytest.raises(ValueError, match="family"):
+        DemoConfig(family="nope").validate()

@@ -23,8 +23,10 @@
    :mod:`spn.experiments.compare`), unless ``compare=False``. The dense CRF is first tuned on 8
    training images with the same coarse source (``crf_tune``; ``compare/crf_grid.json``).
 
-``family`` picks the scenes: ``"simple"`` (``--data synthetic``) or ``"hard"``
-(``--data synthetic:hard``: cluttered backgrounds, low-contrast and camouflaged objects). The
+``family`` picks the scenes: ``"simple"`` (``--data synthetic``), ``"hard"``
+(``--data synthetic:hard``: cluttered backgrounds, low-contrast and camouflaged objects), or
+``"both"``: the whole demo once per family, into ``out/simple`` and ``out/hard``, with one
+``report.md`` / ``metrics.json`` in ``out`` that holds both. The
 default coarse source is the baseline's output (the paper's protocol); ``gt-downsample:8``
 refines simulated coarse maps instead. Every table has boundary IoU and mBA beside mIoU.
 
@@ -99,10 +101,11 @@ class DemoConfig(ConfigBase):
     spn_cfg: dict = option(default_factory=lambda: spn_preset("fast"), help="SPN options", cli=False)
     # Simulated coarse maps 8x smaller than the image (the scale of the VOC coarse maps the paper
     # refines). "auto" / "baseline" refine the baseline CNN's output instead.
-    family: str = option("simple", choices=("simple", "hard"),
-                         help="the procedural scenes: simple (--data synthetic) or hard (--data synthetic:hard: "
+    family: str = option("simple", choices=("simple", "hard", "both"),
+                         help="the procedural scenes: simple (--data synthetic), hard (--data synthetic:hard: "
                               "cluttered backgrounds whose colour edges are not object boundaries, low-contrast "
-                              "and camouflaged objects, thin parts)")
+                              "and camouflaged objects, thin parts), or both (the demo once per family, in "
+                              "OUT/simple and OUT/hard, one report)")
     # The paper's protocol (HELEN, VOC): the SPNs refine the baseline CNN's output.
     # gt-downsample:8 refines simulated coarse maps 8x smaller than the image instead.
     crf_tune: bool = option(True, help="tune the dense CRF on the training split (spn.peers.densecrf.grid_search)",
@@ -154,8 +157,8 @@ class DemoConfig(ConfigBase):
             raise ValueError(f"DemoConfig.figure_rows must be an int >= 0, got {self.figure_rows!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"DemoConfig.lr must be a positive number, got {self.lr!r}")
-        if self.family not in ("simple", "hard"):
-            raise ValueError(f"DemoConfig.family must be 'simple' or 'hard', got {self.family!r}")
+        if self.family not in ("simple", "hard", "both"):
+            raise ValueError(f"DemoConfig.family must be 'simple', 'hard' or 'both', got {self.family!r}")
         if self.coarse not in ("auto", "baseline") and not str(self.coarse).startswith("gt-downsample:"):
             raise ValueError(f"DemoConfig.coarse must be 'auto', 'baseline' or 'gt-downsample:F', got {self.coarse!r}")
         if not 0 <= self.min_baseline_miou <= self.max_baseline_miou <= 1:
@@ -255,9 +258,33 @@ def _run_compare(cfg: DemoConfig, val_coarse, run_dirs: dict, out: Path, train_c
     return res, "ran" + note
 
 
+def _run_both(cfg: DemoConfig) -> dict:
+    """``family="both"``: the demo once per family (``out/simple``, ``out/hard``), then one report."""
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
+    families = {}
+    for fam in ("simple", "hard"):
+        log.info(f"family {fam} -> {out / fam}")
+        families[fam] = run_demo(cfg.replace(family=fam, out=str(out / fam)))
+    lines = ["# spn demo: both procedural families", ""]
+    for fam, m in families.items():
+        text = Path(m["report"]).read_text()
+        body = "\n".join(("#" + line) if line.startswith("#") else line for line in text.splitlines())
+        lines += [f"## Family `{fam}` (`{fam}/report.md`)", "", body, ""]
+    write_markdown(out / "report.md", "\n".join(lines))
+    metrics = {"mode": "quick" if cfg.quick else "full", "config": cfg.to_dict(),
+               "families": {fam: str(out / fam / "metrics.json") for fam in families}}
+    write_json(out / "metrics.json", metrics)
+    return dict(metrics, report=str(out / "report.md"),
+                results={fam: m["results"] for fam, m in families.items()})
+
+
 def run_demo(cfg: DemoConfig | None = None) -> dict:
     """Run the demo (see the module docstring); returns the content of ``metrics.json``."""
     cfg = (cfg or DemoConfig()).validate()
+    if cfg.family == "both":
+        return _run_both(cfg)
     t_start = time.perf_counter()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
