@@ -168,8 +168,12 @@ class _Buffers:
         if flat is None or flat.numel() < n:
             self.cache.pop(key, None)
             total = sum(t.numel() * t.element_size() for t in self.cache.values())
-            flat = self.like.new_empty(n)
-            if total + flat.numel() * flat.element_size() <= WORKSPACE_LIMIT_BYTES:
+            size = self.like.element_size()
+            # 25% headroom, so that a slightly larger next image reuses the buffer: untouched
+            # pages of an allocation cost nothing until written
+            cap = n + n // 4 if total + (n + n // 4) * size <= WORKSPACE_LIMIT_BYTES else n
+            flat = self.like.new_empty(cap)
+            if total + cap * size <= WORKSPACE_LIMIT_BYTES:
                 self.cache[key] = flat
         return flat[:n].view(*shape)
 
