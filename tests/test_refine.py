@@ -191,7 +191,7 @@ def test_eval_end_to_end(runs, tmp_path, capsys):
     assert data["model"] == "spn_three_way" and data["protocol"] == "plain"
     assert set(data["table"]) == {"coarse input", "spn_three_way"}
     text = md.read_text()
-    assert "| method | overall AC | mean AC | mean IoU | s/image |" in text
+    assert "| method | overall AC | mean AC | mean IoU | boundary IoU | mBA | s/image |" in text
     assert "| coarse input |" in text and "| spn_three_way |" in text
     assert "Per-class IoU" in text and "| background |" in text
     assert text.strip() in capsys.readouterr().out
