@@ -24,6 +24,7 @@ import math
 import sys
 from dataclasses import dataclass
 
+from spn.data.base import items_to_evaluate
 from spn.data.coarse import coarse_kind_option
 from spn.inference import Refiner
 from spn.metrics import PROTOCOLS, get_protocol
@@ -53,13 +54,7 @@ def evaluate(model, dataset, *, limit: int | None = None, restrict_to_present: b
         where metrics is :meth:`ConfusionMatrix.compute` (+ the protocol's extra keys).
     """
     refiner = model if isinstance(model, Refiner) else Refiner(model)
-    n = len(dataset)
-    if limit is not None:
-        if int(limit) < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
-        n = min(n, int(limit))
-    if n == 0:
-        raise ValueError("the dataset is empty")
+    n = items_to_evaluate(dataset, limit)
     num_classes = getattr(dataset, "num_classes", None)
     class_names = getattr(dataset, "class_names", None)
     ignore = int(getattr(dataset, "ignore_index", 255))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import sys
 
+from spn.data.base import items_to_evaluate
 from spn.inference_chroma import predict_chroma
 from spn.metrics.chroma import CHROMA_METRICS, chroma_scores, summarize_scores
 from spn.models.resample import bilinear_upsample
@@ -48,13 +49,7 @@ def evaluate_chroma(model, dataset, *, limit: int | None = None, progress: bool 
     {"median", "mean", "n"}, "ms_per_megapixel": float}`` with scores the dict of
     :func:`~spn.metrics.chroma.chroma_scores` and summary ``{"mean": scores, "median": scores}``.
     """
-    n = len(dataset)
-    if limit is not None:
-        if int(limit) < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
-        n = min(n, int(limit))
-    if n == 0:
-        raise ValueError("the dataset is empty")
+    n = items_to_evaluate(dataset, limit)
     watch = Stopwatch()
     per, factor, pixels = [], None, 0
     it = range(n)

@@ -40,6 +40,25 @@ def check_index(index, n: int, what: str = "items") -> int:
     return index
 
 
+def items_to_evaluate(dataset, limit=None) -> int:
+    """How many items of ``dataset`` an evaluation reads: all of them, or the first ``limit``.
+
+    Raises ``ValueError`` for a ``limit`` below 1 or an empty dataset.
+
+    Example:
+        >>> items_to_evaluate(range(5)), items_to_evaluate(range(5), limit=2)
+        (5, 2)
+    """
+    n = len(dataset)
+    if limit is not None:
+        if int(limit) < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        n = min(n, int(limit))
+    if n == 0:
+        raise ValueError("the dataset is empty")
+    return n
+
+
 def coarse_dir_for(coarse_dir, coarse, dataset: str) -> Path | None:
     """Validate the optional folder of coarse maps of a paper dataset (VOC, HELEN)."""
     if coarse_dir is not None:
