@@ -102,6 +102,11 @@ def test_kernel_really_runs(monkeypatch):
     torch.testing.assert_close(propagate(x, g, "left_to_right"), torch.ops.spn.propagate_fwd(x, g, None, 0, 0, 0), atol=0, rtol=0)
     x4, g4 = make_case((1, 2, 4, 5), 3, 1, n_dirs=4)
     propagate4(x4, g4, "max")
+    # no version-2 argument falls back on the reference either
+    lam = torch.rand(1, 4, 2, 4, 5, dtype=x4.dtype)
+    for norm in (None, "clip", "always", "gspn"):
+        propagate4(x4, g4, "none", normalize=norm, input_weight=lam, chunk=2)
+        propagate(x4, g4[:, 0], 1, normalize=norm, input_weight=lam[:, 0], chunk=3)
 
 
 @needs_ext

@@ -151,22 +151,6 @@ def test_propagate_realistic_size_each_direction(direction):
         torch.testing.assert_close(a, b, atol=2e-5 * (b.abs().max().item() or 1.0), rtol=1e-4)
 
 
-@needs_ext
-def test_the_kernel_runs_for_v2_arguments(monkeypatch):
-    """No version-2 argument falls back on the reference any more."""
-    import spn.ops.propagation as prop
-
-    def boom(*a, **k):
-        raise AssertionError("reference ran although the extension is loaded")
-
-    monkeypatch.setattr(prop, "propagate_ref", boom)
-    monkeypatch.setattr(prop, "propagate4_ref", boom)
-    x, g, lam = make((1, 2, 5, 4), 3, 1, "C")
-    for norm in NORMS:
-        propagate4(x, g, "none", normalize=norm, input_weight=lam, chunk=2).sum()
-        propagate(x, g[:, 0], 1, normalize=norm, input_weight=lam[:, 0], chunk=3).sum()
-
-
 # --------------------------------------------------------------------------- non-finite values
 
 def _same_nonfinite(a, b, tol=1e-4):
