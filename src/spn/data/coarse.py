@@ -537,7 +537,7 @@ def load_coarse_array(path, kind=None) -> tuple[np.ndarray, CoarseKind]:
     """The raw array of a coarse file and its kind: ``kind`` (a declaration) or, when None, the
     sidecar of the file's folder, else the file type's (``.png`` labels, ``.npy`` probs). A PNG
     holds class ids: declaring it ``probs``/``logits`` is an error."""
-    from .io import CorruptFileError, read_mask
+    from ..image.io import CorruptFileError, read_mask
 
     path = Path(path)
     k = parse_coarse_kind(kind) if kind is not None else (read_sidecar(path.parent) or CoarseKind())

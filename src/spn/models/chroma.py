@@ -1,11 +1,11 @@
 """The chroma SPN: guided chroma upsampling with a learned spatial propagation (task ``chroma``).
 
 A colour photograph in BT.601 YCbCr keeps its luma ``Y`` at full resolution and its chroma
-``(Cb, Cr)`` subsampled ``F`` times (area averaging, :func:`spn.models.resample.area_downsample`;
+``(Cb, Cr)`` subsampled ``F`` times (area averaging, :func:`spn.image.resample.area_downsample`;
 4:2:0 video and JPEG do this with ``F = 2``). The model restores full-resolution chroma:
 
 1. ``up``: the subsampled chroma upsampled bilinearly (aligned with the area averaging,
-   :func:`~spn.models.resample.bilinear_upsample`): the map to propagate, ``(B, 2, H, W)``;
+   :func:`~spn.image.resample.bilinear_upsample`): the map to propagate, ``(B, 2, H, W)``;
 2. gates: a guidance U-Net sees the luma, its detail lost to the subsampling
    (``Y - up(down(Y))``) and ``up``, area-downsampled by ``guidance_scale``. Its ``k`` outputs of
    each direction (and gate channel) and a fixed zero are passed through a softmax, and the
@@ -22,7 +22,7 @@ A colour photograph in BT.601 YCbCr keeps its luma ``Y`` at full resolution and 
    chroma, exactly and unshifted (tested).
 
 Chroma is in the [0, 1] convention of JPEG (``Cb, Cr = 0.5`` for grey); see
-:mod:`spn.data.color` for the conversions.
+:mod:`spn.image.color` for the conversions.
 
 Shape:
     - luma: ``(B, 1, H, W)`` float in [0, 1]
@@ -52,7 +52,7 @@ from ..ops import DIRECTIONS, propagate
 from ..utils.config import option
 from .blocks import UNet
 from .registry import register_model
-from .resample import (area_downsample, bilinear_upsample, check_factor, low_size, upsample_height,
+from ..image.resample import (area_downsample, bilinear_upsample, check_factor, low_size, upsample_height,
                        upsample_then_area_matrix, upsample_width)
 
 __all__ = ["CHROMA_MERGES", "ChromaSPN", "ChromaSPNConfig", "NEIGHBOURS", "WORKSPACE_LIMIT_BYTES",
@@ -410,8 +410,8 @@ class ChromaSPN(nn.Module):
         """:meth:`forward` without autograd, the same arithmetic up to float rounding (tested
         against the general path): full-resolution maps are written in place into reused
         buffers (see :data:`WORKSPACE_LIMIT_BYTES`); the bilinear upsampling is the separable
-        :func:`~spn.models.resample.bilinear_upsample` with ``out``; the guidance input comes
-        from the low maps (:func:`~spn.models.resample.upsample_then_area_matrix`); the guidance
+        :func:`~spn.image.resample.bilinear_upsample` with ``out``; the guidance input comes
+        from the low maps (:func:`~spn.image.resample.upsample_then_area_matrix`); the guidance
         network runs channels-last; the slot softmax is written out; the luma similarity is
         computed once per pair of opposite neighbour offsets (:func:`similarity_planes`) and
         multiplied into each slot's gates right after their upsampling; the channel mix is done
