@@ -46,7 +46,7 @@ from spn.utils.io import CorruptFileError
 __all__ = ["DEFAULT_MAX_PIXELS", "IGNORE_INDEX", "IMAGE_EXTENSIONS", "IMAGE_FORMATS", "MASK_FORMATS",
            "MAX_PIXELS_ENV", "CorruptFileError", "ImageTooLargeError", "as_label_map", "as_numpy",
            "check_pixel_count", "encode_image", "encode_png", "file_format", "image_from_pil", "image_size",
-           "mask_from_pil", "max_pixels", "read_image", "read_mask", "to_rgb_uint8", "voc_palette",
+           "mask_from_pil", "max_pixels", "read_image", "read_mask", "read_npy", "to_rgb_uint8", "voc_palette",
            "write_image", "write_mask"]
 
 IGNORE_INDEX = 255
@@ -270,6 +270,51 @@ def mask_from_pil(img: Image.Image, where: str = "label image") -> np.ndarray:
     if arr.size and arr.min() < 0:
         raise ValueError(f"{where} holds negative values")
     return arr
+
+
+def read_npy(path, what: str = "array", *, max_pixels=None) -> np.ndarray:
+    """Read a ``.npy`` array whose last two axes are an image's height and width, checking its
+    header before anything is allocated: the ``h x w`` of the header against the pixel limit
+    (:func:`check_pixel_count`, ImageTooLargeError) and the bytes it claims against the file's
+    size (a truncated file or a lying header is a CorruptFileError); pickled objects are refused.
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> from pathlib import Path
+        >>> from spn.image.io import read_npy
+        >>> f = Path(tempfile.mkdtemp()) / "a.npy"
+        >>> np.save(f, np.zeros((2, 3, 4), np.float32))
+        >>> read_npy(f).shape
+        (2, 3, 4)
+    """
+    from numpy.lib import format as npy
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            try:
+                version = npy.read_magic(fh)
+                shape, fortran, dtype = (npy.read_array_header_1_0(fh) if version == (1, 0)
+                                         else npy.read_array_header_2_0(fh))
+            except (ValueError, OSError, EOFError) as exc:
+                raise CorruptFileError(f"cannot read {what} {path}: not a .npy file ({exc})") from None
+            if dtype.hasobject:
+                raise CorruptFileError(f"cannot read {what} {path}: it holds Python objects, not numbers")
+            if len(shape) >= 2:
+                check_pixel_count(what, path, shape[-2], shape[-1], max_pixels)
+            claimed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            available = os.fstat(fh.fileno()).st_size - fh.tell()
+            if available < claimed:
+                raise CorruptFileError(f"cannot read {what} {path}: its header claims a {' x '.join(map(str, shape))} "
+                                       f"{dtype} array ({claimed} bytes) but the file holds {available} (truncated?)")
+            fh.seek(0)
+            return npy.read_array(fh, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path} does not exist") from None
+    except (ValueError, EOFError) as exc:
+        if isinstance(exc, (CorruptFileError, ImageTooLargeError)):
+            raise
+        raise CorruptFileError(f"cannot read {what} {path}: {exc}") from exc
 
 
 def voc_palette(n: int = 256) -> np.ndarray:
