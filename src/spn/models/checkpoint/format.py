@@ -162,9 +162,9 @@ def _check_files(files, f) -> None:
                 raise ValueError(f"invalid checkpoint {f}: field 'files.{key}.{name}' must be a relative file "
                                  f"name, got {entry.get(name)!r}")
         for name in ("sha256", "meta_sha256") if key == "optimizer" else ("sha256",):
-            if name in entry and not (isinstance(entry[name], str) and _SHA256.match(entry[name])):
-                raise ValueError(f"invalid checkpoint {f}: field 'files.{key}.{name}' must be 64 hex digits, "
-                                 f"got {entry[name]!r}")
+            if entry.get(name) is not None and not (isinstance(entry[name], str) and _SHA256.match(entry[name])):
+                raise ValueError(f"invalid checkpoint {f}: field 'files.{key}.{name}' must be 64 hex digits "
+                                 f"(or null: not verified), got {entry[name]!r}")
 
 
 def _check_data(data, f) -> None:

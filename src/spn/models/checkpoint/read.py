@@ -94,9 +94,9 @@ def _open_dir(directory: Path, run_dir: Path, optimizer: bool) -> Checkpoint:
     """Read and verify the checkpoint whose ``checkpoint.json`` is in the step directory ``directory``."""
     f = directory / INFO_FILE
     if not f.is_file():
-        if (directory / CHECKPOINTS_DIR).is_dir() or f.parent == run_dir:
+        if directory == run_dir:
             raise FileNotFoundError(f"no checkpoint in {directory}: it has no committed step directory "
-                                    f"({CHECKPOINTS_DIR}/step-NNNNNNNN)")
+                                    f"({CHECKPOINTS_DIR}/step-NNNNNNNN) and no {INFO_FILE}")
         raise FileNotFoundError(f"no checkpoint in {directory}: {f} does not exist")
     ck = Checkpoint(directory, run_dir, _read_info_file(f))
     if directory.parent.name == CHECKPOINTS_DIR and directory.name != step_dir_name(ck.step):
