@@ -140,7 +140,7 @@ class SPNRefiner(nn.Module):
             h = self.propagation(h, g)
         if self.cfg.scale != 1 and self.cfg.aligned:
             h = bilinear_upsample(h, self.cfg.scale, (H, W))
-        elif self.cfg.scale != 1:  # checkpoints from before the alignment fix
+        elif self.cfg.scale != 1:  # the unaligned ablation (3x3 stride-2 embedding)
             h = F.interpolate(h, size=(H, W), mode="bilinear", align_corners=False)
         logits = self.head(h)
         if self.cfg.residual:
