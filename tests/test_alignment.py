@@ -1,4 +1,4 @@
-"""Issue 13, part 1: the SPN refiner's down- and up-sampling are aligned.
+"""The SPN refiner's down- and up-sampling are aligned.
 
 A refiner with zero gates (the propagation is the identity), an embedding set by hand to the 2x2
 block mean (the centre 2x2 taps of its 4x4 kernel, 1/4 each), and an identity head returns
@@ -105,10 +105,12 @@ def test_the_pre_fix_refiner_moves_an_edge_at_an_odd_column():
     assert torch.equal(_run(_identity_refiner(2), coarse).argmax(1)[0], labels)
 
 
-def test_a_checkpoint_saved_before_the_fix_loads_unaligned(tmp_path):
+def test_a_config_without_aligned_is_rebuilt_aligned_and_unaligned_weights_are_refused(tmp_path):
+    """No compatibility default: a config that does not say ``aligned`` gets the model's default
+    (aligned), and 3x3 weights of an unaligned refiner do not fit it: one error naming the shapes."""
     net = SPNRefiner(SPNConfig(num_classes=3, channels=4, guidance_width=4, guidance_depth=2,
                                aligned=False), "three_way")
-    net.config.pop("aligned")  # what an older version wrote
+    net.config.pop("aligned")
     save_checkpoint(tmp_path / "old", net, {}, 1, data_info={"num_classes": 3})
-    model, _ = load_checkpoint(tmp_path / "old")
-    assert model.cfg.aligned is False and model.embed[0].kernel_size == (3, 3)
+    with pytest.raises(ValueError, match=r"the weights do not fit the model \(shape mismatch .*\(4, 3, 3, 3\) vs \(4, 3, 4, 4\)"):
+        load_checkpoint(tmp_path / "old")

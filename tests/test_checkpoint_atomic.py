@@ -1,6 +1,7 @@
 """A checkpoint is one atomic unit: interrupted at every point of its writing (an error raised, or
 the process killed), the run keeps a complete checkpoint, resumes from the newest complete one,
-and leaves no half-written file behind; older run directories (format 1) still load.
+and leaves no half-written file behind; the loader checks what it reads (the run's pointer, every
+field of checkpoint.json, finite float weights) and refuses the early format 1.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import shutil
 import pytest
 import torch
 
-from spn.models import checkpoint as ckpt
+from spn.models.checkpoint import format as ckfmt
+from spn.models.checkpoint import write as ckwrite
 from spn.models import create_model
 from spn.models.checkpoint import (list_checkpoints, load_checkpoint, load_training_state, open_checkpoint,
                                    save_checkpoint)
@@ -58,9 +60,9 @@ class _Ops:
         self.log = []
         self.fail_at, self.action = fail_at, action
         for name in self.NAMES:
-            monkeypatch.setattr(ckpt, name, self._wrap(name, getattr(ckpt, name)))
+            monkeypatch.setattr(ckwrite, name, self._wrap(name, getattr(ckwrite, name)))
         real_rename = os.rename
-        monkeypatch.setattr(ckpt.os, "rename", self._wrap("rename", real_rename))
+        monkeypatch.setattr(ckwrite.os, "rename", self._wrap("rename", real_rename))
 
     def _wrap(self, name, fn):
         def op(*args, **kw):
@@ -167,7 +169,7 @@ def test_keep_and_the_pointer(tmp_path):
     assert pointer["files"]["model"]["file"] == "checkpoints/step-00000003/model.safetensors"
     # the pointer's paths are relative to the run: an older reader (files relative to the run) finds them
     blob = (run / pointer["files"]["model"]["file"]).read_bytes()
-    assert ckpt._sha256(blob) == pointer["files"]["model"]["sha256"]
+    assert ckfmt.sha256(blob) == pointer["files"]["model"]["sha256"]
     # a step directory and the old file name of the weights both name a checkpoint
     assert load_checkpoint(run / "checkpoints" / "step-00000003")[1]["step"] == 3
     assert load_checkpoint(run / "model.safetensors")[1]["step"] == 3
@@ -179,31 +181,27 @@ def _write_format1(run, step):
     """A run directory as spn wrote it before step directories (format 1)."""
     m, opt = _model_at(step)
     run.mkdir(parents=True)
-    weights = ckpt.state_to_bytes(m.state_dict())
-    tensors, meta = ckpt._optimizer_split(opt)
-    optim = ckpt.state_to_bytes(tensors)
+    weights = ckfmt.state_to_bytes(m.state_dict())
+    tensors, meta = ckfmt.optimizer_split(opt)
+    optim = ckfmt.state_to_bytes(tensors)
     (run / "model.safetensors").write_bytes(weights)
     (run / "optimizer.safetensors").write_bytes(optim)
     (run / "optimizer.json").write_text(json.dumps(meta))
     info = {"format": "spn-checkpoint", "version": 1, "model": "baseline", "model_config": m.config,
             "train_config": {"step_marker": step}, "step": step, "data": {"num_classes": K},
-            "files": {"model": {"file": "model.safetensors", "sha256": ckpt._sha256(weights)},
-                      "optimizer": {"file": "optimizer.safetensors", "sha256": ckpt._sha256(optim),
+            "files": {"model": {"file": "model.safetensors", "sha256": ckfmt.sha256(weights)},
+                      "optimizer": {"file": "optimizer.safetensors", "sha256": ckfmt.sha256(optim),
                                     "meta": "optimizer.json"}}}
     (run / "checkpoint.json").write_text(json.dumps(info))
 
 
-def test_format_1_run_directories_load_and_convert_on_the_next_save(tmp_path):
+def test_format_1_run_directories_are_refused_in_one_line(tmp_path):
     run = tmp_path / "old"
     _write_format1(run, 5)
-    model, info = load_checkpoint(run)
-    assert _weight_step(model) == 5 and info["step"] == 5
-    fresh, opt = _model_at(0)
-    assert load_training_state(run, fresh, opt)["step"] == 5
-    _save(run, 6)
-    assert [s for s, _ in list_checkpoints(run)] == [6]
-    assert not (run / "model.safetensors").exists() and not (run / "optimizer.json").exists()
-    assert load_checkpoint(run)[1]["step"] == 6
+    for path in (run, run / "model.safetensors"):
+        with pytest.raises(ValueError, match=r"format version 1 \(an early development format, before step "
+                                             r"directories\), which this spn does not read"):
+            load_checkpoint(path)
 
 
 def test_a_newer_format_is_a_clear_error(tmp_path):

@@ -14,9 +14,9 @@ from spn.data import PhotoDataset, PhotoPatches, build_dataset, chroma_item, rgb
 from spn.inference_chroma import ChromaUpsampler, predict_chroma
 from spn.metrics import psnr, ssim
 from spn.models import create_model
-from spn.models import chroma as chroma_model
+from spn.models.chroma import workspace as chroma_model
 from spn.models.chroma import NEIGHBOURS, luma_similarity, release_workspace, similarity_planes
-from spn.models.resample import area_downsample, bilinear_upsample, upsample_then_area_matrix
+from spn.image.resample import area_downsample, bilinear_upsample, upsample_then_area_matrix
 from spn.peers.chroma import get_chroma_peer, joint_bilateral_upsample, list_chroma_peers
 from spn.peers.guided_filter import guided_filter_gray
 

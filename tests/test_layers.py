@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "spn"
 #: (the version and the operator re-exports).
 LAYERS = {
     "utils": 0,
-    "ops": 1,
+    "ops": 1, "image": 1,
     "__root__": 2,
     "nn": 3,
     "models": 4,
@@ -159,7 +159,7 @@ def test_only_the_lazy_root_reexport_is_exempt(tmp_path):
 def test_every_package_has_a_layer():
     tops = {group_of(n) for n in module_names(SRC)}
     assert tops <= set(LAYERS), sorted(tops - set(LAYERS))
-    assert {"ops", "nn", "models", "data", "metrics", "viz", "inference", "evaluation", "training",
+    assert {"ops", "image", "nn", "models", "data", "metrics", "viz", "inference", "evaluation", "training",
             "experiments", "cli"} <= tops
 
 

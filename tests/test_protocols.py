@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from spn.data import HELEN_GROUPS
-from spn.metrics import (HELEN_CLASS_NAMES, ConfusionMatrix, get_protocol, group_scores, helen_groups,
+from spn.data import HELEN_CLASSES
+from spn.metrics import (HELEN_CLASS_NAMES, HELEN_GROUPS, ConfusionMatrix, get_protocol, group_scores, helen_groups,
                          list_protocols, restrict_to_coarse_classes)
 
 
@@ -191,3 +191,9 @@ def test_restrict_to_coarse_classes_hand_made():
     assert torch.isinf(b[0, 1]).all() and torch.isfinite(b[1]).all()
     with pytest.raises(ValueError, match="differ in shape"):
         restrict_to_coarse_classes(logits, coarse[:2])
+
+
+def test_the_protocol_and_the_dataset_agree_on_the_helen_labels():
+    """The protocol's label ids are the order in which the dataset reads the label files."""
+    assert HELEN_CLASS_NAMES == list(HELEN_CLASSES)
+    assert len(HELEN_CLASS_NAMES) == 11 and HELEN_CLASS_NAMES[0] == "background" and HELEN_CLASS_NAMES[10] == "hair"

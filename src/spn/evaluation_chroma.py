@@ -28,7 +28,7 @@ import sys
 from spn.data.base import items_to_evaluate
 from spn.inference_chroma import predict_chroma
 from spn.metrics.chroma import CHROMA_METRICS, chroma_scores, summarize_scores
-from spn.models.resample import bilinear_upsample
+from spn.image.resample import bilinear_upsample
 from spn.utils.timer import Stopwatch
 
 __all__ = ["chroma_eval_markdown", "evaluate_chroma", "run_chroma_eval"]

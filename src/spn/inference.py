@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from spn.data.coarse import CoarseKind, parse_coarse_kind, prepare_coarse
-from spn.data.io import image_from_pil, mask_from_pil
+from spn.image.io import image_from_pil, mask_from_pil
 from spn.metrics import restrict_to_coarse_classes
 
 __all__ = ["Refiner", "model_needs_coarse", "predict", "predict_logits", "size_multiple"]

@@ -29,7 +29,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from spn.data.color import chroma_item, ycbcr_to_rgb
+from spn.data.color import chroma_item
+from spn.image.color import ycbcr_to_rgb
 from spn.models.chroma import ChromaSPN
 
 __all__ = ["ChromaUpsampler", "as_rgb_tensor", "predict_chroma"]

@@ -31,7 +31,7 @@ import torch
 
 from spn.data import load_coarse_array, read_image, resolve_coarse_kind, write_image, write_mask
 from spn.data.coarse import coarse_kind_option
-from spn.data.io import IMAGE_FORMATS, MASK_FORMATS, file_format
+from spn.image.io import IMAGE_FORMATS, MASK_FORMATS, file_format
 from spn.inference import Refiner
 from spn.inference_chroma import ChromaUpsampler
 from spn.utils.config import ConfigBase, check_options, option

@@ -29,11 +29,12 @@ from .coarse import (ASPECT_TOLERANCE, COARSE_KINDS, COARSE_SOURCES, SIDECAR, Co
                      wrap_coarse_source)
 from .baseline import BaselineCoarse
 from .folder import FolderDataset
-from .helen import HELEN_CLASSES, HELEN_GROUPS, HelenFaces, combine_component_maps, read_landmarks
-from .io import (IGNORE_INDEX, CorruptFileError, as_label_map, as_numpy, read_image, read_mask, to_rgb_uint8,
-                 voc_palette, write_image, write_mask)
+from .helen import HELEN_CLASSES, HelenFaces, combine_component_maps, read_landmarks
+from ..image.io import (IGNORE_INDEX, CorruptFileError, as_label_map, as_numpy, read_image, read_mask,
+                        to_rgb_uint8, voc_palette, write_image, write_mask)
 from .patches import PatchDataset
-from .color import chroma_item, rgb_to_ycbcr, ycbcr_to_rgb
+from .color import chroma_item
+from ..image.color import rgb_to_ycbcr, ycbcr_to_rgb
 from .photos import SKIMAGE_PHOTOS, SKIMAGE_SPLITS, PhotoDataset, PhotoPatches
 from .registry import absolute_data_spec, build_dataset, dataset_prefixes, register_dataset
 from .synthetic import SYNTHETIC_CLASSES, SyntheticConfig, SyntheticScenes, render_scene
@@ -44,7 +45,7 @@ __all__ = [
     "SegmentationDataset", "FileSegmentationDataset", "Record", "infer_num_classes",
     "SyntheticScenes", "SyntheticConfig", "SYNTHETIC_CLASSES", "render_scene",
     "FolderDataset", "VOCSegmentation", "VOC_CLASSES", "resolve_voc_root",
-    "HelenFaces", "HELEN_CLASSES", "HELEN_GROUPS", "combine_component_maps",
+    "HelenFaces", "HELEN_CLASSES", "combine_component_maps",
     "read_landmarks",
     "PatchDataset", "BaselineCoarse",
     "PhotoDataset", "PhotoPatches", "SKIMAGE_PHOTOS", "SKIMAGE_SPLITS", "chroma_item", "rgb_to_ycbcr",

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from .coarse import (CoarseKind, CoarseSource, make_coarse_from_mask, parse_coarse_source, read_coarse_file,
                      resolve_coarse_kind)
-from .io import IGNORE_INDEX, CorruptFileError, read_image, read_mask
+from ..image.io import IGNORE_INDEX, CorruptFileError, read_image, read_mask
 
 ON_CORRUPT = ("error", "skip")
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import FileSegmentationDataset, Record, infer_num_classes
-from .io import IMAGE_EXTENSIONS, read_name_list, tree
+from ..image.io import IMAGE_EXTENSIONS
+from .io import read_name_list, tree
 
 LAYOUT = """expected layout:
     ROOT/images/NAME.png|jpg|jpeg

@@ -22,8 +22,8 @@ one file per image named ``NAME.txt`` or with NAME on its first line, as in HELE
 annotation folder). Images without landmarks fall back to the mask centre; images without
 face labels to the image centre. Padding: image 0, mask 255 (ignored), coarse uniform.
 
-Reporting groups (the paper's Table 1, label definitions of Liu et al. 2015): see
-``HELEN_GROUPS``. ``"overall"`` is the F-measure over every facial component (brows, eyes,
+Reporting groups (the paper's Table 1, label definitions of Liu et al. 2015): the evaluation
+protocol "helen" (``spn.metrics.HELEN_GROUPS``). ``"overall"`` is the F-measure over every facial component (brows, eyes,
 nose, upper lip, inner mouth, lower lip: ids 2..9), excluding background, face skin and hair,
 as in Liu et al.; :func:`spn.metrics.group_scores` computes a group's F-measure by treating the
 group's classes as one region.
@@ -40,25 +40,14 @@ import torch.nn.functional as F
 
 from .base import FileSegmentationDataset, Record, coarse_dir_for
 from .folder import find_coarse
-from .io import read_mask, read_name_list, tree
+from ..image.io import read_mask
+from .io import read_name_list, tree
 
 HELEN_CLASSES = [
     "background", "face_skin", "left_brow", "right_brow", "left_eye", "right_eye", "nose",
     "upper_lip", "inner_mouth", "lower_lip", "hair",
 ]
 NUM_COMPONENTS = len(HELEN_CLASSES)
-
-HELEN_GROUPS: dict[str, list[int]] = {
-    "skin": [1],
-    "brows": [2, 3],
-    "eyes": [4, 5],
-    "nose": [6],
-    "mouth": [7, 8, 9],
-    "upper_lip": [7],
-    "lower_lip": [9],
-    "inner_mouth": [8],
-    "overall": [2, 3, 4, 5, 6, 7, 8, 9],
-}
 
 HELEN_SPLITS = {"train": "exemplars", "val": "tuning", "test": "testing"}
 FACE_IDS = list(range(1, 10))  # skin + components; not background (0), not hair (10)
@@ -210,7 +199,7 @@ class HelenFaces(FileSegmentationDataset):
 
     def info(self) -> dict:
         d = super().info()
-        d.update(split=self.split, crop_size=self.size, groups=HELEN_GROUPS)
+        d.update(split=self.split, crop_size=self.size, protocol="helen")
         return d
 
     def _read_mask(self, rec: Record) -> np.ndarray:

@@ -51,7 +51,7 @@ from .base import check_index
 from .color import chroma_item
 from .patches import CropSampler
 from .folder import list_images, split_names
-from .io import CorruptFileError, read_image
+from ..image.io import CorruptFileError, read_image
 
 __all__ = ["SKIMAGE_PHOTOS", "SKIMAGE_SPLITS", "PhotoDataset", "PhotoPatches", "skimage_data_dir"]
 

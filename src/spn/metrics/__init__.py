@@ -14,11 +14,11 @@ Example:
 from .boundary import BoundaryScores
 from .confusion import ConfusionMatrix, group_scores
 from .image import mse, psnr, ssim, ssim_map
-from .protocols import (HELEN_CLASS_NAMES, PROTOCOLS, HelenProtocol, Protocol, VOCProtocol, get_protocol,
+from .protocols import (HELEN_CLASS_NAMES, HELEN_GROUPS, PROTOCOLS, HelenProtocol, Protocol, VOCProtocol, get_protocol,
                         helen_groups, list_protocols, restrict_to_coarse_classes)
 
 __all__ = [
-    "BoundaryScores", "ConfusionMatrix", "group_scores", "HELEN_CLASS_NAMES", "PROTOCOLS", "HelenProtocol", "Protocol",
+    "BoundaryScores", "ConfusionMatrix", "group_scores", "HELEN_CLASS_NAMES", "HELEN_GROUPS", "PROTOCOLS", "HelenProtocol", "Protocol",
     "VOCProtocol", "get_protocol", "helen_groups", "list_protocols", "restrict_to_coarse_classes",
     "mse", "psnr", "ssim", "ssim_map",
 ]

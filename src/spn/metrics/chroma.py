@@ -18,7 +18,7 @@ import statistics
 
 import torch
 
-from spn.data.color import ycbcr_to_rgb
+from spn.image.color import ycbcr_to_rgb
 
 from .image import psnr, ssim
 

@@ -33,7 +33,7 @@ Interface (what ``spn eval --protocol`` and ``spn compare`` rely on)::
 ``num_classes`` may be left out: it is then taken from ``class_names`` or, failing that, from
 the class dimension of the first ``prepare`` call.
 
-HELEN F-measures. The groups are ``spn.data.helen.HELEN_GROUPS`` (label ids of Smith et al. 2013:
+HELEN F-measures. The groups are :data:`HELEN_GROUPS` (label ids of Smith et al. 2013:
 0 background, 1 skin, 2/3 brows, 4/5 eyes, 6 nose, 7 upper lip, 8 inner mouth, 9 lower lip,
 10 hair): skin, brows, eyes, nose, mouth (7+8+9), upper lip, lower lip, inner mouth, and
 "overall" = every facial component 2..9 (not background, skin or hair), as in Liu et al. 2015.
@@ -48,13 +48,27 @@ from collections import OrderedDict
 
 import torch
 
-from spn.data.helen import HELEN_CLASSES, HELEN_GROUPS
-
 from .boundary import BoundaryScores
 from .confusion import ConfusionMatrix, group_scores
 
-# The 11 HELEN labels (Smith et al. 2013) in the order of the label files lbl00..lbl10.
-HELEN_CLASS_NAMES = list(HELEN_CLASSES)
+#: The 11 HELEN labels (Smith et al. 2013) by label id, the order of the label files lbl00..lbl10
+#: (the dataset, :mod:`spn.data.helen`, reads them in this order: a test checks the two agree).
+HELEN_CLASS_NAMES = [
+    "background", "face_skin", "left_brow", "right_brow", "left_eye", "right_eye", "nose",
+    "upper_lip", "inner_mouth", "lower_lip", "hair",
+]
+#: The groups of Table 1 (Liu et al. 2015; SPN, Table 1): group name -> label ids
+HELEN_GROUPS: dict[str, list[int]] = {
+    "skin": [1],
+    "brows": [2, 3],
+    "eyes": [4, 5],
+    "nose": [6],
+    "mouth": [7, 8, 9],
+    "upper_lip": [7],
+    "lower_lip": [9],
+    "inner_mouth": [8],
+    "overall": [2, 3, 4, 5, 6, 7, 8, 9],
+}
 # Table 1 column order and titles (keys of HELEN_GROUPS)
 _HELEN_COLUMNS = [
     ("skin", "skin"), ("brows", "brows"), ("eyes", "eyes"), ("nose", "nose"), ("mouth", "mouth"),
@@ -63,7 +77,7 @@ _HELEN_COLUMNS = [
 
 
 def helen_groups() -> dict[str, list[int]]:
-    """The Table 1 groups, name -> label ids (a copy of ``spn.data.helen.HELEN_GROUPS``)."""
+    """The Table 1 groups, name -> label ids (a copy of :data:`HELEN_GROUPS`)."""
     return {k: list(v) for k, v in HELEN_GROUPS.items()}
 
 

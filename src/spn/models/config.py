@@ -99,8 +99,8 @@ class SPNConfig:
     eps: float = option(1e-4, help="the eps of the residual", cli=False)
     gate_init_std: float = option(1e-3, help="std of the guidance output layer's initial weights", cli=False)
     aligned: bool = option(True, help="4x4 stride-2 convs (embedding, guidance) centred where the bilinear "
-                                      "upsampling reads them; False: the 3x3 convs of checkpoints saved "
-                                      "before the alignment fix (half a pixel off)", cli=False)
+                                      "upsampling reads them; False: 3x3 stride-2 convs, half a pixel off (the "
+                                      "ablation of tests/test_alignment.py)", cli=False)
 
     def __post_init__(self):
         _check_positive_ints(self, ("num_classes", "channels", "guidance_width", "guidance_depth", "propagations"))

@@ -11,7 +11,7 @@ from .baseline import check_image
 from .blocks import UNet, down_conv
 from .config import SPNConfig
 from .registry import register_model
-from .resample import bilinear_upsample
+from ..image.resample import bilinear_upsample
 
 
 class GuidanceNet(nn.Module):
@@ -55,7 +55,7 @@ class SPNRefiner(nn.Module):
        ``shared_gates``);
     3. ``h = SpatialPropagation(x, gates)`` (normalize "clip", merge "max"), ``propagations`` times;
     4. back to full resolution: bilinear upsampling by 2, cropped to ``H, W``
-       (:func:`spn.models.resample.bilinear_upsample`), 3x3 conv + ReLU, 1x1 conv to K logits;
+       (:func:`spn.image.resample.bilinear_upsample`), 3x3 conv + ReLU, 1x1 conv to K logits;
     5. ``residual``: ``logits += log(coarse + eps)``. The last conv starts at zero, so the untrained
        network returns ``log(coarse + eps)``: its softmax is the coarse input.
 
@@ -140,7 +140,7 @@ class SPNRefiner(nn.Module):
             h = self.propagation(h, g)
         if self.cfg.scale != 1 and self.cfg.aligned:
             h = bilinear_upsample(h, self.cfg.scale, (H, W))
-        elif self.cfg.scale != 1:  # checkpoints from before the alignment fix
+        elif self.cfg.scale != 1:  # the unaligned ablation (3x3 stride-2 embedding)
             h = F.interpolate(h, size=(H, W), mode="bilinear", align_corners=False)
         logits = self.head(h)
         if self.cfg.residual:

@@ -4,7 +4,7 @@ Every peer is built with :func:`get_chroma_peer` ``(name, **params)`` and offers
 ``upsample(luma (1, H, W), chroma_low (2, ceil(H/F), ceil(W/F)), factor) -> chroma (2, H, W)``
 (CPU, float32, no gradients; chroma in the [0, 1] convention, clamped to [0, 1]):
 
-- ``"bilinear"``: :func:`spn.models.resample.bilinear_upsample` (aligned with the area
+- ``"bilinear"``: :func:`spn.image.resample.bilinear_upsample` (aligned with the area
   subsampling), the SPN's own starting point;
 - ``"bicubic"``: cubic convolution (Keys 1981, ``a = -0.5``: it reproduces linear and quadratic
   functions; ``a`` is a parameter) on the same grid, edges replicated;
@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from spn.metrics.image import psnr
-from spn.models.resample import area_downsample, bilinear_upsample, check_factor, low_size
+from spn.image.resample import area_downsample, bilinear_upsample, check_factor, low_size
 
 from ._base import Configured
 from .domain_transform import DomainTransformParams, domain_transform_filter
@@ -135,7 +135,7 @@ def _cubic_1d(x: torch.Tensor, f: int, dim: int, a: float) -> torch.Tensor:
 
 def cubic_upsample(low: torch.Tensor, f: int, size, a: float = -0.5) -> torch.Tensor:
     """Cubic-convolution upsampling of ``(K, h, w)`` by ``f`` on the area grid (the grid of
-    :func:`~spn.models.resample.bilinear_upsample`), edges replicated, cropped to ``size``."""
+    :func:`~spn.image.resample.bilinear_upsample`), edges replicated, cropped to ``size``."""
     up = _cubic_1d(_cubic_1d(low, f, -1, a), f, -2, a)
     return up[..., : size[0], : size[1]]
 

@@ -29,6 +29,10 @@ from pathlib import Path
 from typing import Mapping
 
 
+class CorruptFileError(ValueError):
+    """A file exists but cannot be decoded (truncated, not an image, bad header...)."""
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

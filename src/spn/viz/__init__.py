@@ -1,5 +1,5 @@
 """Output: pictures (coloured label maps, overlays, figure grids) and report tables in the paper's
-format. The palette and the label-PNG files are :mod:`spn.data.io`'s (one copy).
+format. The palette and the label-PNG files are :mod:`spn.image.io`'s (one copy).
 
 Example:
     >>> import torch

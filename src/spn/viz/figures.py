@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from spn.data.io import as_numpy, as_label_map, encode_png, to_rgb_uint8, voc_palette
+from spn.image.io import as_numpy, as_label_map, encode_png, to_rgb_uint8, voc_palette
 from spn.utils.io import atomic_write_bytes
 
 IGNORE_INDEX = 255

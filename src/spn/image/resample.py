@@ -17,7 +17,7 @@ Shape:
 
 Example:
     >>> import torch
-    >>> from spn.models.resample import area_downsample, bilinear_upsample
+    >>> from spn.image.resample import area_downsample, bilinear_upsample
     >>> ramp = torch.arange(32.0).expand(1, 1, 8, 32)
     >>> low = area_downsample(ramp, 4)
     >>> low[0, 0, 0].tolist()

@@ -1,78 +1,29 @@
-"""The chroma SPN: guided chroma upsampling with a learned spatial propagation (task ``chroma``).
-
-A colour photograph in BT.601 YCbCr keeps its luma ``Y`` at full resolution and its chroma
-``(Cb, Cr)`` subsampled ``F`` times (area averaging, :func:`spn.models.resample.area_downsample`;
-4:2:0 video and JPEG do this with ``F = 2``). The model restores full-resolution chroma:
-
-1. ``up``: the subsampled chroma upsampled bilinearly (aligned with the area averaging,
-   :func:`~spn.models.resample.bilinear_upsample`): the map to propagate, ``(B, 2, H, W)``;
-2. gates: a guidance U-Net sees the luma, its detail lost to the subsampling
-   (``Y - up(down(Y))``) and ``up``, area-downsampled by ``guidance_scale``. Its ``k`` outputs of
-   each direction (and gate channel) and a fixed zero are passed through a softmax, and the
-   first ``k`` are the gates: non-negative and summing to less than one, so the propagation is
-   stable by construction (Theorem 3) and needs no normalisation. They are upsampled back with
-   the aligned bilinear upsampling (which keeps both properties). With ``edge_aware`` every gate
-   is then multiplied by ``exp(-lambda |Y(p) - Y(n)|)`` (at most one), the luma similarity of the
-   pixel ``p`` and the neighbour ``n`` it reads in the previous scan line (``lambda`` learned):
-   the gates see full-resolution luma edges although the network runs at lower resolution;
-3. ``h = SpatialPropagation(up, gates)`` (``normalize=None``; one gate map shared by Cb and Cr,
-   ``Cg = 1``; four directions, ``merge`` "mean"; ``propagations`` times), one-way or three-way;
-4. output: ``up + M (h - up)``, ``M`` a learned 2 x 2 channel mix starting at the identity: the
-   refined chroma is a residual on the bilinear one. With zero gates it *is* the bilinear
-   chroma, exactly and unshifted (tested).
-
-Chroma is in the [0, 1] convention of JPEG (``Cb, Cr = 0.5`` for grey); see
-:mod:`spn.data.color` for the conversions.
-
-Shape:
-    - luma: ``(B, 1, H, W)`` float in [0, 1]
-    - chroma_low: ``(B, 2, ceil(H/F), ceil(W/F))``
-    - output: ``(B, 2, H, W)``
-
-Example:
-    >>> import torch
-    >>> from spn.models import create_model
-    >>> net = create_model("chroma_three_way", factor=4, guidance_width=4).eval()
-    >>> y, low = torch.rand(1, 1, 30, 45), torch.rand(1, 2, 8, 12)
-    >>> net(y, low).shape
-    torch.Size([1, 2, 30, 45])
-"""
+"""The chroma SPN module, its config and its registration (see :mod:`spn.models.chroma`)."""
 from __future__ import annotations
 
 import dataclasses
 import math
-import threading
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..nn import CONNECTIONS, SpatialPropagation
-from ..ops import DIRECTIONS, propagate
-from ..utils.config import option
-from .blocks import UNet
-from .registry import register_model
-from .resample import (area_downsample, bilinear_upsample, check_factor, low_size, upsample_height,
-                       upsample_then_area_matrix, upsample_width)
+from ...image.resample import area_downsample, bilinear_upsample, check_factor, low_size
+from ...nn import CONNECTIONS, SpatialPropagation
+from ...ops import DIRECTIONS, propagate
+from ...utils.config import option
+from ..blocks import UNet
+from ..registry import register_model
+from .fast import forward_fast
+from .similarity import gate_slots, luma_similarity, similarity_planes
 
-__all__ = ["CHROMA_MERGES", "ChromaSPN", "ChromaSPNConfig", "NEIGHBOURS", "WORKSPACE_LIMIT_BYTES",
-           "check_chroma_inputs", "luma_similarity", "release_workspace", "similarity_planes"]
+__all__ = ["CHROMA_MERGES", "GATE_MODES", "ChromaSPN", "ChromaSPNConfig", "check_chroma_inputs"]
 
 _MODEL = "model"
 #: merges that keep the chroma's scale ("sum" would multiply it by four)
 CHROMA_MERGES = ("mean", "max", "learned")
 #: how the guidance network's output becomes gates (see ChromaSPNConfig.gates)
 GATE_MODES = ("slots", "strength")
-
-#: The neighbour ``(dy, dx)`` a destination pixel reads through gate slot ``j`` of each direction
-#: (three-way; one-way uses the middle slot), in the order of :data:`spn.ops.DIRECTIONS`: the
-#: previous scan line, slot 0 at the lower lateral index (the operator's contract).
-NEIGHBOURS = {
-    "left_to_right": ((-1, -1), (0, -1), (1, -1)),
-    "right_to_left": ((-1, 1), (0, 1), (1, 1)),
-    "top_to_bottom": ((-1, -1), (-1, 0), (-1, 1)),
-    "bottom_to_top": ((1, -1), (1, 0), (1, 1)),
-}
 
 
 @dataclass
@@ -135,49 +86,6 @@ class ChromaSPNConfig:
             raise ValueError(f"gate_init_bias must be a finite number, got {self.gate_init_bias!r}")
 
 
-#: The fast inference path keeps its full-resolution buffers (the gates, the bilinear chroma,
-#: the similarity maps: 78 MiB per megapixel for three-way, 38 MiB for one-way) between calls,
-#: per thread, up to this many bytes in all (about 6.5 MP three-way); larger images get fresh
-#: buffers. Reusing them matters on CPU:
-#: a fresh large tensor costs a page fault per 4 KiB page when first written, which took longer
-#: than the arithmetic on the gates.
-WORKSPACE_LIMIT_BYTES = 512 * 2 ** 20
-_WORKSPACE = threading.local()
-
-
-def release_workspace() -> None:
-    """Free this thread's buffers of the fast inference path (:meth:`ChromaSPN.forward` under
-    ``torch.no_grad()``); the next call allocates them again."""
-    _WORKSPACE.__dict__.clear()
-
-
-class _Buffers:
-    """Named buffers for one call: cached per thread and reused (flat storages, grown as needed)
-    while their total stays within :data:`WORKSPACE_LIMIT_BYTES`, else fresh."""
-
-    def __init__(self, like: torch.Tensor):
-        self.like = like
-        self.cache = _WORKSPACE.__dict__.setdefault("storages", {})
-
-    def __call__(self, name: str, shape) -> torch.Tensor:
-        n = math.prod(int(v) for v in shape)
-        key = (name, self.like.dtype, self.like.device)
-        flat = self.cache.get(key)
-        if flat is not None and flat.is_inference() and not torch.is_inference_mode_enabled():
-            flat = None  # made under torch.inference_mode(): not writable outside it
-        if flat is None or flat.numel() < n:
-            self.cache.pop(key, None)
-            total = sum(t.numel() * t.element_size() for t in self.cache.values())
-            size = self.like.element_size()
-            # 25% headroom, so that a slightly larger next image reuses the buffer: untouched
-            # pages of an allocation cost nothing until written
-            cap = n + n // 4 if total + (n + n // 4) * size <= WORKSPACE_LIMIT_BYTES else n
-            flat = self.like.new_empty(cap)
-            if total + cap * size <= WORKSPACE_LIMIT_BYTES:
-                self.cache[key] = flat
-        return flat[:n].view(*shape)
-
-
 def check_chroma_inputs(luma, chroma_low, factor: int) -> None:
     """Clear errors for inputs that are not ``luma (B, 1, H, W)`` and ``chroma_low (B, 2,
     ceil(H/F), ceil(W/F))`` floating tensors."""
@@ -195,64 +103,6 @@ def check_chroma_inputs(luma, chroma_low, factor: int) -> None:
         H, W = luma.shape[-2:]
         raise ValueError(f"chroma_low is {chroma_low.shape[-2]}x{chroma_low.shape[-1]} but the factor-{factor} "
                          f"subsampling of a {H}x{W} luma is {want[0]}x{want[1]}")
-
-
-def _slots(k: int):
-    """``(direction index, slot, (dy, dx))`` of every gate slot."""
-    for d, name in enumerate(("left_to_right", "right_to_left", "top_to_bottom", "bottom_to_top")):
-        for j, off in enumerate(NEIGHBOURS[name] if k == 3 else NEIGHBOURS[name][1:2]):
-            yield d, j, off
-
-
-#: The four luma differences every neighbour offset reads, on the edge-replicated luma ``Yp``
-#: ``(B, 1, H + 2, W + 2)``: ``name -> ((rows, cols) of the first term, (rows, cols) of the
-#: second)``, slices of ``Yp``; and every offset's ``(name, row start, col start)`` in that map.
-#: ``|Y(p) - Y(p + o)|`` equals ``|Y(p - o) - Y(p)|`` of the opposite offset one pixel over, so
-#: the eight offsets of three-way gates share four maps (two for one-way).
-_EDGE_MAPS = {
-    "h": ((slice(None), slice(1, None)), (slice(None), slice(None, -1))),       # (H + 2, W + 1)
-    "v": ((slice(1, None), slice(None)), (slice(None, -1), slice(None))),       # (H + 1, W + 2)
-    "d": ((slice(1, None), slice(1, None)), (slice(None, -1), slice(None, -1))),  # (H + 1, W + 1)
-    "a": ((slice(1, None), slice(None, -1)), (slice(None, -1), slice(1, None))),  # (H + 1, W + 1)
-}
-_OFFSET_MAPS = {(0, -1): ("h", 1, 0), (0, 1): ("h", 1, 1), (-1, 0): ("v", 0, 1), (1, 0): ("v", 1, 1),
-                (-1, -1): ("d", 0, 0), (1, 1): ("d", 1, 1), (-1, 1): ("a", 0, 1), (1, -1): ("a", 1, 0)}
-
-
-def similarity_planes(luma: torch.Tensor, k: int, scale, *, buffers=None) -> dict:
-    """``{(dy, dx): exp(-scale |Y(p) - Y(p + (dy, dx))|)}`` ``(B, 1, H, W)`` for the neighbour
-    offsets the gates of a ``k``-way connection read (8 for three-way, 4 for one-way); outside the
-    image the luma is edge-replicated (the operator ignores those gates anyway).
-
-    The planes are views of at most four difference maps (see ``_EDGE_MAPS``), each computed once.
-    ``buffers`` (no autograd): a callable ``(name, shape) -> tensor`` giving the maps' storage,
-    filled in place (the fast inference path's workspace).
-    """
-    H, W = luma.shape[-2:]
-    yp = torch.nn.functional.pad(luma, (1, 1, 1, 1), mode="replicate")
-    offsets = list(dict.fromkeys(off for _, _, off in _slots(k)))
-    maps = {}
-    for name in dict.fromkeys(_OFFSET_MAPS[o][0] for o in offsets):
-        (r1, c1), (r2, c2) = _EDGE_MAPS[name]
-        a, b = yp[..., r1, c1], yp[..., r2, c2]
-        if buffers is None:
-            maps[name] = torch.exp(-scale * (a - b).abs())
-        else:
-            m = torch.sub(a, b, out=buffers("sim_" + name, a.shape))
-            maps[name] = m.abs_().mul_(-scale).exp_()
-    out = {}
-    for off in offsets:
-        name, r, c = _OFFSET_MAPS[off]
-        out[off] = maps[name][..., r:r + H, c:c + W]
-    return out
-
-
-def luma_similarity(luma: torch.Tensor, k: int, scale) -> torch.Tensor:
-    """``exp(-scale |Y(p) - Y(n)|)`` for every direction and gate slot: ``(B, 4, k, 1, H, W)``,
-    ``n`` the neighbour of :data:`NEIGHBOURS` (the middle one for ``k = 1``)."""
-    planes = similarity_planes(luma, k, scale)
-    B, _, H, W = luma.shape
-    return torch.cat([planes[off] for _, _, off in _slots(k)], dim=1).reshape(B, 4, k, 1, H, W)
 
 
 class ChromaSPN(nn.Module):
@@ -354,7 +204,7 @@ class ChromaSPN(nn.Module):
             else:  # the same product, in place and without stacking the similarity planes
                 g = g.contiguous()
                 planes = similarity_planes(luma, k, scale)
-                for d, j, off in _slots(k):
+                for d, j, off in gate_slots(k):
                     g[:, d, j].mul_(planes[off])
         merge = None
         if self.cfg.merge == "learned":
@@ -407,67 +257,8 @@ class ChromaSPN(nn.Module):
         return out + 0.5
 
     def _forward_fast(self, luma: torch.Tensor, chroma_low: torch.Tensor, f: int) -> torch.Tensor:
-        """:meth:`forward` without autograd, the same arithmetic up to float rounding (tested
-        against the general path): full-resolution maps are written in place into reused
-        buffers (see :data:`WORKSPACE_LIMIT_BYTES`); the bilinear upsampling is the separable
-        :func:`~spn.models.resample.bilinear_upsample` with ``out``; the guidance input comes
-        from the low maps (:func:`~spn.models.resample.upsample_then_area_matrix`); the guidance
-        network runs channels-last; the slot softmax is written out; the luma similarity is
-        computed once per pair of opposite neighbour offsets (:func:`similarity_planes`) and
-        multiplied into each slot's gates right after their upsampling; the channel mix is done
-        in place on the propagated map."""
-        B, _, H, W = luma.shape
-        s, k, cg = self.cfg.guidance_scale, self.k, self.cg
-        buf = _Buffers(luma)
-        lh = max(low_size((H, W), f)[0], low_size((H, W), s)[0]) + 2
-        scratch = buf("scratch", (B * 2 * lh * W,))
-        # the bilinear chroma, centred (the map to propagate)
-        up = bilinear_upsample(chroma_low, f, (H, W), out=buf("up", (B, 2, H, W)), scratch=scratch).sub_(0.5)
-        # the guidance input at 1/s: area averages of the bilinear upsampling by f are linear in
-        # the low map, My.T @ low @ Mx, so the full-resolution luma detail is never made
-        my = upsample_then_area_matrix(H, f, s, dtype=luma.dtype, device=luma.device)
-        mx = upsample_then_area_matrix(W, f, s, dtype=luma.dtype, device=luma.device)
-        luma_s = area_downsample(luma, s)
-        parts = [luma_s - 0.5, luma_s - my.t() @ area_downsample(luma, f) @ mx]
-        if self.cfg.guidance_chroma:
-            parts.append(my.t() @ chroma_low @ mx - 0.5)
-        # channels-last: the same convolutions, faster on CPU for these narrow layers
-        raw = self.guidance(torch.cat(parts, dim=1).contiguous(memory_format=torch.channels_last))
-        raw = raw.contiguous()
-        h, w = raw.shape[-2:]
-        ng = 4 * k * cg
-        # the softmax over the k slots and a zero logit, written out (faster than torch.softmax
-        # over a middle dimension): g_j = exp(l_j - m) / (exp(-m) + sum_i exp(l_i - m))
-        logits = raw[:, :ng].reshape(B, 4, k, cg, h, w)
-        top = logits.amax(dim=2, keepdim=True).clamp_min_(0)
-        e = (logits - top).exp_()
-        low = e.div_(e.sum(dim=2, keepdim=True).add_(top.neg_().exp_())).reshape(B, ng, h, w)
-        gates = buf("gates", (B, 4, k, cg, H, W))
-        flat = gates.view(B, ng, H, W)
-        planes = similarity_planes(luma, k, self.log_edge_scale.exp(), buffers=buf) if self.cfg.edge_aware else {}
-        if s == 1:
-            flat.copy_(low)
-        else:  # along the width for all slots at once, then along the height slot by slot
-            tmp = buf("scratch", (B, ng, h + 2, W))
-            upsample_width(torch.nn.functional.pad(low, (1, 1, 1, 1), mode="replicate"), s, tmp)
-        for d, j, off in _slots(k):  # one slot at a time: its upsampled gates are still in cache
-            c = (d * k + j) * cg
-            g = flat[:, c:c + cg]
-            if s > 1:
-                upsample_height(tmp[:, c:c + cg], s, g)
-            if planes:
-                g.mul_(planes[off])
-        x = up
-        for _ in range(self.cfg.propagations):
-            x = self.propagation(x, gates)
-        # out = up + M (x - up) + 0.5, in place on x (the operator's fresh output)
-        d = x.sub_(up)
-        d0, d1 = d[:, 0], d[:, 1]
-        keep = buf("keep", d0.shape).copy_(d0)
-        (m00, m01), (m10, m11) = self.mix.tolist()
-        d0.mul_(m00).add_(d1, alpha=m01)
-        d1.mul_(m11).add_(keep, alpha=m10)
-        return d.add_(up).add_(0.5)
+        """The fast inference path (:func:`spn.models.chroma.fast.forward_fast`)."""
+        return forward_fast(self, luma, chroma_low, f)
 
 
 @register_model("chroma_one_way", ChromaSPNConfig, "chroma SPN (guided chroma upsampling), one-way (k = 1)")
