@@ -52,7 +52,6 @@ import math
 import numbers
 
 import torch
-import torch.nn.functional as F
 
 __all__ = ["BoundaryScores", "boundary_region", "edge_map", "trimap_band", "gradient_region",
            "ellipse_kernel", "boundary_width", "mba_radii", "DEFAULT_WIDTHS"]
@@ -60,15 +59,37 @@ __all__ = ["BoundaryScores", "boundary_region", "edge_map", "trimap_band", "grad
 DEFAULT_WIDTHS = tuple(range(1, 21))
 
 
+def _run_any(mask: torch.Tensor, s: int, dim: int) -> torch.Tensor:
+    """Whether a bool map holds a True within ``s`` pixels along ``dim`` (outside the image:
+    nothing). Windows of 1, 2, 4, ... pixels, each two of the previous one: ``log2(2s+1)`` steps."""
+    if s <= 0:
+        return mask
+    n, L = mask.shape[dim], 2 * s + 1
+    shape = list(mask.shape)
+    shape[dim] = s
+    w = torch.cat([mask.new_zeros(shape), mask, mask.new_zeros(shape)], dim=dim)
+    N, P = n + 2 * s, 1  # w[j]: a True in j .. j + P - 1 (of the padded map)
+    while P < L:
+        k = min(P, L - P)  # the last step overlaps two windows of P to make one of L
+        nxt = w.clone()
+        nxt.narrow(dim, 0, N - k).logical_or_(w.narrow(dim, k, N - k))
+        w, P = nxt, P + k
+    return w.narrow(dim, 0, n)  # padded j .. j + 2s is j - s .. j + s of the image
+
+
+def _values(labels: torch.Tensor) -> list[int]:
+    """The distinct values of an integer map (a count for small non-negative labels, faster
+    than ``torch.unique``)."""
+    if labels.numel() and 0 <= int(labels.min()) and int(labels.max()) < 65536:
+        return torch.bincount(labels.flatten()).nonzero().flatten().tolist()
+    return torch.unique(labels).tolist()
+
+
 def _dilate(mask: torch.Tensor, steps: int) -> torch.Tensor:
     """Chessboard dilation of a bool ``(H, W)`` map by ``steps`` pixels (outside: nothing)."""
     if steps <= 0:
         return mask
-    x = mask[None, None].float()
-    k = 2 * steps + 1  # the square is separable: a row maximum, then a column maximum
-    x = F.max_pool2d(x, (1, k), stride=1, padding=(0, steps))
-    x = F.max_pool2d(x, (k, 1), stride=1, padding=(steps, 0))
-    return x[0, 0] > 0
+    return _run_any(_run_any(mask, steps, 1), steps, 0)  # the square is separable
 
 
 def boundary_width(shape, ratio: float = 0.02) -> int:
@@ -85,7 +106,8 @@ def boundary_region(mask: torch.Tensor, d: int, frame: bool = True) -> torch.Ten
     outside = ~mask
     if not frame:
         return mask & _dilate(outside, d)
-    padded = F.pad(outside[None, None].float(), (1, 1, 1, 1), value=1.0)[0, 0] > 0
+    padded = torch.ones(mask.shape[0] + 2, mask.shape[1] + 2, dtype=torch.bool, device=mask.device)
+    padded[1:-1, 1:-1] = outside
     return mask & _dilate(padded, d)[1:-1, 1:-1]
 
 
@@ -138,18 +160,21 @@ def ellipse_kernel(r: int) -> torch.Tensor:
     return k
 
 
-def _ellipse_max(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Maximum of the float ``(H, W)`` map ``x`` over the radius-``r`` ellipse around each pixel,
-    pixels outside the image left out: a row maximum of each half-width, then the rows."""
-    H, W = x.shape
-    rows = {}
-    out = None
+def _ellipse_dilate(mask: torch.Tensor, r: int) -> torch.Tensor:
+    """Dilation of a bool ``(H, W)`` map by :func:`ellipse_kernel` ``(r)``, outside the image
+    left out: a run along the rows for each half-width, then the rows shifted and combined."""
+    H = mask.shape[0]
+    rows, out = {}, torch.zeros_like(mask)
     for i, dx in enumerate(_ellipse_halfwidths(r)):
+        dy = i - r  # row y of the result takes row y + dy of the image
+        if abs(dy) >= H:
+            continue
         if dx not in rows:
-            rows[dx] = F.max_pool2d(x[None, None], (1, 2 * dx + 1), stride=1, padding=(0, dx))[0, 0]
-            rows[dx] = F.pad(rows[dx], (0, 0, r, r), value=float("-inf"))
-        shifted = rows[dx][i:i + H]  # row y of the result reads row y + (i - r) of the image
-        out = shifted if out is None else torch.maximum(out, shifted)
+            rows[dx] = _run_any(mask, dx, 1)
+        if dy >= 0:
+            out[:H - dy] |= rows[dx][dy:]
+        else:
+            out[-dy:] |= rows[dx][:H + dy]
     return out
 
 
@@ -162,11 +187,21 @@ def gradient_region(labels: torch.Tensor, r: int) -> torch.Tensor:
     Shape:
         - labels: ``(H, W)`` integer
         - output: ``(H, W)`` bool
+
+    Example:
+        >>> import torch
+        >>> from spn.metrics.boundary import gradient_region
+        >>> gradient_region(torch.tensor([[0, 0, 0, 1, 1, 1]]), 1).int().tolist()
+        [[0, 0, 1, 1, 0, 0]]
     """
-    if labels.numel() and (labels.min() < -2 ** 24 or labels.max() > 2 ** 24):
-        labels = torch.unique(labels, return_inverse=True)[1]  # float32 holds the ranks exactly
-    x = labels.float()
-    return _ellipse_max(x, r) != -_ellipse_max(-x, r)
+    values = _values(labels)
+    if len(values) == 2:  # a binary map: both values in the window
+        m = labels == values[0]
+        return _ellipse_dilate(m, r) & _ellipse_dilate(~m, r)
+    seen = torch.zeros(labels.shape, dtype=torch.int32, device=labels.device)
+    for v in values if len(values) > 2 else []:
+        seen += _ellipse_dilate(labels == v, r)
+    return seen >= 2
 
 
 def mba_radii(shape, steps: int = 5) -> list[int]:
@@ -247,7 +282,7 @@ class BoundaryScores:
 
     def _boundary_iou(self, pred, target, valid) -> None:
         d = boundary_width(target.shape, self.ratio)
-        present = torch.unique(torch.cat([torch.unique(target), torch.unique(pred)])).tolist()
+        present = sorted(set(_values(target)) | set(_values(pred)))
         scores = []
         for c in present:
             if not 0 <= c < self.num_classes or c == self.ignore_index:
