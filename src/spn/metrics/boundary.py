@@ -102,7 +102,21 @@ def boundary_region(mask: torch.Tensor, d: int, frame: bool = True) -> torch.Ten
     """``B_d(M)``: the pixels of the bool ``(H, W)`` map ``mask`` within chessboard distance ``d``
     of a pixel outside it. With ``frame`` (the authors' definition) the image frame is outside
     ``M``, so the ``d`` rows and columns along the border are boundary where ``M`` has them;
-    without, outside the image counts as nothing."""
+    without, outside the image counts as nothing.
+
+    Shape:
+        - mask: ``(H, W)`` bool
+        - output: ``(H, W)`` bool
+
+    Example:
+        >>> import torch
+        >>> from spn.metrics.boundary import boundary_region
+        >>> m = torch.zeros(3, 6, dtype=torch.bool); m[:, 2:] = True   # touches the frame
+        >>> boundary_region(m, 1).int().tolist()
+        [[0, 0, 1, 1, 1, 1], [0, 0, 1, 0, 0, 1], [0, 0, 1, 1, 1, 1]]
+        >>> boundary_region(m, 1, frame=False).int().tolist()
+        [[0, 0, 1, 0, 0, 0], [0, 0, 1, 0, 0, 0], [0, 0, 1, 0, 0, 0]]
+    """
     outside = ~mask
     if not frame:
         return mask & _dilate(outside, d)
@@ -195,11 +209,13 @@ def gradient_region(labels: torch.Tensor, r: int) -> torch.Tensor:
         [[0, 0, 1, 1, 0, 0]]
     """
     values = _values(labels)
+    if len(values) < 2:
+        return torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
     if len(values) == 2:  # a binary map: both values in the window
         m = labels == values[0]
         return _ellipse_dilate(m, r) & _ellipse_dilate(~m, r)
     seen = torch.zeros(labels.shape, dtype=torch.int32, device=labels.device)
-    for v in values if len(values) > 2 else []:
+    for v in values:
         seen += _ellipse_dilate(labels == v, r)
     return seen >= 2
 
