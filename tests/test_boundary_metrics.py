@@ -191,6 +191,8 @@ def test_bad_input_is_a_clear_error():
         s.update(torch.zeros(3, 3, dtype=torch.long), torch.zeros(3, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="widths"):
         BoundaryScores(2, widths=(0,))
+    with pytest.raises(ValueError, match="empty label maps"):
+        s.update(torch.zeros(0, 4, dtype=torch.long), torch.zeros(0, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="objects must be classes in 0..1"):
         BoundaryScores(2, objects=(2,))
     with pytest.raises(ValueError, match="ellipse radius"):

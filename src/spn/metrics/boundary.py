@@ -12,13 +12,14 @@ Three scores of a predicted label map against the ground truth, accumulated over
   diagonal, ``int(round(ratio * sqrt(H^2 + W^2)))``, at least 1. For one object (class) ``c`` of
   one image, the score is ``|B_d(gt == c) & B_d(pred == c)| / |B_d(gt == c) | B_d(pred == c)|``,
   pixels whose ground truth is ``ignore_index`` left out (as the authors' panoptic code leaves
-  out VOID). The dataset score is a mean over images, as the refinement literature reports it
-  (mBIoU: HQ-SAM computes it per image and averages): per image, the mean over the object
-  classes present in its ground truth or prediction; then the mean over the images that have
-  one. The object classes are every class, except for two classes: a binary mask's object is
-  class 1, the background is not scored. ``frame=False`` gives the frame-free variant
-  (outside the image is neither inside nor outside ``M``, so a mask that touches the border has
-  no boundary there).
+  out VOID). The authors' API scores one mask pair and has no dataset mean of its own (it feeds
+  AP and PQ); the refinement literature averages it over images (HQ-SAM's mBIoU), and so does
+  ``boundary_iou``: per image, the mean over the object classes present in its ground truth or
+  prediction; then the mean over the images that have one (an image with none, where the
+  per-image code would give NaN, is skipped and not counted in ``boundary_iou_images``). The
+  object classes are every class, except for two classes: a binary mask's object is class 1,
+  the background is not scored. ``frame=False`` gives the frame-free variant (outside the image
+  is neither inside nor outside ``M``, so a mask that touches the border has no boundary there).
 - **trimap accuracy** (Kraehenbuehl and Koltun 2011, Fig. 4 of the dense CRF paper): the pixel
   accuracy within bands around the ground-truth edges. An edge pixel is one with a 4-neighbour
   of another label (``ignore_index`` counts as a label, so VOC's void outlines are edges). The
@@ -289,6 +290,8 @@ class BoundaryScores:
             return
         if pred.dim() != 2:
             raise ValueError(f"pred and target must be (H, W) or (B, H, W), got {tuple(pred.shape)}")
+        if pred.numel() == 0:
+            raise ValueError(f"pred and target are empty label maps {tuple(pred.shape)}")
         pred, target = pred.long().cpu(), target.long().cpu()
         valid = target != self.ignore_index
         correct = (pred == target) & valid
