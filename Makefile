@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/*.inc)
 	$(PIP) install -q numpy pillow safetensors tqdm setuptools wheel ninja
 	$(PIP) install -q --no-build-isolation -e .
 	$(PIP) install -q pytest hypothesis pytest-timeout
+	$(PIP) install -q opencv-python-headless
 	# Triton, pinned (test extra): its interpreter runs the GPU kernels' tests on CPU (~1 GB, ~10 s)
 	$(PIP) install -q triton==3.9.0 || echo "warning: triton did not install; the GPU backend's tests will be skipped"
 	# dense CRF peer (optional extra `crf`); builds from source in about a minute

@@ -1,5 +1,5 @@
-"""Boundary IoU, trimap accuracy and mBA (issue 13, part 2) against values counted by hand on
-small masks (the counts are in the comments)."""
+"""Boundary IoU, trimap accuracy and mBA against values counted by hand on small masks (the
+counts are in the comments); tests/test_boundary_opencv.py checks them against OpenCV."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from spn.metrics import get_protocol
-from spn.metrics.boundary import BoundaryScores, boundary_width, mba_radii
+from spn.metrics.boundary import BoundaryScores, boundary_width, ellipse_kernel, gradient_region, mba_radii
 
 
 def _square(H, W, r0, r1, c0, c1):
@@ -23,6 +23,28 @@ def test_boundary_width_is_two_percent_of_the_diagonal():
     assert boundary_width((300, 400)) == 10       # 0.02 * 500
 
 
+def test_boundary_iou_on_a_5x5_mask_counted_by_hand():
+    # 5x5, d = 1 (0.02 * 7.07 = 0.14 -> at least 1). GT: class 1 on rows 1-3, cols 1-3; the
+    # prediction is the square one column right (cols 2-4), touching the right frame.
+    #   GT          pred        GT boundary  pred boundary (frame)  (frame-free)
+    #   . . . . .   . . . . .   . . . . .    . . . . .              . . . . .
+    #   . 1 1 1 .   . . 1 1 1   . b b b .    . . b b b              . . b b b
+    #   . 1 1 1 .   . . 1 1 1   . b . b .    . . b . b              . . b . .
+    #   . 1 1 1 .   . . 1 1 1   . b b b .    . . b b b              . . b b b
+    #   . . . . .   . . . . .   . . . . .    . . . . .              . . . . .
+    # GT boundary: the 8-ring around (2, 2). Prediction: (2, 3) is interior; (2, 4) is next to
+    # the frame, a contour for the authors (8 pixels), not without the frame (7 pixels).
+    # Common: (1, 2), (1, 3), (3, 2), (3, 3) = 4. IoU = 4 / (8 + 8 - 4) = 4/12; frame-free 4/11.
+    gt = _square(5, 5, 1, 4, 1, 4)
+    pred = _square(5, 5, 1, 4, 2, 5)
+    for frame, want in ((True, 4 / 12), (False, 4 / 11)):
+        s = BoundaryScores(2, widths=(1,), frame=frame)
+        s.update(pred, gt)
+        m = s.compute()
+        assert m["boundary_iou"] == pytest.approx(want) and m["boundary_frame"] is frame
+        assert m["per_class_boundary_iou"][1] == pytest.approx(want)
+
+
 def test_boundary_iou_of_a_shifted_square():
     # 6x6, d = 1. GT: class 1 on rows 1-4, cols 1-4; prediction: the square one column right.
     gt = _square(6, 6, 1, 5, 1, 5)
@@ -31,24 +53,50 @@ def test_boundary_iou_of_a_shifted_square():
     s.update(pred, gt)
     m = s.compute()
     # class 1: GT boundary = the 12-pixel ring of the 4x4 square. Predicted: the square touches
-    # the right frame, which is no contour: 16 - 6 interior (rows 2-3, cols 3-5) = 10 pixels.
-    # Common: rows 1 and 4, cols 2-4 = 6. IoU = 6 / (12 + 10 - 6) = 6/16.
-    # class 0: GT = the 20-pixel frame, all of it within 1 of the square. Predicted class 0: rows 0
-    # and 5 (12) and cols 0-1 of rows 1-4 (8); its boundary: rows 0 and 5, cols 1-5 (10) and
-    # col 1, rows 1-4 (4) = 14. Common: the 10 of rows 0 and 5. IoU = 10 / (20 + 14 - 10) = 10/24.
+    # the right frame, a contour: 16 - 4 interior (rows 2-3, cols 3-4) = 12 pixels (rows 1 and 4,
+    # cols 2 and 5 of rows 2-3). Common: rows 1 and 4, cols 2-4 = 6. IoU = 6 / (12 + 12 - 6).
+    # class 0: GT = the 20-pixel frame, all of it boundary. Predicted class 0: rows 0 and 5 (12)
+    # and cols 0-1 of rows 1-4 (8), all boundary (col 0 on the frame, col 1 next to the square):
+    # 20. Common: rows 0 and 5 and col 0 of rows 1-4 = 16. IoU = 16 / (20 + 20 - 16).
+    assert m["per_class_boundary_iou"] == pytest.approx([16 / 24, 6 / 18])
+    # two classes: a binary mask, whose object is class 1 (the background is not scored)
+    assert m["boundary_iou"] == pytest.approx(6 / 18) and m["boundary_objects"] == [1]
+    # frame-free (and both classes scored): the predicted square's boundary loses col 5 of rows
+    # 2-3: 10 pixels, common 6 -> 6/16. class 0: GT = the 20-pixel frame, all of it within 1 of
+    # the square. Predicted class 0: its boundary is rows 0 and 5, cols 1-5 (10) and col 1 of rows
+    # 1-4 (4) = 14 (col 0 and the corners (0, 0), (5, 0) are 2 away from the square). Common: the
+    # 10 of rows 0 and 5 -> 10 / (20 + 14 - 10).
+    s = BoundaryScores(2, widths=(1,), frame=False, objects=(0, 1))
+    s.update(pred, gt)
+    m = s.compute()
     assert m["per_class_boundary_iou"] == pytest.approx([10 / 24, 6 / 16])
     assert m["boundary_iou"] == pytest.approx((10 / 24 + 6 / 16) / 2)
 
 
-def test_boundary_iou_is_one_for_a_perfect_map_and_accumulates_over_images():
+def test_boundary_iou_is_a_mean_over_images():
     gt = _square(6, 6, 1, 5, 1, 5)
     s = BoundaryScores(3, widths=(1,))
     s.update(gt, gt)
     assert s.compute()["boundary_iou"] == 1.0
     assert math.isnan(s.compute()["per_class_boundary_iou"][2])  # class 2 never seen: left out
-    # a second image: the shifted square. Sums: class 1: (12 + 6) / (12 + 16); class 0: (20 + 10) / (20 + 24)
+    # a second image: the shifted square (classes 0 and 1 scored: 16/24 and 6/18, mean 1/2)
     s.update(_square(6, 6, 1, 5, 2, 6), gt)
-    assert s.compute()["per_class_boundary_iou"][:2] == pytest.approx([30 / 44, 18 / 28])
+    m = s.compute()
+    assert m["boundary_iou"] == pytest.approx((1 + 0.5) / 2) and m["boundary_iou_images"] == 2
+    assert m["per_class_boundary_iou"][:2] == pytest.approx([(1 + 16 / 24) / 2, (1 + 6 / 18) / 2])
+    # an image of one class only, predicted so: its boundary is the frame band, IoU 1
+    s.update(torch.zeros(6, 6, dtype=torch.long), torch.zeros(6, 6, dtype=torch.long))
+    assert s.compute()["boundary_iou"] == pytest.approx((1 + 0.5 + 1) / 3)
+
+
+def test_binary_boundary_iou_skips_images_without_the_object():
+    s = BoundaryScores(2, widths=(1,))
+    s.update(torch.zeros(6, 6, dtype=torch.long), torch.zeros(6, 6, dtype=torch.long))
+    m = s.compute()
+    assert math.isnan(m["boundary_iou"]) and m["boundary_iou_images"] == 0
+    # predicted object, none in the truth: IoU 0
+    s.update(_square(6, 6, 1, 3, 1, 3), torch.zeros(6, 6, dtype=torch.long))
+    assert s.compute()["boundary_iou"] == 0.0
 
 
 def test_boundary_iou_leaves_out_ignored_pixels():
@@ -57,12 +105,12 @@ def test_boundary_iou_leaves_out_ignored_pixels():
     pred = _square(6, 6, 1, 5, 2, 6)
     s = BoundaryScores(2, widths=(1,))
     s.update(pred, gt)
-    # class 1: GT ring 12 (unchanged: col 5 was class 0); predicted boundary without col 5:
-    # 10 - 2 (rows 1 and 4 of col 5) = 8; common 6 -> 6 / 14.
-    # class 0: GT = the frame minus col 5 (6 pixels) = 14, and ~M now includes the ignored
-    # column, which changes nothing within the frame: all 14 are boundary. Predicted boundary
-    # without col 5: 14 - 2 = 12; common: rows 0 and 5, cols 1-4 = 8 -> 8 / (14 + 12 - 8) = 8/18.
-    assert s.compute()["per_class_boundary_iou"] == pytest.approx([8 / 18, 6 / 14])
+    # class 1: GT ring 12 (unchanged: col 5 was class 0). Predicted boundary (12, see above)
+    # without col 5 (rows 1-4): 8; common 6 -> 6 / 14.
+    # class 0: GT = the frame minus col 5 = 14, all boundary. Predicted (20) without col 5 (rows
+    # 0 and 5): 18; common: the 14 -> 14 / 18.
+    assert s.compute()["per_class_boundary_iou"] == pytest.approx([14 / 18, 6 / 14])
+    assert s.compute()["boundary_iou"] == pytest.approx(6 / 14)
 
 
 def test_trimap_accuracy_in_one_dimension():
@@ -112,12 +160,43 @@ def test_mba_is_a_mean_over_images():
     assert m["mba"] == pytest.approx((1 / 2 + 4 / 5) / 2) and m["mba_images"] == 2
 
 
+def test_mba_uses_opencvs_ellipse_from_radius_2():
+    # 350x350: R = 700/300 = 2.33, radii 1 + int(0.267 i) = 1, 1, 1, 1, 2. One class-1 pixel in
+    # the middle, predicted as background. Radius 1 (the plus): region = it and its 4 neighbours,
+    # 1 wrong -> 4/5. Radius 2, OpenCV's ellipse: rows of 1, 5, 5, 5, 1 pixels = 17, 1 wrong ->
+    # 16/17 (the disk x^2 + y^2 <= 4 has 13 pixels and would give 12/13).
+    gt = torch.zeros(350, 350, dtype=torch.long)
+    gt[175, 175] = 1
+    s = BoundaryScores(2, widths=(1,))
+    s.update(torch.zeros_like(gt), gt)
+    assert mba_radii((350, 350)) == [1, 1, 1, 1, 2]
+    assert s.compute()["mba"] == pytest.approx((4 * 4 / 5 + 16 / 17) / 5)
+    assert int(gradient_region(gt, 2).sum()) == 17 and ellipse_kernel(2).sum() == 17
+
+
+def test_mba_marks_pixels_next_to_void_as_cascadepsp_does():
+    # radius 1 in one row: the window is a pixel and its two neighbours. GT 0 0 1 1 v v: the
+    # windows of cols 1, 2 hold 0 and 1, those of cols 3 and 4 hold 1 and void (col 4 is void,
+    # not scored): region = cols 1, 2, 3. Prediction 0 0 1 0 0 0: col 3 wrong -> 2/3.
+    gt = torch.tensor([[0, 0, 1, 1, 255, 255]])
+    s = BoundaryScores(2, widths=(1,))
+    s.update(torch.tensor([[0, 0, 1, 0, 0, 0]]), gt)
+    assert gradient_region(gt, 1).tolist() == [[False, True, True, True, True, False]]
+    assert s.compute()["mba"] == pytest.approx(2 / 3)
+
+
 def test_bad_input_is_a_clear_error():
     s = BoundaryScores(2)
     with pytest.raises(ValueError, match="differ in shape"):
         s.update(torch.zeros(3, 3, dtype=torch.long), torch.zeros(3, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="widths"):
         BoundaryScores(2, widths=(0,))
+    with pytest.raises(ValueError, match="empty label maps"):
+        s.update(torch.zeros(0, 4, dtype=torch.long), torch.zeros(0, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="objects must be classes in 0..1"):
+        BoundaryScores(2, objects=(2,))
+    with pytest.raises(ValueError, match="ellipse radius"):
+        ellipse_kernel(-1)
 
 
 def test_the_protocol_reports_them_beside_miou():
@@ -127,7 +206,7 @@ def test_the_protocol_reports_them_beside_miou():
     m = proto.compute()
     cols = proto.headline(m)
     assert list(cols)[:5] == ["overall AC", "mean AC", "mean IoU", "boundary IoU", "mBA"]
-    assert cols["boundary IoU"] == pytest.approx((10 / 24 + 6 / 16) / 2)
+    assert cols["boundary IoU"] == pytest.approx(6 / 18)  # class 1, the object (see above)
     assert len(m["trimap_accuracy"]) == 20 and m["trimap_widths"] == list(range(1, 21))
     plain = get_protocol("plain", num_classes=2)
     plain.accumulate(gt, gt)
