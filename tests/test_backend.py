@@ -85,13 +85,30 @@ def test_forced_reference_runs_reference_with_same_numbers(restore_state, counti
 
 
 @needs_ext
-@pytest.mark.parametrize("value", ["", "cpp", "auto", "kernel"])
-def test_other_backend_values_keep_the_kernel(restore_state, counting_reference, value):
+@pytest.mark.parametrize("value", ["", "auto", " Auto "])
+def test_auto_keeps_the_kernel(restore_state, counting_reference, value):
     restore_state.setenv("SPN_BACKEND", value)
     x, g = case(2)
     propagate(x, g, 0)
     assert counting_reference["propagate_ref"] == 0
     assert active_backend() in ("cpp (spn._C, OpenMP, avx2)", "cpp (spn._C, OpenMP, sse2)")
+
+
+@pytest.mark.parametrize("value", ["cpp", "kernel", "referense", "cuda", "1"])
+@pytest.mark.parametrize("four", [False, True], ids=["propagate", "propagate4"])
+def test_unknown_backend_values_are_an_error_that_lists_the_valid_ones(restore_state, counting_reference, value,
+                                                                       four):
+    restore_state.setenv("SPN_BACKEND", value)
+    x, g = case(2, four)
+    with pytest.raises(ValueError) as info:
+        propagate4(x, g) if four else propagate(x, g, 0)
+    msg = str(info.value)
+    assert "\n" not in msg and f"SPN_BACKEND={value!r}" in msg
+    for valid in ("auto", "reference", "triton"):
+        assert valid in msg, msg
+    assert counting_reference == {"propagate_ref": 0, "propagate4_ref": 0}, "nothing ran"
+    with pytest.raises(ValueError, match="SPN_BACKEND"):
+        active_backend()
 
 
 def test_forced_reference_emits_no_warning(restore_state):

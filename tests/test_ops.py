@@ -391,7 +391,7 @@ def test_opcheck_propagate4_ops(merge, norm, Cl, chunk, dtype):
         assert out.shape == (1, 4, *x.shape[1:]) and hs.numel() == 0
         hs, go = out, torch.randn_like(out)
     else:
-        assert hs.shape == (4, *x.shape)
+        assert hs.shape == (x.shape[0], 4, *x.shape[1:])
         go = torch.randn_like(x)
     _opcheck(torch.ops.spn.propagate4_bwd, (go, x, g, lam, hs, merge, norm, chunk))
 
@@ -404,7 +404,7 @@ def test_propagate4_fwd_save_false_returns_no_states():
     torch.testing.assert_close(out_s, out_n, atol=0, rtol=0)
     assert empty.numel() == 0
     for d in range(4):
-        torch.testing.assert_close(hs[d], propagate_ref(x, g[:, d], d), **TOL[torch.float64])
+        torch.testing.assert_close(hs[:, d], propagate_ref(x, g[:, d], d), **TOL[torch.float64])
 
 
 def test_reference_backend_values_by_hand():

@@ -290,7 +290,7 @@ def test_direct_op_bad_input_raises_runtime_error(case):
     x = torch.randn(1, 2, 3, 3)
     g = torch.rand(1, 3, 2, 3, 3)
     g4 = torch.rand(1, 4, 3, 2, 3, 3)
-    hs = torch.randn(4, 1, 2, 3, 3)
+    hs = torch.randn(1, 4, 2, 3, 3)  # the directional maps (B, 4, C, H, W)
     ops = torch.ops.spn
     calls = {
         "fwd_int": lambda: ops.propagate_fwd(x.int(), g.int(), None, 0, 0, 0),
@@ -312,8 +312,8 @@ def test_direct_op_bad_input_raises_runtime_error(case):
         "bwd_h": lambda: ops.propagate_bwd(x, x, g, None, torch.randn(1, 2, 3, 4), 0, 0, 0),
         "bwd_K2": lambda: ops.propagate_bwd(x, x, g[:, :2], None, x, 0, 0, 0),
         "bwd_dir": lambda: ops.propagate_bwd(x, x, g, None, x, 9, 0, 0),
-        "bwd4_hs": lambda: ops.propagate4_bwd(x, x, g4, None, hs[:3], 0, 0, 0),
-        "bwd4_hs_shape": lambda: ops.propagate4_bwd(x, x, g4, None, torch.randn(4, 1, 2, 3, 4), 0, 0, 0),
+        "bwd4_hs": lambda: ops.propagate4_bwd(x, x, g4, None, hs[:, :3], 0, 0, 0),
+        "bwd4_hs_shape": lambda: ops.propagate4_bwd(x, x, g4, None, torch.randn(1, 4, 2, 3, 4), 0, 0, 0),
         "bwd4_merge": lambda: ops.propagate4_bwd(x, x, g4, None, hs, 4, 0, 0),
         "bwd4_none_hs": lambda: ops.propagate4_bwd(x, x, g4, None, hs, 3, 0, 0),
         "fwd_norm": lambda: ops.propagate_fwd(x, g, None, 0, 4, 0),
@@ -341,7 +341,7 @@ RISKY = {
     ),
     "bwd4_small_grad_out": (
         "torch.ops.spn.propagate4_bwd(torch.randn(1, 1, 2, 2), torch.randn(2, 8, 64, 64), "
-        "torch.rand(2, 4, 3, 8, 64, 64), None, torch.randn(4, 2, 8, 64, 64), 0, 0, 0)"
+        "torch.rand(2, 4, 3, 8, 64, 64), None, torch.randn(2, 4, 8, 64, 64), 0, 0, 0)"
     ),
 }
 
