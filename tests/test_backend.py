@@ -180,3 +180,31 @@ def test_state_restored_after_fixtures():
     assert _backend._state["loaded"] is True
     assert extension_available()
     assert active_backend().startswith("cpp")
+
+
+# --------------------------------------------------------------------------- the test session
+
+
+@pytest.mark.parametrize("allow", [None, "1"], ids=["default", "reference_only_on_purpose"])
+def test_a_session_without_the_compiled_kernels_fails_unless_allowed(tmp_path, allow):
+    """tests/conftest.py stops the session when spn._C is missing, so the kernel tests cannot all
+    skip and leave the reference passing alone; SPN_ALLOW_REFERENCE_ONLY=1 allows it on purpose."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "no_spn_c.py").write_text("import sys\nsys.modules['spn._C'] = None  # import spn._C fails\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("SPN_BACKEND", "SPN_ALLOW_REFERENCE_ONLY")}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(root / "src"), env.get("PYTHONPATH", "")])
+    if allow:
+        env["SPN_ALLOW_REFERENCE_ONLY"] = allow
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no_spn_c", "-p", "no:cacheprovider",
+                           "tests/test_utils.py", "--collect-only"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    if allow:
+        assert proc.returncode == 0, out[-3000:]
+    else:
+        assert proc.returncode != 0, out[-3000:]
+        assert "spn._C are missing" in out and "SPN_ALLOW_REFERENCE_ONLY=1" in out, out[-3000:]

@@ -464,3 +464,38 @@ def test_deterministic_across_runs_and_thread_counts(four):
         torch.set_num_threads(before)
     for r in runs[1:]:
         assert_close_all(r, runs[0], atol=0, rtol=0)
+
+
+# --------------------------------------------------------------------------- one table of codes
+
+
+@needs_ext
+def test_the_cpp_kernels_codes_are_the_python_table():
+    """Direction, merge and normalize codes: the C++ enums (reported by the extension) equal
+    spn.ops._codes, which the Python side and the Triton kernels read."""
+    from spn.ops._codes import DIRECTION_CODES, MERGE_CODES, NORMALIZE_CODES, parse_kernel_codes
+
+    cpp = parse_kernel_codes(torch.ops.spn.kernel_codes())
+    assert cpp == {"direction": DIRECTION_CODES, "merge": MERGE_CODES, "normalize": NORMALIZE_CODES}
+    # and the public names follow the codes' order
+    assert list(DIRECTIONS) == sorted(DIRECTION_CODES, key=DIRECTION_CODES.get)
+    assert list(MERGES) == sorted(MERGE_CODES, key=MERGE_CODES.get)
+
+
+def test_the_codes_are_each_read_from_one_table():
+    """No module keeps its own copy of the codes: the Triton kernels' constexprs and the public
+    name tuples come from spn.ops._codes (a copy, e.g. a literal dict, would be a second table)."""
+    import pathlib
+    import re
+
+    import spn.ops
+
+    root = pathlib.Path(spn.ops.__file__).parent
+    copies = []
+    for path in root.rglob("*.py"):
+        if path.name == "_codes.py":
+            continue
+        text = path.read_text()
+        for m in re.finditer(r'\{\s*(?:None|"max"|"left_to_right")\s*:\s*\d', text):
+            copies.append(f"{path.relative_to(root)}: {text[m.start():m.start() + 40]!r}")
+    assert not copies, copies

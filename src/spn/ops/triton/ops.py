@@ -26,7 +26,7 @@ from typing import Optional
 
 import torch
 import triton
-from torch._library.triton import get_inner_triton_kernels, set_wrap_triton_enabled, triton_ops_to_kernels
+from torch._library.triton import set_wrap_triton_enabled, triton_ops_to_kernels
 from torch._subclasses.functional_tensor import FunctionalTensorMode
 from torch.library import wrap_triton
 
@@ -251,6 +251,10 @@ def propagate4_bwd(grad_out, x, gates, input_weight, hs, merge: int, normalize: 
 
 IMPLS = {"propagate_fwd": propagate_fwd, "propagate_bwd": propagate_bwd,
          "propagate4_fwd": propagate4_fwd, "propagate4_bwd": propagate4_bwd}
+#: the kernels each implementation launches (their sources enter torch.compile's cache keys)
+LAUNCHES = {"propagate_fwd": [kernels.scan_fwd_kernel], "propagate_bwd": [kernels.scan_bwd_kernel],
+            "propagate4_fwd": [kernels.scan_fwd_kernel, kernels.merge_fwd_kernel],
+            "propagate4_bwd": [kernels.merge_fwd_kernel, kernels.scan_bwd_kernel]}
 
 
 def _device_guard(x: torch.Tensor):
@@ -293,16 +297,15 @@ def _forced_interpreter_on_cpu() -> bool:
 
 
 def _register() -> None:
-    on_cpu = _forced_interpreter_on_cpu()
-    if on_cpu:
-        from .. import _backend
+    from .. import _backend
 
-        _backend._load()  # the C++ CPU kernels first, so that these replace them, not the reverse
+    _backend._load()  # the C++ CPU kernels too (a whole family), and first: these may replace them, not the reverse
+    on_cpu = _forced_interpreter_on_cpu()
     for name, fn in IMPLS.items():
         qualname = f"spn::{name}"
         torch.library.register_kernel(qualname, "cuda", _eager(fn))
         torch.library.register_torch_dispatch(qualname, FunctionalTensorMode, _functional_decomp(fn))
-        triton_ops_to_kernels[qualname] = get_inner_triton_kernels(fn)
+        triton_ops_to_kernels[qualname] = LAUNCHES[name]
         if on_cpu:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*[Oo]verrid")
