@@ -90,15 +90,17 @@ def forced_triton() -> bool:
 
 
 def triton_ops():
-    """The Triton ops module (:mod:`spn.ops.triton.ops`), or ``None`` where triton is unusable."""
+    """The Triton kernels' module (:mod:`spn.ops.triton.ops`; loading it registers them on the
+    ``spn`` ops), or ``None`` where triton is unusable."""
     from . import triton as _triton
 
     return _triton.load()
 
 
 def use_triton(t: torch.Tensor) -> bool:
-    """True when the Triton kernels should run for tensors like ``t``: CUDA tensors when triton
-    imports, and every tensor under ``SPN_BACKEND=triton`` (CPU ones in the interpreter)."""
+    """True when the Triton kernels should run for tensors like ``t`` (and are registered): CUDA
+    tensors when triton imports, and every tensor under ``SPN_BACKEND=triton`` (CPU ones in the
+    interpreter, where they replace the C++ kernels as the ops' CPU kernels)."""
     if forced_reference():
         return False
     if forced_triton() and t.device.type in ("cpu", "cuda"):

@@ -265,9 +265,10 @@ def _device_guard(x: torch.Tensor):
 def _eager(fn):
     """The kernel the dispatcher calls: real tensors, so the launches need no HOP dispatch."""
     @functools.wraps(fn)
-    def kernel(*args):
-        with set_wrap_triton_enabled(False), _device_guard(args[0]):
-            return fn(*args)
+    def kernel(*args, **kwargs):
+        first = args[0] if args else next(iter(kwargs.values()))  # a tensor: the first argument of each op
+        with set_wrap_triton_enabled(False), _device_guard(first):
+            return fn(*args, **kwargs)
 
     return kernel
 
