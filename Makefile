@@ -26,8 +26,12 @@ $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/*.inc)
 	$(PY) -c "import spn.ops as o; print('spn backend:', o.active_backend())"
 	touch $(STAMP)
 
+# two jobs: the default run (it fails if the compiled kernels are missing, unless
+# SPN_ALLOW_REFERENCE_ONLY=1), then the Triton kernels in Triton's interpreter, which must be
+# switched on before triton is imported
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+	SPN_BACKEND=triton TRITON_INTERPRET=1 $(PY) -m pytest -q -m triton_interp tests/test_triton_interp.py $(PYTEST_ARGS)
 
 bench: install
 	$(PY) benchmarks/bench_propagation.py

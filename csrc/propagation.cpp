@@ -9,15 +9,19 @@
 // neighbour's gate is dropped from every sum (never multiplied by zero), and gates that are
 // never used are never read, so a NaN there has no effect, as in the reference.
 //
-// Ops (namespace "spn"), registered with torch.library; fake impls and autograd in Python
-// (spn/ops/_custom.py). normalize: 0 none, 1 clip, 2 always, 3 gspn. chunk: 0 = one chunk.
+// Ops (namespace "spn"): their schemas, fake impls and autograd formulas are defined once, in
+// Python (spn/ops/_custom.py); this file registers their CPU kernels (the Triton kernels in
+// spn/ops/triton/ are the CUDA kernels of the same ops). normalize: 0 none, 1 clip, 2 always,
+// 3 gspn. chunk: 0 = one chunk. The codes are spn/ops/_codes.py's; kernel_codes() reports this
+// file's, and a test compares the two.
 //   propagate_fwd(x, gates, input_weight?, direction, normalize, chunk)            -> h
 //   propagate_bwd(grad_h, x, gates, input_weight?, h, direction, normalize, chunk) -> (gx, ggates, gl)
 //   propagate4_fwd(x, gates4, input_weight4?, merge, normalize, chunk, save)       -> (out, hs)
+//     hs: the four directional maps (B, 4, C, H, W) when save and merge is not none, else empty
 //   propagate4_bwd(grad_out, x, gates4, input_weight4?, hs, merge, normalize, chunk) -> (gx, ggates, gl)
 // direction: 0 left_to_right, 1 right_to_left, 2 top_to_bottom, 3 bottom_to_top.
 // merge: 0 max (NaN-propagating; the gradient goes to the first direction attaining the max, a
-// NaN counting as the max), 1 mean, 2 sum, 3 none (out is (B, 4, C, H, W) and doubles as hs).
+// NaN counting as the max), 1 mean, 2 sum, 3 none (out is (B, 4, C, H, W) and is the backward's hs).
 // gl is an empty tensor when there is no input weight.
 //
 // Layout: every (b, c) plane is scanned by one thread (at::parallel_for over B*C planes). A scan
@@ -50,6 +54,9 @@
 namespace spn {
 namespace {
 
+// the codes of spn/ops/_codes.py (reported by kernel_codes(), compared by a test)
+enum Dir : int { D_LEFT_TO_RIGHT = 0, D_RIGHT_TO_LEFT = 1, D_TOP_TO_BOTTOM = 2, D_BOTTOM_TO_TOP = 3 };
+enum Merge : int { M_MAX = 0, M_MEAN = 1, M_SUM = 2, M_NONE = 3 };
 enum Norm : int { N_NONE = 0, N_CLIP = 1, N_ALWAYS = 2, N_GSPN = 3 };
 constexpr double kAlwaysEps = 1e-6;  // spn.ops.normalize.ALWAYS_EPS
 constexpr double kGspnEps = 1e-7;    // spn.ops.normalize.GSPN_EPS
@@ -74,18 +81,18 @@ struct Problem {
   int norm;
   int64_t chunk;
   bool hasl;
-  bool horizontal(int d) const { return dirs[d] < 2; }
+  bool horizontal(int d) const { return dirs[d] == D_LEFT_TO_RIGHT || dirs[d] == D_RIGHT_TO_LEFT; }
   // shared gates with a normalisation: normalised once per batch item, chain rule after the reduction
   bool prenorm() const { return norm != N_NONE && Cg == 1 && C > 1; }
   bool any_horizontal() const {
     for (int d = 0; d < ND; ++d)
-      if (dirs[d] < 2) return true;
+      if (horizontal(d)) return true;
     return false;
   }
   Geo geo(int d) const {
     const int dir = dirs[d];
-    const bool rev = dir == 1 || dir == 3;
-    return dir < 2 ? Geo{W, H, rev, chunk} : Geo{H, W, rev, chunk};
+    const bool rev = dir == D_RIGHT_TO_LEFT || dir == D_BOTTOM_TO_TOP;
+    return horizontal(d) ? Geo{W, H, rev, chunk} : Geo{H, W, rev, chunk};
   }
   // raw gates of plane (b, c), direction slot d; slot stride Cg * HW
   int64_t gate_off(int64_t b, int64_t c, int d) const { return ((b * ND + d) * K * Cg + (Cg == 1 ? 0 : c)) * HW; }
@@ -180,6 +187,17 @@ bool use_avx2() {
 
 std::string kernel_isa() { return kernel_isa_name(); }
 
+// The integer codes the kernels take, as "kind:name=code,...;kind:...", for the test that compares
+// them with spn/ops/_codes.py.
+std::string kernel_codes() {
+  return "direction:left_to_right=" + std::to_string(D_LEFT_TO_RIGHT) + ",right_to_left=" +
+         std::to_string(D_RIGHT_TO_LEFT) + ",top_to_bottom=" + std::to_string(D_TOP_TO_BOTTOM) +
+         ",bottom_to_top=" + std::to_string(D_BOTTOM_TO_TOP) + ";merge:max=" + std::to_string(M_MAX) +
+         ",mean=" + std::to_string(M_MEAN) + ",sum=" + std::to_string(M_SUM) + ",none=" + std::to_string(M_NONE) +
+         ";normalize:none=" + std::to_string(N_NONE) + ",clip=" + std::to_string(N_CLIP) +
+         ",always=" + std::to_string(N_ALWAYS) + ",gspn=" + std::to_string(N_GSPN);
+}
+
 // ---------------------------------------------------------------------------------------------
 // checks (the Python API validates first; these guard direct calls of torch.ops.spn.*)
 
@@ -216,7 +234,7 @@ int64_t check_l(const at::Tensor& x, const std::optional<at::Tensor>& l, int64_t
 }
 
 void check_modes(int64_t normalize, int64_t chunk) {
-  TORCH_CHECK(normalize >= 0 && normalize <= 3, "spn: normalize must be 0 (none), 1 (clip), 2 (always) or 3 (gspn), got ",
+  TORCH_CHECK(normalize >= N_NONE && normalize <= N_GSPN, "spn: normalize must be 0 (none), 1 (clip), 2 (always) or 3 (gspn), got ",
               normalize);
   TORCH_CHECK(chunk >= 0, "spn: chunk must be >= 0 (0: one chunk), got ", chunk);
 }
@@ -300,7 +318,7 @@ at::Tensor propagate_fwd(const at::Tensor& x_, const at::Tensor& gates_, const s
   at::Tensor h = at::empty_like(x, at::MemoryFormat::Contiguous);
   if (h.numel() == 0) return h;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spn_propagate_fwd", [&] {
-    SPN_KERNEL(run_fwd<scalar_t>)(P, x.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(l), nullptr, 3,
+    SPN_KERNEL(run_fwd<scalar_t>)(P, x.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(l), nullptr, M_NONE,
                       h.data_ptr<scalar_t>(), true);
   });
   return h;
@@ -324,7 +342,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> propagate_bwd(const at::Tensor& g
   if (x.numel() == 0) return {gx, G.gg.zero_(), G.gl.zero_()};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spn_propagate_bwd", [&] {
     SPN_KERNEL(run_bwd<scalar_t>)(P, gh.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(),
-                      ptr_or_null<scalar_t>(l), h.data_ptr<scalar_t>(), true, 3, gx.data_ptr<scalar_t>(),
+                      ptr_or_null<scalar_t>(l), h.data_ptr<scalar_t>(), true, M_NONE, gx.data_ptr<scalar_t>(),
                       G.gg.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(G.gl), ptr_or_null<scalar_t>(G.ggpart),
                       ptr_or_null<scalar_t>(G.glpart));
   });
@@ -336,21 +354,22 @@ std::tuple<at::Tensor, at::Tensor> propagate4_fwd(const at::Tensor& x_, const at
                                                   const std::optional<at::Tensor>& l_, int64_t merge,
                                                   int64_t normalize, int64_t chunk, bool save) {
   check_common(x_, gates_, 6);
-  TORCH_CHECK(merge >= 0 && merge <= 3, "spn: merge must be 0 (max), 1 (mean), 2 (sum) or 3 (none)");
+  TORCH_CHECK(merge >= M_MAX && merge <= M_NONE, "spn: merge must be 0 (max), 1 (mean), 2 (sum) or 3 (none)");
   check_modes(normalize, chunk);
   const int64_t Cl = check_l(x_, l_, 4);
   const at::Tensor x = x_.contiguous(), gates = gates_.contiguous();
   const at::Tensor l = Cl ? l_->contiguous() : at::Tensor();
   const Problem P = make_problem(x, gates, 4, Cl, 0, normalize, chunk);
-  const bool none = merge == 3;
+  const bool none = merge == M_NONE;
   at::Tensor out = none ? at::empty({P.B, 4, P.C, P.H, P.W}, x.options()) : at::empty_like(x, at::MemoryFormat::Contiguous);
-  // merge "none": the output is the directional maps (the autograd formula saves it)
-  at::Tensor hs = (save && !none) ? at::empty({4, P.B, P.C, P.H, P.W}, x.options()) : at::empty({0}, x.options());
+  // hs: the directional maps (B, 4, C, H, W), saved for the backward; with merge "none" the output
+  // is those maps (the autograd formula saves it)
+  at::Tensor hs = (save && !none) ? at::empty({P.B, 4, P.C, P.H, P.W}, x.options()) : at::empty({0}, x.options());
   if (x.numel() == 0) return {out, hs};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spn_propagate4_fwd", [&] {
     scalar_t* hsp = none ? out.data_ptr<scalar_t>() : ptr_or_null<scalar_t>(hs);
     SPN_KERNEL(run_fwd<scalar_t>)(P, x.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(l),
-                      none ? nullptr : out.data_ptr<scalar_t>(), int(merge), hsp, none);
+                      none ? nullptr : out.data_ptr<scalar_t>(), int(merge), hsp, true);
   });
   return {out, hs};
 }
@@ -361,19 +380,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> propagate4_bwd(const at::Tensor& 
                                                               const at::Tensor& hs_, int64_t merge, int64_t normalize,
                                                               int64_t chunk) {
   check_common(x_, gates_, 6);
-  TORCH_CHECK(merge >= 0 && merge <= 3, "spn: merge must be 0 (max), 1 (mean), 2 (sum) or 3 (none)");
+  TORCH_CHECK(merge >= M_MAX && merge <= M_NONE, "spn: merge must be 0 (max), 1 (mean), 2 (sum) or 3 (none)");
   check_modes(normalize, chunk);
   const int64_t Cl = check_l(x_, l_, 4);
-  const bool none = merge == 3;
+  const bool none = merge == M_NONE;
   const auto xs = x_.sizes();
+  TORCH_CHECK(hs_.dim() == 5 && hs_.size(0) == xs[0] && hs_.size(1) == 4 && hs_.size(2) == xs[1] &&
+                  hs_.size(3) == xs[2] && hs_.size(4) == xs[3],
+              "spn: hs must be the directional maps (B, 4, C, H, W): the forward's output with merge none, "
+              "else its second output (run it with save=True)");
   if (none) {
-    TORCH_CHECK(hs_.dim() == 5 && hs_.size(0) == xs[0] && hs_.size(1) == 4 && hs_.size(2) == xs[1] &&
-                    hs_.size(3) == xs[2] && hs_.size(4) == xs[3],
-                "spn: with merge none, hs must be the forward output (B, 4, C, H, W)");
     TORCH_CHECK(grad_out_.sizes() == hs_.sizes(), "spn: grad_out ", grad_out_.sizes(), " must be (B, 4, C, H, W)");
   } else {
-    TORCH_CHECK(hs_.dim() == 5 && hs_.size(0) == 4 && hs_.sizes().slice(1) == xs,
-                "spn: hs must be (4, B, C, H, W); run the forward with save=True");
     TORCH_CHECK(grad_out_.sizes() == xs, "spn: grad_out ", grad_out_.sizes(), " must match x ", xs);
   }
   const at::Tensor x = x_.contiguous(), gates = gates_.contiguous();
@@ -385,7 +403,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> propagate4_bwd(const at::Tensor& 
   if (x.numel() == 0) return {gx, G.gg.zero_(), G.gl.zero_()};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spn_propagate4_bwd", [&] {
     SPN_KERNEL(run_bwd<scalar_t>)(P, go.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(),
-                      ptr_or_null<scalar_t>(l), hs.data_ptr<scalar_t>(), none, int(merge), gx.data_ptr<scalar_t>(),
+                      ptr_or_null<scalar_t>(l), hs.data_ptr<scalar_t>(), true, int(merge), gx.data_ptr<scalar_t>(),
                       G.gg.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(G.gl), ptr_or_null<scalar_t>(G.ggpart),
                       ptr_or_null<scalar_t>(G.glpart));
   });
@@ -395,18 +413,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> propagate4_bwd(const at::Tensor& 
 
 }  // namespace
 
-TORCH_LIBRARY(spn, m) {
+// The schemas of the propagation ops are defined in Python (spn/ops/_custom.py), once for every
+// device; a kernel may be registered before its schema.
+TORCH_LIBRARY_FRAGMENT(spn, m) {
   m.def("kernel_isa() -> str", &kernel_isa);
-  m.def("propagate_fwd(Tensor x, Tensor gates, Tensor? input_weight, int direction, int normalize, int chunk) -> Tensor");
-  m.def(
-      "propagate_bwd(Tensor grad_h, Tensor x, Tensor gates, Tensor? input_weight, Tensor h, int direction, "
-      "int normalize, int chunk) -> (Tensor, Tensor, Tensor)");
-  m.def(
-      "propagate4_fwd(Tensor x, Tensor gates, Tensor? input_weight, int merge, int normalize, int chunk, bool save) "
-      "-> (Tensor, Tensor)");
-  m.def(
-      "propagate4_bwd(Tensor grad_out, Tensor x, Tensor gates, Tensor? input_weight, Tensor hs, int merge, "
-      "int normalize, int chunk) -> (Tensor, Tensor, Tensor)");
+  m.def("kernel_codes() -> str", &kernel_codes);
 }
 
 TORCH_LIBRARY_IMPL(spn, CPU, m) {

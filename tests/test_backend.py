@@ -85,13 +85,30 @@ def test_forced_reference_runs_reference_with_same_numbers(restore_state, counti
 
 
 @needs_ext
-@pytest.mark.parametrize("value", ["", "cpp", "auto", "kernel"])
-def test_other_backend_values_keep_the_kernel(restore_state, counting_reference, value):
+@pytest.mark.parametrize("value", ["", "auto", " Auto "])
+def test_auto_keeps_the_kernel(restore_state, counting_reference, value):
     restore_state.setenv("SPN_BACKEND", value)
     x, g = case(2)
     propagate(x, g, 0)
     assert counting_reference["propagate_ref"] == 0
     assert active_backend() in ("cpp (spn._C, OpenMP, avx2)", "cpp (spn._C, OpenMP, sse2)")
+
+
+@pytest.mark.parametrize("value", ["cpp", "kernel", "referense", "cuda", "1"])
+@pytest.mark.parametrize("four", [False, True], ids=["propagate", "propagate4"])
+def test_unknown_backend_values_are_an_error_that_lists_the_valid_ones(restore_state, counting_reference, value,
+                                                                       four):
+    restore_state.setenv("SPN_BACKEND", value)
+    x, g = case(2, four)
+    with pytest.raises(ValueError) as info:
+        propagate4(x, g) if four else propagate(x, g, 0)
+    msg = str(info.value)
+    assert "\n" not in msg and f"SPN_BACKEND={value!r}" in msg
+    for valid in ("auto", "reference", "triton"):
+        assert valid in msg, msg
+    assert counting_reference == {"propagate_ref": 0, "propagate4_ref": 0}, "nothing ran"
+    with pytest.raises(ValueError, match="SPN_BACKEND"):
+        active_backend()
 
 
 def test_forced_reference_emits_no_warning(restore_state):
@@ -163,3 +180,31 @@ def test_state_restored_after_fixtures():
     assert _backend._state["loaded"] is True
     assert extension_available()
     assert active_backend().startswith("cpp")
+
+
+# --------------------------------------------------------------------------- the test session
+
+
+@pytest.mark.parametrize("allow", [None, "1"], ids=["default", "reference_only_on_purpose"])
+def test_a_session_without_the_compiled_kernels_fails_unless_allowed(tmp_path, allow):
+    """tests/conftest.py stops the session when spn._C is missing, so the kernel tests cannot all
+    skip and leave the reference passing alone; SPN_ALLOW_REFERENCE_ONLY=1 allows it on purpose."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "no_spn_c.py").write_text("import sys\nsys.modules['spn._C'] = None  # import spn._C fails\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("SPN_BACKEND", "SPN_ALLOW_REFERENCE_ONLY")}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(root / "src"), env.get("PYTHONPATH", "")])
+    if allow:
+        env["SPN_ALLOW_REFERENCE_ONLY"] = allow
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no_spn_c", "-p", "no:cacheprovider",
+                           "tests/test_utils.py", "--collect-only"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    if allow:
+        assert proc.returncode == 0, out[-3000:]
+    else:
+        assert proc.returncode != 0, out[-3000:]
+        assert "spn._C are missing" in out and "SPN_ALLOW_REFERENCE_ONLY=1" in out, out[-3000:]

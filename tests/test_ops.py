@@ -391,7 +391,7 @@ def test_opcheck_propagate4_ops(merge, norm, Cl, chunk, dtype):
         assert out.shape == (1, 4, *x.shape[1:]) and hs.numel() == 0
         hs, go = out, torch.randn_like(out)
     else:
-        assert hs.shape == (4, *x.shape)
+        assert hs.shape == (x.shape[0], 4, *x.shape[1:])
         go = torch.randn_like(x)
     _opcheck(torch.ops.spn.propagate4_bwd, (go, x, g, lam, hs, merge, norm, chunk))
 
@@ -404,7 +404,7 @@ def test_propagate4_fwd_save_false_returns_no_states():
     torch.testing.assert_close(out_s, out_n, atol=0, rtol=0)
     assert empty.numel() == 0
     for d in range(4):
-        torch.testing.assert_close(hs[d], propagate_ref(x, g[:, d], d), **TOL[torch.float64])
+        torch.testing.assert_close(hs[:, d], propagate_ref(x, g[:, d], d), **TOL[torch.float64])
 
 
 def test_reference_backend_values_by_hand():
@@ -464,3 +464,38 @@ def test_deterministic_across_runs_and_thread_counts(four):
         torch.set_num_threads(before)
     for r in runs[1:]:
         assert_close_all(r, runs[0], atol=0, rtol=0)
+
+
+# --------------------------------------------------------------------------- one table of codes
+
+
+@needs_ext
+def test_the_cpp_kernels_codes_are_the_python_table():
+    """Direction, merge and normalize codes: the C++ enums (reported by the extension) equal
+    spn.ops._codes, which the Python side and the Triton kernels read."""
+    from spn.ops._codes import DIRECTION_CODES, MERGE_CODES, NORMALIZE_CODES, parse_kernel_codes
+
+    cpp = parse_kernel_codes(torch.ops.spn.kernel_codes())
+    assert cpp == {"direction": DIRECTION_CODES, "merge": MERGE_CODES, "normalize": NORMALIZE_CODES}
+    # and the public names follow the codes' order
+    assert list(DIRECTIONS) == sorted(DIRECTION_CODES, key=DIRECTION_CODES.get)
+    assert list(MERGES) == sorted(MERGE_CODES, key=MERGE_CODES.get)
+
+
+def test_the_codes_are_each_read_from_one_table():
+    """No module keeps its own copy of the codes: the Triton kernels' constexprs and the public
+    name tuples come from spn.ops._codes (a copy, e.g. a literal dict, would be a second table)."""
+    import pathlib
+    import re
+
+    import spn.ops
+
+    root = pathlib.Path(spn.ops.__file__).parent
+    copies = []
+    for path in root.rglob("*.py"):
+        if path.name == "_codes.py":
+            continue
+        text = path.read_text()
+        for m in re.finditer(r'\{\s*(?:None|"max"|"left_to_right")\s*:\s*\d', text):
+            copies.append(f"{path.relative_to(root)}: {text[m.start():m.start() + 40]!r}")
+    assert not copies, copies

@@ -290,7 +290,7 @@ def test_direct_op_bad_input_raises_runtime_error(case):
     x = torch.randn(1, 2, 3, 3)
     g = torch.rand(1, 3, 2, 3, 3)
     g4 = torch.rand(1, 4, 3, 2, 3, 3)
-    hs = torch.randn(4, 1, 2, 3, 3)
+    hs = torch.randn(1, 4, 2, 3, 3)  # the directional maps (B, 4, C, H, W)
     ops = torch.ops.spn
     calls = {
         "fwd_int": lambda: ops.propagate_fwd(x.int(), g.int(), None, 0, 0, 0),
@@ -312,8 +312,8 @@ def test_direct_op_bad_input_raises_runtime_error(case):
         "bwd_h": lambda: ops.propagate_bwd(x, x, g, None, torch.randn(1, 2, 3, 4), 0, 0, 0),
         "bwd_K2": lambda: ops.propagate_bwd(x, x, g[:, :2], None, x, 0, 0, 0),
         "bwd_dir": lambda: ops.propagate_bwd(x, x, g, None, x, 9, 0, 0),
-        "bwd4_hs": lambda: ops.propagate4_bwd(x, x, g4, None, hs[:3], 0, 0, 0),
-        "bwd4_hs_shape": lambda: ops.propagate4_bwd(x, x, g4, None, torch.randn(4, 1, 2, 3, 4), 0, 0, 0),
+        "bwd4_hs": lambda: ops.propagate4_bwd(x, x, g4, None, hs[:, :3], 0, 0, 0),
+        "bwd4_hs_shape": lambda: ops.propagate4_bwd(x, x, g4, None, torch.randn(1, 4, 2, 3, 4), 0, 0, 0),
         "bwd4_merge": lambda: ops.propagate4_bwd(x, x, g4, None, hs, 4, 0, 0),
         "bwd4_none_hs": lambda: ops.propagate4_bwd(x, x, g4, None, hs, 3, 0, 0),
         "fwd_norm": lambda: ops.propagate_fwd(x, g, None, 0, 4, 0),
@@ -341,7 +341,7 @@ RISKY = {
     ),
     "bwd4_small_grad_out": (
         "torch.ops.spn.propagate4_bwd(torch.randn(1, 1, 2, 2), torch.randn(2, 8, 64, 64), "
-        "torch.rand(2, 4, 3, 8, 64, 64), None, torch.randn(4, 2, 8, 64, 64), 0, 0, 0)"
+        "torch.rand(2, 4, 3, 8, 64, 64), None, torch.randn(2, 4, 8, 64, 64), 0, 0, 0)"
     ),
 }
 
@@ -479,3 +479,64 @@ def test_property_module_invalid_shapes_raise_value_error(case):
     g4 = torch.rand((gs[0], 4, *gs[1:])) if len(gs) == 5 else torch.rand(gs)
     with pytest.raises(ValueError):
         m(x, g4)
+
+
+# --------------------------------------------------------------------------- sizes the kernels cannot index
+
+
+def _refusal_and_allocated_bytes(fn):
+    """The ValueError ``fn`` raises (or ``None``) and the bytes torch allocated on CPU meanwhile
+    (through the profiler)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        try:
+            fn()
+        except ValueError as exc:
+            err = exc
+        else:
+            err = None
+    allocated = sum(max(e.cpu_memory_usage, 0) for e in prof.events())
+    return err, allocated
+
+
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        # a 1x1x1x2^31 view: one batch item of 2^31 elements (the output would have as many)
+        lambda: propagate(torch.zeros(1, 1, 1, 1).expand(1, 1, 1, 2**31), torch.zeros(1, 1, 1, 1, 1).expand(
+            1, 1, 1, 1, 2**31), "top_to_bottom"),
+        # 2^29 per item: x fits, the four directional maps (4 x 2^29) and the four one-way gates do not
+        lambda: propagate4(torch.zeros(1, 1, 1, 1).expand(2, 1, 2**14, 2**15),
+                           torch.zeros(1, 1, 1, 1, 1, 1).expand(2, 4, 1, 1, 2**14, 2**15)),
+        # x (2^28) and the four maps (2^30) fit, the three-way gates of four directions (12 x 2^28) do not
+        lambda: propagate4(torch.zeros(1, 1, 1, 1).expand(1, 1, 2**14, 2**14),
+                           torch.zeros(1, 1, 1, 1, 1, 1).expand(1, 4, 3, 1, 2**14, 2**14), "none"),
+    ],
+    ids=["1x1x1x2^31", "four_maps", "gates"],
+)
+def test_sizes_beyond_32_bit_offsets_are_refused_before_allocating(monkeypatch, backend, call):
+    monkeypatch.setenv("SPN_BACKEND", backend)
+    err, allocated = _refusal_and_allocated_bytes(call)
+    assert err is not None, "the call was not refused"
+    msg = str(err)
+    assert "\n" not in msg and "per batch item" in msg and "2147483647" in msg, msg
+    assert allocated < 2**20, f"{allocated} bytes allocated before the refusal"
+
+
+def test_the_allocation_count_sees_the_operator_allocate():
+    """The measure above can fail: a call that runs allocates its output (4 MiB here) and more."""
+    err, allocated = _refusal_and_allocated_bytes(
+        lambda: propagate(torch.zeros(1, 1, 1, 2**20), torch.zeros(1, 1, 1, 1, 2**20), "top_to_bottom"))
+    assert err is None and allocated >= 4 * 2**20, allocated
+
+
+def test_the_largest_indexable_batch_item_is_accepted():
+    """The limit is 2^31 - 1 elements per batch item of each tensor (the check alone: running the
+    kernels at that size would take gigabytes)."""
+    from spn.ops._validate import MAX_ITEM_ELEMENTS, check_size
+
+    n = MAX_ITEM_ELEMENTS
+    x = torch.zeros(1, 1, 1, 1).expand(3, 1, 1, n)  # the batch axis is not limited
+    check_size(x, torch.zeros(1, 1, 1, 1, 1).expand(3, 1, 1, 1, n))
+    with pytest.raises(ValueError, match="gates would hold"):
+        check_size(x, torch.zeros(1, 1, 1, 1, 1).expand(3, 3, 1, 1, n))

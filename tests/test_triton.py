@@ -1,7 +1,10 @@
 """GPU backend (Triton) without a GPU.
 
-- The kernels against the reference: ``tests/test_triton_interp.py`` in a subprocess with
-  ``SPN_BACKEND=triton TRITON_INTERPRET=1`` (the interpreter must be on before triton imports).
+- The kernels against the reference: ``tests/test_triton_interp.py``, marked ``triton_interp``,
+  in its own pytest process with ``SPN_BACKEND=triton TRITON_INTERPRET=1`` (``make test``'s
+  second job; the interpreter must be on before triton imports).
+- The Triton kernels are the CUDA kernels of the ``torch.ops.spn`` ops, next to the C++ CPU
+  kernels, registered whether or not there is a GPU; torch.compile traces into them.
 - The kernels compile for real GPUs: Triton's own compiler and ptxas lower them to CUDA binaries
   for sm_80 / sm_90 ahead of time (no device is needed to compile).
 - The backend choice of ``spn.ops._backend`` (CUDA tensors, missing triton, ``SPN_BACKEND``),
@@ -14,7 +17,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import re
 import subprocess
 import sys
 import types
@@ -26,12 +28,14 @@ import torch
 
 import spn.ops.triton as spn_triton
 from spn.cli import main
-from spn.ops import _backend, active_backend, propagate
+from spn.ops import _backend, active_backend, extension_available, propagate
+from spn.ops._codes import MERGE_CODES
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed (make install pins triton==3.9.0)")
 FAKE_CUDA = types.SimpleNamespace(device=torch.device("cuda", 0))  # use_triton reads only .device
+OPS = ("propagate_fwd", "propagate_bwd", "propagate4_fwd", "propagate4_bwd")
 
 
 def clean_env(**extra) -> dict:
@@ -41,20 +45,6 @@ def clean_env(**extra) -> dict:
 
 
 # --------------------------------------------------------------------------- the kernels
-
-
-@needs_triton
-def test_kernels_match_reference_in_triton_interpreter():
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_triton_interp.py")],
-        env=clean_env(SPN_BACKEND="triton", TRITON_INTERPRET="1"), cwd=ROOT, capture_output=True, text=True,
-        timeout=900,
-    )
-    report = proc.stdout[-8000:] + proc.stderr[-4000:]
-    assert proc.returncode == 0, report
-    summary = [ln for ln in proc.stdout.splitlines() if re.search(r"\d+ passed", ln)][-1]
-    assert not re.search(r"failed|skipped|error", summary), summary
-    assert int(re.search(r"(\d+) passed", summary).group(1)) >= 100, summary
 
 
 def _ptxas_present() -> bool:
@@ -67,6 +57,7 @@ def _ptxas_present() -> bool:
 
 def _variants(K):
     """Constexpr variants covering every branch of every kernel at least once."""
+    M = MERGE_CODES  # the merge codes the kernels take
     fwd = [
         ("fp32", dict(K=3, G_SHARED=True, HAS_L=False, L_SHARED=False, NORM=1, CB=1, BLOCK=1024), 8),
         ("fp16", dict(K=3, G_SHARED=False, HAS_L=True, L_SHARED=True, NORM=2, CB=4, BLOCK=128), 4),
@@ -75,23 +66,23 @@ def _variants(K):
         ("fp32", dict(K=1, G_SHARED=True, HAS_L=False, L_SHARED=False, NORM=0, CB=8, BLOCK=64), 4),
     ]
     bwd = [
-        ("fp32", dict(K=3, G_SHARED=True, HAS_L=False, L_SHARED=False, ATOMIC=True, NORM=1, MERGE=1, CB=1,
+        ("fp32", dict(K=3, G_SHARED=True, HAS_L=False, L_SHARED=False, ATOMIC=True, NORM=1, MERGE=M["max"], CB=1,
                       BLOCK=1024), 8),
-        ("fp16", dict(K=3, G_SHARED=False, HAS_L=True, L_SHARED=True, ATOMIC=False, NORM=2, MERGE=2, CB=4,
+        ("fp16", dict(K=3, G_SHARED=False, HAS_L=True, L_SHARED=True, ATOMIC=False, NORM=2, MERGE=M["mean"], CB=4,
                       BLOCK=128), 4),
-        ("bf16", dict(K=1, G_SHARED=False, HAS_L=True, L_SHARED=False, ATOMIC=False, NORM=3, MERGE=4, CB=2,
+        ("bf16", dict(K=1, G_SHARED=False, HAS_L=True, L_SHARED=False, ATOMIC=False, NORM=3, MERGE=M["none"], CB=2,
                       BLOCK=256), 4),
-        ("fp64", dict(K=3, G_SHARED=False, HAS_L=False, L_SHARED=False, ATOMIC=False, NORM=3, MERGE=0, CB=1,
+        ("fp64", dict(K=3, G_SHARED=False, HAS_L=False, L_SHARED=False, ATOMIC=False, NORM=3, MERGE=M["none"], CB=1,
                       BLOCK=512), 4),
-        ("fp32", dict(K=1, G_SHARED=True, HAS_L=True, L_SHARED=True, ATOMIC=True, NORM=0, MERGE=3, CB=8,
+        ("fp32", dict(K=1, G_SHARED=True, HAS_L=True, L_SHARED=True, ATOMIC=True, NORM=0, MERGE=M["sum"], CB=8,
                       BLOCK=64), 4),
-        ("fp32", dict(K=3, G_SHARED=True, HAS_L=True, L_SHARED=True, ATOMIC=False, NORM=3, MERGE=1, CB=2,
+        ("fp32", dict(K=3, G_SHARED=True, HAS_L=True, L_SHARED=True, ATOMIC=False, NORM=3, MERGE=M["max"], CB=2,
                       BLOCK=256), 4),
-        ("fp64", dict(K=3, G_SHARED=True, HAS_L=False, L_SHARED=False, ATOMIC=True, NORM=2, MERGE=3, CB=2,
+        ("fp64", dict(K=3, G_SHARED=True, HAS_L=False, L_SHARED=False, ATOMIC=True, NORM=2, MERGE=M["sum"], CB=2,
                       BLOCK=128), 4),
     ]
-    merge = [("fp32", dict(MERGE=1, BLOCK=1024), 4), ("bf16", dict(MERGE=2, BLOCK=1024), 4),
-             ("fp64", dict(MERGE=3, BLOCK=1024), 4)]
+    merge = [("fp32", dict(MERGE=M["max"], BLOCK=1024), 4), ("bf16", dict(MERGE=M["mean"], BLOCK=1024), 4),
+             ("fp64", dict(MERGE=M["sum"], BLOCK=1024), 4)]
     return ([(K.scan_fwd_kernel, *v) for v in fwd] + [(K.scan_bwd_kernel, *v) for v in bwd]
             + [(K.merge_fwd_kernel, *v) for v in merge])
 
@@ -129,45 +120,78 @@ def test_kernels_compile_for_cuda_without_a_gpu():
 
 
 @needs_triton
-@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="checks the compiled-mode registration")
-def test_ops_register_as_triton_ops_outside_the_interpreter():
-    ops = spn_triton.load()
-    assert ops is not None, spn_triton.error()
-    assert not ops.INTERPRETING
-    assert hasattr(torch.ops.spn_triton, "propagate_fwd") and hasattr(torch.ops.spn_triton, "propagate_bwd")
-    from torch._library.triton import triton_ops_to_kernels
-
-    assert "spn_triton::propagate_fwd" in triton_ops_to_kernels  # traced into by torch.compile
+@pytest.mark.skipif(not extension_available(), reason="the CPU kernels (spn._C) are missing: a reference-only run")
+def test_each_op_has_a_cpu_and_a_cuda_kernel_without_a_gpu():
+    """One family of ops: the dispatcher holds the C++ kernel for CPU and the Triton kernel for
+    CUDA on each op, registered as soon as triton imports, GPU or not."""
+    code = (
+        "import torch, spn.ops.triton as t\n"
+        "assert t.load() is not None, t.error()\n"
+        "from torch._library.triton import triton_ops_to_kernels as k\n"
+        f"for name in {OPS!r}:\n"
+        "    op = 'spn::' + name\n"
+        "    has = torch._C._dispatch_has_kernel_for_dispatch_key\n"
+        "    dump = torch._C._dispatch_dump(op)\n"
+        "    cpu = [ln for ln in dump.splitlines() if ln.startswith('CPU:')]\n"
+        "    print(name, has(op, 'CPU'), has(op, 'CUDA'), 'propagation.cpp' in cpu[0], len(k[op]) > 0)\n"
+        "print('cuda available:', torch.cuda.is_available())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = proc.stdout.splitlines()
+    assert lines[:4] == [f"{name} True True True True" for name in OPS], proc.stdout
+    assert not torch.cuda.is_available() or lines[4] == "cuda available: True"
 
 
 @needs_triton
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="checks the compiled-mode registration")
 @pytest.mark.parametrize("merge", ["max", "none"])
 def test_ops_trace_into_kernel_launches_on_fake_cuda_tensors(monkeypatch, merge):
-    """What torch.compile does with a triton_op (its body traced, kernels as wrap_triton nodes),
-    on fake CUDA tensors, which need no GPU."""
+    """What torch.compile does with the ops on CUDA tensors (AOTDispatcher functionalizes; the
+    ops decompose into their Triton implementations, the kernels as wrap_triton nodes), on fake
+    CUDA tensors, which need no GPU."""
     from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch._subclasses.functional_tensor import dispatch_functionalize
     from torch.fx.experimental.proxy_tensor import make_fx
 
     ops = spn_triton.load()
     monkeypatch.setattr(ops, "_sm_count", lambda index: 132)  # an H100's multiprocessors
-    m = ops.MERGE_CODES[merge]
+    m = MERGE_CODES[merge]
 
     def step(x, g, lam):
-        out, hs, idx = ops._fwd_impl(x, g, lam, -1, 1, 2, m)
-        grads = ops._bwd_impl(torch.ones_like(out), x, g, lam, hs if hs.numel() else out, idx, -1, 1, 2, m)
+        out, hs = torch.ops.spn.propagate4_fwd(x, g, lam, m, 1, 2, True)
+        grads = torch.ops.spn.propagate4_bwd(torch.ones_like(out), x, g, lam, hs if hs.numel() else out, m, 1, 2)
         return out, *grads
 
     with FakeTensorMode():
         x = torch.empty(2, 3, 5, 7, device="cuda", dtype=torch.float16)
         g = torch.empty(2, 4, 3, 1, 5, 7, device="cuda", dtype=torch.float16)
         lam = torch.empty(2, 4, 1, 5, 7, device="cuda", dtype=torch.float16)
-        gm = make_fx(step, tracing_mode="fake")(x, g, lam)
+        gm = make_fx(dispatch_functionalize(step), tracing_mode="fake")(x, g, lam)
         out, gx, gg, gl = gm(x, g, lam)
     launches = [n for n in gm.graph.nodes if "triton_kernel_wrapper" in str(n.target)]
-    assert len(launches) == (2 if merge == "none" else 3), gm.graph  # scan (+ merge), adjoint sweep
+    # scan (+ merge); adjoint sweep (+ the max merge's winners, recomputed from the saved maps)
+    assert len(launches) == (2 if merge == "none" else 4), gm.graph
+    assert not [n for n in gm.graph.nodes if "spn." in str(n.target)], gm.graph  # no opaque op left
     assert out.shape == ((2, 3, 5, 7) if merge == "max" else (2, 4, 3, 5, 7)) and out.dtype == torch.float16
     assert gx.shape == x.shape and gg.shape == g.shape and gl.shape == lam.shape and gg.dtype == torch.float16
+
+
+@needs_triton
+@pytest.mark.skipif(not extension_available(), reason="the CPU kernels (spn._C) are missing: a reference-only run")
+def test_cpu_tensors_keep_the_op_opaque_under_functionalization():
+    """The decomposition into Triton launches is for CUDA tensors only: CPU tensors keep the op."""
+    from torch._subclasses.functional_tensor import dispatch_functionalize
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    spn_triton.load()
+
+    def step(x, g):
+        return torch.ops.spn.propagate_fwd(x, g, None, 0, 1, 0)
+
+    gm = make_fx(dispatch_functionalize(step), tracing_mode="fake")(torch.randn(1, 2, 3, 4), torch.rand(1, 3, 2, 3, 4))
+    targets = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+    assert targets == ["spn.propagate_fwd.default"], targets
 
 
 @needs_triton

@@ -1,10 +1,14 @@
 """The Triton kernels (``spn.ops.triton``) against the reference, run in Triton's interpreter.
 
-Run by ``tests/test_triton.py`` in a subprocess with ``SPN_BACKEND=triton TRITON_INTERPRET=1``
-(set before triton is imported), which routes ``spn.ops.propagate`` / ``propagate4`` on CPU
-tensors to the Triton kernels. Directly::
+Marked ``triton_interp``: they run in their own pytest process with ``SPN_BACKEND=triton
+TRITON_INTERPRET=1`` set before triton is imported (``make test`` runs that job after the default
+one, which deselects the marker)::
 
-    SPN_BACKEND=triton TRITON_INTERPRET=1 python -m pytest tests/test_triton_interp.py
+    SPN_BACKEND=triton TRITON_INTERPRET=1 python -m pytest -m triton_interp tests/test_triton_interp.py
+
+There the Triton implementations are the CPU kernels of the ``torch.ops.spn`` ops, so
+``spn.ops.propagate`` / ``propagate4`` on CPU tensors run them through the same ops, fake
+implementations and autograd formulas as CUDA tensors do.
 
 Every comparison is with ``propagate_ref`` / ``propagate4_ref`` (themselves checked against a
 scalar oracle of the spec in ``test_reference_v2.py``): outputs and the gradients of every input,
@@ -13,29 +17,39 @@ non-contiguous inputs, NaN rules and half dtypes. The interpreter is slow: sizes
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
+import torch
 
-if os.environ.get("SPN_BACKEND", "").lower() != "triton" or os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("runs in a subprocess started by tests/test_triton.py (SPN_BACKEND=triton TRITON_INTERPRET=1)",
-                allow_module_level=True)
+from spn.nn import SpatialPropagation
+from spn.ops import active_backend, normalize_gates, propagate, propagate4, propagate4_ref, propagate_ref
+from spn.ops import _backend
+from spn.ops._codes import MERGE_CODES
 
-import torch  # noqa: E402
+INTERPRETER_JOB = os.environ.get("SPN_BACKEND", "").lower() == "triton" and os.environ.get("TRITON_INTERPRET") == "1"
+pytestmark = [
+    pytest.mark.triton_interp,
+    pytest.mark.skipif(importlib.util.find_spec("triton") is None,
+                       reason="triton is not installed (make install pins triton==3.9.0)"),
+    pytest.mark.skipif(not INTERPRETER_JOB, reason="needs SPN_BACKEND=triton TRITON_INTERPRET=1 set before "
+                                                   "import: run with -m triton_interp (make test does)"),
+]
+OPS = ("propagate_fwd", "propagate_bwd", "propagate4_fwd", "propagate4_bwd")
 
-from spn.nn import SpatialPropagation  # noqa: E402
-from spn.ops import (  # noqa: E402
-    active_backend, normalize_gates, propagate, propagate4, propagate4_ref, propagate_ref,
-)
-from spn.ops import _backend  # noqa: E402
 
-ops = _backend.triton_ops()
-assert ops is not None and ops.INTERPRETING, "the Triton kernels must load in interpreter mode"
+@pytest.fixture(scope="module", autouse=True)
+def ops():
+    """The Triton kernels' module, loaded in interpreter mode, its kernels the ops' CPU kernels."""
+    mod = _backend.triton_ops()
+    assert mod is not None and mod.INTERPRETING, "the Triton kernels must load in interpreter mode"
+    return mod
+
 
 DIRS = ("left_to_right", "right_to_left", "top_to_bottom", "bottom_to_top")
 NORMS = (None, "clip", "always", "gspn")
 F64 = dict(atol=1e-10, rtol=1e-10)
-OP_NAME = "spn_triton_propagate_fwd"
 
 
 def make(shape, K, Cg, Cl=None, four=False, seed=0, dtype=torch.float64, gate_scale=0.8):
@@ -65,8 +79,16 @@ def run(fn, x, g, lam, upstream_seed=1, **kw):
 
 
 def assert_triton(out):
-    """The public API really ran the Triton op (not a fallback)."""
-    assert OP_NAME in out.grad_fn.name(), out.grad_fn.name()
+    """The public API really ran the op (not the reference), whose CPU kernels are the Triton ones
+    (:func:`test_the_ops_cpu_kernels_are_the_triton_ones`)."""
+    assert "spn_propagate" in out.grad_fn.name(), out.grad_fn.name()
+
+
+def test_the_ops_cpu_kernels_are_the_triton_ones():
+    """Registered from Python over the C++ ones, which the dispatcher lists as inactive."""
+    for name in OPS:
+        active = [ln for ln in torch._C._dispatch_dump(f"spn::{name}").splitlines() if ln.startswith("CPU:")]
+        assert len(active) == 1 and "propagation.cpp" not in active[0], (name, active)
 
 
 def compare(fast, ref, tol=F64):
@@ -181,7 +203,7 @@ def test_expanded_upstream_gradient_of_sum():
 
 
 @pytest.mark.parametrize("deterministic", [False, True], ids=["atomic", "deterministic"])
-def test_shared_gates_over_many_channel_blocks(monkeypatch, deterministic):
+def test_shared_gates_over_many_channel_blocks(monkeypatch, deterministic, ops):
     """Cg = 1 and Cl = 1 gradients summed over several channel blocks (atomics, or per-block
     partials in deterministic mode)."""
     monkeypatch.setattr(ops, "TILE", 8)  # 8-lane lines -> one channel per program -> 5 blocks
@@ -299,18 +321,22 @@ def test_low_precision_accumulates_in_float32(dtype, four):
 
 def test_opcheck_forward_and_backward_ops():
     x, g, lam = make((1, 2, 4, 3), 3, "C", 1, four=True, seed=41)
-    fwd = torch.ops.spn_triton.propagate_fwd.default
-    for args in [
-        (x, g[:, 0], None, 2, 1, 0, 0),  # one direction, clip
-        (x, g, lam, -1, 3, 2, 1),  # four, gspn, chunk 2, max
-        (x.float(), g.float(), None, -1, 0, 0, 4),  # four, merge none, float32
-        (x.half(), g[:, 1].half(), lam[:, 1].half(), 1, 2, 0, 0),  # one direction in half precision
+    utils = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
+    m_max, m_none = MERGE_CODES["max"], MERGE_CODES["none"]
+    fwd, fwd4 = torch.ops.spn.propagate_fwd.default, torch.ops.spn.propagate4_fwd.default
+    for op, args in [
+        (fwd, (x, g[:, 0], None, 2, 1, 0)),  # one direction, clip
+        (fwd4, (x, g, lam, m_max, 3, 2, True)),  # four, gspn, chunk 2, max
+        (fwd4, (x.float(), g.float(), None, m_none, 0, 0, True)),  # four, merge none, float32
+        (fwd4, (x, g, None, MERGE_CODES["mean"], 1, 0, False)),  # four, mean, no saved maps
+        (fwd, (x.half(), g[:, 1].half(), lam[:, 1].half(), 1, 2, 0)),  # one direction in half precision
     ]:
-        torch.library.opcheck(fwd, args, test_utils=("test_schema", "test_autograd_registration",
-                                                     "test_faketensor", "test_aot_dispatch_dynamic"))
-    out, hs, idx = fwd(x, g, lam, -1, 3, 2, 1)
-    bwd = torch.ops.spn_triton.propagate_bwd.default
-    torch.library.opcheck(bwd, (torch.ones_like(out), x, g, lam, hs, idx, -1, 3, 2, 1),
+        torch.library.opcheck(op, args, test_utils=utils)
+    out, hs = fwd4(x, g, lam, m_max, 3, 2, True)
+    torch.library.opcheck(torch.ops.spn.propagate4_bwd.default, (torch.ones_like(out), x, g, lam, hs, m_max, 3, 2),
+                          test_utils=("test_schema", "test_faketensor"))
+    h = fwd(x, g[:, 0], None, 2, 1, 0)
+    torch.library.opcheck(torch.ops.spn.propagate_bwd.default, (torch.ones_like(h), x, g[:, 0], None, h, 2, 1, 0),
                           test_utils=("test_schema", "test_faketensor"))
 
 

@@ -1,13 +1,22 @@
 """The one place where the propagation backend is chosen.
 
-``spn._C`` (the compiled C++/OpenMP kernels) is imported under a guard. If it is missing or
-broken, the package keeps working on the pure-PyTorch reference and warns once, saying how to
-rebuild. ``SPN_BACKEND=reference`` forces the reference (for debugging and comparisons).
+The operator is one family of ops, ``torch.ops.spn.propagate_fwd/bwd`` and
+``propagate4_fwd/bwd`` (:mod:`spn.ops._custom`), with a kernel per device on each: the compiled
+C++/OpenMP kernels (``spn._C``) for CPU tensors, the Triton kernels (:mod:`spn.ops.triton`) for
+CUDA tensors. The dispatcher picks the kernel by device; this module only decides whether the
+ops can run at all, or whether the pure-PyTorch reference runs instead:
 
-CUDA tensors run the Triton kernels (:mod:`spn.ops.triton`, imported lazily and under a guard).
-Where triton is missing, they run the reference (float32 accumulation) with a one-time warning
-saying how to fix it. ``SPN_BACKEND=triton`` forces the Triton kernels, also on CPU tensors when
-Triton's interpreter is on (``TRITON_INTERPRET=1`` set before import): that is how CI tests them.
+- ``spn._C`` is imported under a guard. If it is missing or broken, CPU tensors run the
+  reference and a one-time warning says how to rebuild.
+- triton is imported lazily, under a guard. Where it is missing, CUDA tensors run the reference
+  (float32 accumulation) with a one-time warning saying how to fix it.
+
+``SPN_BACKEND`` (read at every call) takes one of :data:`BACKENDS`; any other value is an error:
+
+- unset, empty or ``auto``: the above;
+- ``reference`` (or ``ref``, ``python``): the reference everywhere (debugging, comparisons);
+- ``triton``: the Triton kernels, also on CPU tensors when Triton's interpreter is on
+  (``TRITON_INTERPRET=1`` set before import), which is how the tests run them without a GPU.
 """
 from __future__ import annotations
 
@@ -30,9 +39,8 @@ _triton_state: dict = {"warned": False}
 def _load() -> bool:
     if _state["loaded"] is None:
         try:
-            from spn import _C  # noqa: F401  (registers torch.ops.spn.*)
-
-            from . import _custom  # noqa: F401  (fake impls and autograd formulas)
+            from . import _custom  # noqa: F401  (the ops' schemas, fake impls and autograd formulas)
+            from spn import _C  # noqa: F401  (registers the ops' CPU kernels)
 
             _state["loaded"] = True
         except Exception as exc:  # ImportError, undefined symbols, ABI mismatch...
@@ -45,7 +53,7 @@ def _warn_once(state: dict, message: str) -> None:
     """One RuntimeWarning per process, pointing at the line that called the public function."""
     if not state["warned"]:
         state["warned"] = True
-        warnings.warn(message, RuntimeWarning, stacklevel=4)  # _warn_once < use_* < propagate* < caller
+        warnings.warn(message, RuntimeWarning, stacklevel=5)  # _warn_once < use_* < use_ops < propagate* < caller
 
 
 def extension_available() -> bool:
@@ -58,12 +66,23 @@ def extension_error() -> str | None:
     return _state["error"]
 
 
+#: the values ``SPN_BACKEND`` takes, each with what it selects
+BACKENDS = {"": "auto", "auto": "auto", "reference": "reference", "ref": "reference", "python": "reference",
+            "triton": "triton"}
+
+
 def _requested() -> str:
-    return os.environ.get("SPN_BACKEND", "").strip().lower()
+    """``"auto"``, ``"reference"`` or ``"triton"``, from ``SPN_BACKEND``; an error for anything else."""
+    raw = os.environ.get("SPN_BACKEND", "")
+    value = BACKENDS.get(raw.strip().lower())
+    if value is None:
+        raise ValueError(f"SPN_BACKEND={raw!r} is not a backend; valid values are auto (or unset), "
+                         f"reference (or ref, python) and triton")
+    return value
 
 
 def forced_reference() -> bool:
-    return _requested() in ("reference", "ref", "python")
+    return _requested() == "reference"
 
 
 def forced_triton() -> bool:
@@ -71,15 +90,17 @@ def forced_triton() -> bool:
 
 
 def triton_ops():
-    """The Triton ops module (:mod:`spn.ops.triton.ops`), or ``None`` where triton is unusable."""
+    """The Triton kernels' module (:mod:`spn.ops.triton.ops`; loading it registers them on the
+    ``spn`` ops), or ``None`` where triton is unusable."""
     from . import triton as _triton
 
     return _triton.load()
 
 
 def use_triton(t: torch.Tensor) -> bool:
-    """True when the Triton kernels should run for tensors like ``t``: CUDA tensors when triton
-    imports, and every tensor under ``SPN_BACKEND=triton`` (CPU ones in the interpreter)."""
+    """True when the Triton kernels should run for tensors like ``t`` (and are registered): CUDA
+    tensors when triton imports, and every tensor under ``SPN_BACKEND=triton`` (CPU ones in the
+    interpreter, where they replace the C++ kernels as the ops' CPU kernels)."""
     if forced_reference():
         return False
     if forced_triton() and t.device.type in ("cpu", "cuda"):
@@ -105,7 +126,7 @@ def use_triton(t: torch.Tensor) -> bool:
 
 
 def use_kernel(t: torch.Tensor) -> bool:
-    """True when the compiled kernel should run for tensors like ``t``."""
+    """True when the compiled CPU kernels should run for tensors like ``t``."""
     if forced_reference():
         return False
     if t.device.type != "cpu":
@@ -115,6 +136,12 @@ def use_kernel(t: torch.Tensor) -> bool:
     _warn_once(_state, f"spn: the compiled extension spn._C could not be imported ({_state['error']}); "
                        f"falling back on the slow pure-PyTorch reference. To fix it, {_REBUILD}.")
     return False
+
+
+def use_ops(t: torch.Tensor) -> bool:
+    """True when ``torch.ops.spn.*`` has a kernel to run for tensors like ``t`` (and it is
+    wanted); False when the reference should run instead."""
+    return use_triton(t) or use_kernel(t)
 
 
 def _triton_backend_name(kind: str) -> str:

@@ -1,16 +1,42 @@
-"""Fake (meta) implementations and autograd formulas of the ``torch.ops.spn`` custom ops.
+"""The ``torch.ops.spn`` propagation ops: schemas, fake (meta) implementations and autograd
+formulas, defined once for every device.
 
-Imported by :mod:`spn.ops._backend` once ``spn._C`` has registered the ops' schemas and CPU
-kernels. The backward of each op is its own custom op (one reverse sweep per direction) that
-needs only the forward output, not per-step autograd state. ``normalize`` (0 none, 1 clip,
-2 always, 3 gspn) and ``chunk`` (0: one chunk) are plain ints; ``merge`` is 0 max, 1 mean,
-2 sum, 3 none.
+Their kernels are registered on these same ops: the C++ ones (``spn._C``) for CPU, the Triton
+ones (:mod:`spn.ops.triton.ops`) for CUDA, and the dispatcher picks one by the tensors' device.
+The backward of each op is its own op (one reverse sweep per direction) that needs only the
+forward output, not per-step autograd state. ``direction``, ``merge`` and ``normalize`` are the
+codes of :mod:`spn.ops._codes`; ``chunk`` 0 means one chunk.
+
+- ``propagate_fwd(x, gates, input_weight?, direction, normalize, chunk) -> h``
+- ``propagate_bwd(grad_h, x, gates, input_weight?, h, direction, normalize, chunk) -> (gx, ggates, gl)``
+- ``propagate4_fwd(x, gates4, input_weight4?, merge, normalize, chunk, save) -> (out, hs)``:
+  ``hs`` is the four directional maps ``(B, 4, C, H, W)`` when ``save`` and ``merge`` is not
+  ``"none"``, else empty (with ``"none"`` the output itself is those maps);
+- ``propagate4_bwd(grad_out, x, gates4, input_weight4?, hs, merge, normalize, chunk) -> (gx, ggates, gl)``.
+
+``gl`` is empty when there is no input weight. Outputs have the dtype of ``x``.
 """
 from __future__ import annotations
 
 import torch
 
-_MERGE_NONE = 3
+from ._codes import MERGE_CODES
+
+_MERGE_NONE = MERGE_CODES["none"]
+
+SCHEMAS = {
+    "propagate_fwd": "(Tensor x, Tensor gates, Tensor? input_weight, int direction, int normalize, int chunk) "
+                     "-> Tensor",
+    "propagate_bwd": "(Tensor grad_h, Tensor x, Tensor gates, Tensor? input_weight, Tensor h, int direction, "
+                     "int normalize, int chunk) -> (Tensor, Tensor, Tensor)",
+    "propagate4_fwd": "(Tensor x, Tensor gates, Tensor? input_weight, int merge, int normalize, int chunk, "
+                      "bool save) -> (Tensor, Tensor)",
+    "propagate4_bwd": "(Tensor grad_out, Tensor x, Tensor gates, Tensor? input_weight, Tensor hs, int merge, "
+                      "int normalize, int chunk) -> (Tensor, Tensor, Tensor)",
+}
+
+for _name, _schema in SCHEMAS.items():
+    torch.library.define(f"spn::{_name}", _schema)
 
 
 @torch.library.register_fake("spn::propagate_fwd")
@@ -32,7 +58,7 @@ def _propagate4_fwd_fake(x, gates, input_weight, merge, normalize, chunk, save):
     B, C, H, W = x.shape
     if merge == _MERGE_NONE:
         return x.new_empty((B, 4, C, H, W)), x.new_empty((0,))
-    hs = x.new_empty((4, B, C, H, W)) if save else x.new_empty((0,))
+    hs = x.new_empty((B, 4, C, H, W)) if save else x.new_empty((0,))
     return x.new_empty(x.shape), hs
 
 
@@ -75,7 +101,7 @@ def _backward4(ctx, grad_out, grad_hs):
 
 def _no_double_backward(ctx, *grads):
     raise RuntimeError(
-        "spn: double backward (gradients of gradients) through the compiled propagation kernel is not "
+        "spn: double backward (gradients of gradients) through the propagation kernels is not "
         "supported; use spn.ops.propagate_ref / propagate4_ref for higher-order derivatives"
     )
 

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import torch
 
-DIRECTIONS = ("left_to_right", "right_to_left", "top_to_bottom", "bottom_to_top")
+from ._codes import DIRECTION_CODES
+
+#: the scan directions, in the order of their codes (the four-direction layouts' dim 1)
+DIRECTIONS = tuple(sorted(DIRECTION_CODES, key=DIRECTION_CODES.get))
 
 
 def direction_index(direction) -> int:
@@ -104,3 +107,26 @@ def check_chunk(chunk) -> int | None:
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1 scan line, got {chunk}")
     return chunk
+
+
+#: the most elements of one batch item of any tensor the kernels index: the Triton kernels address
+#: a batch item with 32-bit offsets (the C++ ones use 64-bit offsets, but one limit keeps a model
+#: that runs on CPU runnable on a GPU, and refuses maps whose buffers would not fit in memory anyway)
+MAX_ITEM_ELEMENTS = 2**31 - 1
+
+
+def check_size(x: torch.Tensor, gates: torch.Tensor, input_weight=None, four: bool = False) -> None:
+    """Refuse, before anything is allocated, maps whose batch items the kernels cannot index: per
+    batch item, ``x``, the gates, the input weight and the directional maps the operator builds
+    (``4 * C * H * W`` for four directions) must each hold at most :data:`MAX_ITEM_ELEMENTS`
+    elements. Expanded views count at their full size: the outputs have it."""
+    B, C, H, W = x.shape
+    sizes = {"x": C * H * W, "gates": gates.numel() // max(B, 1)}
+    if input_weight is not None:
+        sizes["input_weight"] = input_weight.numel() // max(B, 1)
+    if four:
+        sizes["the four directional maps"] = 4 * C * H * W
+    for name, n in sizes.items():
+        if n > MAX_ITEM_ELEMENTS:
+            raise ValueError(f"spn: {name} would hold {n} elements per batch item (x is {tuple(x.shape)}), more than "
+                             f"the {MAX_ITEM_ELEMENTS} the propagation kernels index; split the map into tiles")

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import torch
 
+from ._codes import NORMALIZE_CODES
 from ._validate import direction_index
 
-NORMALIZE_MODES = ("clip", "always", "gspn")
+NORMALIZE_MODES = tuple(m for m in sorted(NORMALIZE_CODES, key=NORMALIZE_CODES.get) if m is not None)
 
 #: floor of the divisor of ``"always"`` (the Caffe prototxts' Divide layer)
 ALWAYS_EPS = 1e-6

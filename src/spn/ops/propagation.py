@@ -4,24 +4,17 @@ from __future__ import annotations
 import torch
 
 from . import _backend
-from ._validate import DIRECTIONS, check_chunk, check_input_weight, check_pair, direction_index
+from ._codes import MERGE_CODES, NORMALIZE_CODES
+from ._validate import DIRECTIONS, check_chunk, check_input_weight, check_pair, check_size, direction_index
 from .normalize import check_normalize
 from .reference import MERGES, check_merge, propagate4_ref, propagate_ref
-
-_KERNEL_MERGES = ("max", "mean", "sum", "none")
-#: the kernels' codes of the ``normalize`` modes
-_KERNEL_NORMALIZE = {None: 0, "clip": 1, "always": 2, "gspn": 3}
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
-def _merge_index(merge: str) -> int:
-    check_merge(merge)
-    return _KERNEL_MERGES.index(merge)
-
-
 def _upcast(x: torch.Tensor, gates: torch.Tensor, input_weight: torch.Tensor | None):
-    """Half-precision inputs run in float32 (float32 accumulation) and are cast back."""
+    """Half-precision inputs run in float32 (float32 accumulation) and are cast back, on every
+    device (the backward then reads the float32 forward maps)."""
     if x.dtype in _KERNEL_DTYPES:
         return x, gates, input_weight, None
     return x.float(), gates.float(), None if input_weight is None else input_weight.float(), x.dtype
@@ -70,13 +63,11 @@ def propagate(x: torch.Tensor, gates: torch.Tensor, direction, *, normalize: str
     check_normalize(normalize)
     check_input_weight(x, input_weight)
     chunk = check_chunk(chunk)
-    if _backend.use_triton(x):  # GPU backend (issue 8): CUDA tensors, or SPN_BACKEND=triton
-        return _backend.triton_ops().propagate(x, gates, d, normalize=normalize, input_weight=input_weight,
-                                               chunk=chunk)
-    if not _backend.use_kernel(x):
+    check_size(x, gates, input_weight)
+    if not _backend.use_ops(x):
         return propagate_ref(x, gates, d, normalize=normalize, input_weight=input_weight, chunk=chunk)
     x, gates, input_weight, orig = _upcast(x, gates, input_weight)
-    h = torch.ops.spn.propagate_fwd(x, gates, input_weight, d, _KERNEL_NORMALIZE[normalize], chunk or 0)
+    h = torch.ops.spn.propagate_fwd(x, gates, input_weight, d, NORMALIZE_CODES[normalize], chunk or 0)
     return h if orig is None else h.to(orig)
 
 
@@ -115,16 +106,14 @@ def propagate4(x: torch.Tensor, gates: torch.Tensor, merge: str = "max", *, norm
     check_normalize(normalize)
     check_input_weight(x, input_weight, n_dirs=4)
     chunk = check_chunk(chunk)
-    if _backend.use_triton(x):  # GPU backend (issue 8): CUDA tensors, or SPN_BACKEND=triton
-        return _backend.triton_ops().propagate4(x, gates, merge, normalize=normalize, input_weight=input_weight,
-                                                chunk=chunk)
-    if not _backend.use_kernel(x):
+    check_size(x, gates, input_weight, four=True)
+    if not _backend.use_ops(x):
         return propagate4_ref(x, gates, merge, normalize=normalize, input_weight=input_weight, chunk=chunk)
-    m = _merge_index(merge)
     x, gates, input_weight, orig = _upcast(x, gates, input_weight)
     save = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, gates, input_weight))
-    out, _ = torch.ops.spn.propagate4_fwd(x, gates, input_weight, m, _KERNEL_NORMALIZE[normalize], chunk or 0, save)
+    out, _ = torch.ops.spn.propagate4_fwd(x, gates, input_weight, MERGE_CODES[merge], NORMALIZE_CODES[normalize],
+                                          chunk or 0, save)
     return out if orig is None else out.to(orig)
 
 

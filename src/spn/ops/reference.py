@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import torch
 
+from ._codes import MERGE_CODES
 from ._validate import DIRECTIONS, check_chunk, check_input_weight, check_pair, direction_index
 from .normalize import check_normalize, normalize_gates
 
-MERGES = ("max", "mean", "sum", "none")
+MERGES = tuple(sorted(MERGE_CODES, key=MERGE_CODES.get))
 
 _ACC_DTYPES = (torch.float32, torch.float64)
 

@@ -1,4 +1,4 @@
-"""GPU backend: the version-2 propagation operator as Triton kernels (issue 8).
+"""GPU backend: the CUDA kernels of the ``torch.ops.spn`` propagation ops, in Triton.
 
 Imported lazily by :mod:`spn.ops._backend`, and under a guard: where ``triton`` is not
 installed (or fails to import), nothing else in ``spn`` breaks; :func:`load` returns ``None`` and
@@ -16,10 +16,9 @@ _state: dict = {"module": None, "error": None, "tried": False}
 
 
 def load():
-    """The registered ops module (:mod:`spn.ops.triton.ops`), or ``None`` if triton is unusable.
-
-    Registering ``triton_op`` s imports parts of ``torch._inductor`` (seconds), so this runs on
-    first use, not at ``import spn``."""
+    """The kernels' module (:mod:`spn.ops.triton.ops`, which registers them on the ``spn`` ops),
+    or ``None`` if triton is unusable. Importing triton takes seconds, so this runs on first use,
+    not at ``import spn``."""
     if not _state["tried"]:
         _state["tried"] = True
         try:

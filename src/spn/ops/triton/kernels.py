@@ -21,8 +21,9 @@ out of every sum otherwise), first lines' raw gates never read, the recurrence e
 as ``(1 - sum g) * x + sum g * h_prev``, and comparisons written so that a NaN propagates
 (``where(s < 1, 1, s)`` is ``clamp(s, min=1)`` with NaN kept).
 
-Codes (``constexpr``): ``NORM`` 0 none, 1 clip, 2 always, 3 gspn; ``MERGE`` 0 single direction,
-1 max, 2 mean, 3 sum, 4 none.
+Codes (``constexpr``): ``NORM`` and ``MERGE`` take the codes of :mod:`spn.ops._codes` (the
+table the C++ kernels share); a single direction's backward runs with ``MERGE`` = none (the
+gradient passes through unchanged).
 """
 from __future__ import annotations
 
@@ -30,12 +31,19 @@ import triton
 import triton.language as tl
 
 from .. import normalize as _normalize_mod
+from .._codes import MERGE_CODES, NORMALIZE_CODES
 
 # floors of the normalisation divisors: the numbers of spn.ops.normalize (Triton reads globals
 # only as constexpr)
 CLIP_FLOOR = tl.constexpr(1.0)
 ALWAYS_EPS = tl.constexpr(_normalize_mod.ALWAYS_EPS)
 GSPN_EPS = tl.constexpr(_normalize_mod.GSPN_EPS)
+# the codes of spn.ops._codes
+NORM_NONE = tl.constexpr(NORMALIZE_CODES[None])
+NORM_CLIP = tl.constexpr(NORMALIZE_CODES["clip"])
+NORM_ALWAYS = tl.constexpr(NORMALIZE_CODES["always"])
+MERGE_MAX = tl.constexpr(MERGE_CODES["max"])
+MERGE_MEAN = tl.constexpr(MERGE_CODES["mean"])
 
 
 @triton.jit
@@ -122,14 +130,14 @@ def _normalize(r0, r1, r2, v0, v2, K: tl.constexpr, NORM: tl.constexpr):
     slots, valid or not); for 0 and 3 only valid slots were loaded (the others are 0 and never
     used, so a NaN there is never read).
     """
-    if NORM == 0:
+    if NORM == NORM_NONE:
         g0 = r0
         g1 = r1
         g2 = r2
         den = r1  # unused
-    elif NORM == 1 or NORM == 2:
+    elif NORM == NORM_CLIP or NORM == NORM_ALWAYS:
         s = _abs_sum(r0, r1, r2, K)
-        if NORM == 1:
+        if NORM == NORM_CLIP:
             den = tl.where(s < CLIP_FLOOR, CLIP_FLOOR, s)
         else:
             den = tl.where(s < ALWAYS_EPS, ALWAYS_EPS, s)
@@ -156,14 +164,14 @@ def _normalize(r0, r1, r2, v0, v2, K: tl.constexpr, NORM: tl.constexpr):
 @triton.jit
 def _normalize_bwd(dg0, dg1, dg2, r0, r1, r2, g0, g1, g2, den, v0, v2, K: tl.constexpr, NORM: tl.constexpr):
     """Gradients of the raw gates from those of the normalised gates (``dg`` of invalid slots: 0)."""
-    if NORM == 0:
+    if NORM == NORM_NONE:
         return dg0, dg1, dg2
     if K == 3:
         tot = dg0 * g0 + dg1 * g1 + dg2 * g2
     else:
         tot = dg1 * g1
-    if NORM == 1 or NORM == 2:
-        if NORM == 1:
+    if NORM == NORM_CLIP or NORM == NORM_ALWAYS:
+        if NORM == NORM_CLIP:
             floor = CLIP_FLOOR
         else:
             floor = ALWAYS_EPS
@@ -196,7 +204,7 @@ def _load_raw(gp, go, sgk, gm, v0, v2, K: tl.constexpr, NORM: tl.constexpr, ACC:
     """Raw gates of one line (``gp``: the line's base pointer, ``go``: tile offsets): all slots for
     clip/always, valid slots only otherwise."""
     if K == 3:
-        if NORM == 1 or NORM == 2:
+        if NORM == NORM_CLIP or NORM == NORM_ALWAYS:
             r0 = tl.load(gp + go, mask=gm, other=0.0).to(ACC)
             r2 = tl.load(gp + 2 * sgk + go, mask=gm, other=0.0).to(ACC)
         else:
@@ -302,7 +310,7 @@ def merge_fwd_kernel(hs_ptr, out_ptr, idx_ptr, CHW, total, MERGE: tl.constexpr, 
     h1 = tl.load(base + CHW, mask=m, other=0.0)
     h2 = tl.load(base + 2 * CHW, mask=m, other=0.0)
     h3 = tl.load(base + 3 * CHW, mask=m, other=0.0)
-    if MERGE == 1:
+    if MERGE == MERGE_MAX:
         best = h0
         idx = tl.zeros_like(i).to(tl.int8)
         # replace the best so far unless it is NaN, by a NaN or a strictly larger value
@@ -317,7 +325,7 @@ def merge_fwd_kernel(hs_ptr, out_ptr, idx_ptr, CHW, total, MERGE: tl.constexpr, 
         idx = tl.where(take, 3, idx).to(tl.int8)
         tl.store(idx_ptr + i, idx, mask=m)
         out = best
-    elif MERGE == 2:
+    elif MERGE == MERGE_MEAN:
         out = (h0 + h1 + h2 + h3) / 4.0
     else:
         out = h0 + h1 + h2 + h3
@@ -328,10 +336,10 @@ def merge_fwd_kernel(hs_ptr, out_ptr, idx_ptr, CHW, total, MERGE: tl.constexpr, 
 def _routed_grad(op, oo, ip, io, m, d, MERGE: tl.constexpr, ACC: tl.constexpr):
     """The gradient of this direction's ``h`` on one line, from the merged output's gradient."""
     go = tl.load(op + oo, mask=m, other=0.0).to(ACC)
-    if MERGE == 1:
+    if MERGE == MERGE_MAX:
         win = tl.load(ip + io, mask=m, other=0)
         go = tl.where(win == d, go, 0.0)
-    elif MERGE == 2:
+    elif MERGE == MERGE_MEAN:
         go = go / 4.0
     return go
 

@@ -1,38 +1,39 @@
-"""``torch.library`` registration of the Triton kernels: ``torch.ops.spn_triton.propagate_fwd`` /
-``propagate_bwd``, with fake (shape-only) implementations and a registered autograd formula.
+"""The CUDA kernels of the ``torch.ops.spn`` propagation ops, in Triton.
 
-On CUDA they are ``torch.library.triton_op`` s whose kernels are launched through
-``torch.library.wrap_triton``, so ``torch.compile`` traces into them. Under Triton's interpreter
-(``TRITON_INTERPRET=1``, CPU tensors, used by the tests) the interpreted kernels cannot be traced,
-so the same functions are registered as opaque ``torch.library.custom_op`` s; numbers, fake
-implementations and autograd are identical.
+The ops' schemas, fake implementations and autograd formulas are defined once, for every device,
+in :mod:`spn.ops._custom`; this module registers the Triton implementations as their ``cuda``
+kernels (whether or not this machine has a GPU), so the dispatcher picks them for CUDA tensors
+and the C++ kernels for CPU ones. As for a ``torch.library.triton_op``, a rule for
+``FunctionalTensorMode`` lets ``torch.compile`` trace into the implementations on CUDA
+tensors, where the kernels appear as ``wrap_triton`` launches.
 
-One forward op serves both public functions: ``direction >= 0`` is :func:`spn.ops.propagate`
-(gates ``(B, K, Cg, H, W)``), ``direction == -1`` is :func:`spn.ops.propagate4` (gates
-``(B, 4, K, Cg, H, W)``, merged by ``merge``). It returns ``(out, hs, idx)``:
+Under Triton's interpreter (``TRITON_INTERPRET=1`` set before triton is imported) with
+``SPN_BACKEND=triton``, the same implementations are also registered as the ops' CPU kernels,
+replacing the C++ ones in that process: that is how the tests run the Triton kernels, through
+the very ops, fakes and autograd formulas that CUDA tensors use, on a machine without a GPU.
 
-- ``out``: the result in the input dtype;
-- ``hs``: the per-direction outputs in the accumulation dtype (float32 for 16-bit inputs),
-  ``(B, C, H, W)`` or ``(B, 4, C, H, W)``, which the backward needs; empty when ``out`` itself
-  is that tensor (single direction or ``merge="none"`` in float32/float64), since outputs of a
-  custom op may not alias each other;
-- ``idx``: for ``merge="max"``, the winning direction per node (int8), else empty.
+The four-direction forward scans into ``hs`` ``(B, 4, C, H, W)`` (accumulation dtype: float32
+for 16-bit inputs), then merges; for ``merge="max"`` the backward recomputes the winning direction
+per node from ``hs`` (one elementwise launch) rather than keeping it from the forward.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import warnings
 from typing import Optional
 
 import torch
 import triton
-from torch.library import custom_op, triton_op, wrap_triton
+from torch._library.triton import set_wrap_triton_enabled, triton_ops_to_kernels
+from torch._subclasses.functional_tensor import FunctionalTensorMode
+from torch.library import wrap_triton
 
+from .. import _custom  # noqa: F401  (defines the ops the kernels are registered on)
+from .._codes import MERGE_CODES
 from .._validate import check_input_weight, check_pair
 from . import kernels
-
-NORM_CODES = {None: 0, "clip": 1, "always": 2, "gspn": 3}
-MERGE_CODES = {"max": 1, "mean": 2, "sum": 3, "none": 4}  # 0: one direction, no merge
 
 #: the most elements of a program's (channels x lanes) tile; longer lines get one channel
 TILE = 2048
@@ -45,7 +46,7 @@ PROGRAMS_PER_SM = 4
 
 INTERPRETING = type(kernels.scan_fwd_kernel).__name__ == "InterpretedFunction"
 
-
+_MAX, _NONE = MERGE_CODES["max"], MERGE_CODES["none"]
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -114,11 +115,13 @@ def _strides(t: Optional[torch.Tensor], n: int, insert_dir: bool = False):
     return s
 
 
-def _fwd_impl(x: torch.Tensor, gates: torch.Tensor, input_weight: Optional[torch.Tensor], direction: int,
-              normalize: int, chunk: int, merge: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _scan(x: torch.Tensor, gates: torch.Tensor, input_weight: Optional[torch.Tensor], direction: int,
+          normalize: int, chunk: int) -> torch.Tensor:
+    """The scan: ``hs`` ``(B, C, H, W)`` for one direction, ``(B, 4, C, H, W)`` for
+    ``direction == -1`` (all four), in the accumulation dtype."""
     four = direction < 0
     check_pair(x, gates, n_dirs=4 if four else None)  # the public functions checked already; direct
-    check_input_weight(x, input_weight, n_dirs=4 if four else None)  # callers of the op get the same errors
+    check_input_weight(x, input_weight, n_dirs=4 if four else None)  # callers of the ops get the same errors
     B, C, H, W = x.shape
     gdim = 3 if four else 2  # the Cg axis of gates
     K, Cg = gates.shape[gdim - 1], gates.shape[gdim]
@@ -137,24 +140,29 @@ def _fwd_impl(x: torch.Tensor, gates: torch.Tensor, input_weight: Optional[torch
         K=K, G_SHARED=Cg == 1 and C > 1, HAS_L=input_weight is not None, L_SHARED=Cl == 1 and C > 1,
         NORM=normalize, CB=CB, BLOCK=BLOCK, num_warps=num_warps, num_stages=1,
     )
-    none_hs = x.new_empty((0,), dtype=acc)
-    no_idx = x.new_empty((0,), dtype=torch.int8)
-    if not four or merge == MERGE_CODES["none"]:
-        if acc == x.dtype:
-            return hs, none_hs, no_idx
-        return hs.to(x.dtype), hs, no_idx
-    out = torch.empty((B, C, H, W), dtype=x.dtype, device=x.device)
-    idx = torch.empty((B, C, H, W), dtype=torch.int8, device=x.device) if merge == MERGE_CODES["max"] else no_idx
+    return hs
+
+
+def _merge(hs: torch.Tensor, merge: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``hs`` ``(B, 4, C, H, W)`` merged node-wise into ``(B, C, H, W)`` of ``dtype``, and for
+    ``max`` the winning direction per node (int8; else empty)."""
+    hs = hs.contiguous()
+    B, _, C, H, W = hs.shape
+    out = torch.empty((B, C, H, W), dtype=dtype, device=hs.device)
+    idx = (torch.empty((B, C, H, W), dtype=torch.int8, device=hs.device) if merge == _MAX
+           else hs.new_empty((0,), dtype=torch.int8))
     total, block = B * C * H * W, 1024
     wrap_triton(kernels.merge_fwd_kernel)[(triton.cdiv(total, block),)](
         hs, out, out if idx.numel() == 0 else idx, C * H * W, total, MERGE=merge, BLOCK=block, num_warps=4,
     )
-    return out, hs, idx
+    return out, idx
 
 
-def _bwd_impl(grad_out: torch.Tensor, x: torch.Tensor, gates: torch.Tensor, input_weight: Optional[torch.Tensor],
-              hs: torch.Tensor, idx: torch.Tensor, direction: int, normalize: int, chunk: int,
-              merge: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _adjoint(grad_out: torch.Tensor, x: torch.Tensor, gates: torch.Tensor, input_weight: Optional[torch.Tensor],
+             hs: torch.Tensor, idx: torch.Tensor, direction: int, normalize: int, chunk: int,
+             merge: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The reverse sweep: gradients of x, the raw gates and the input weight. ``direction == -1``:
+    all four, ``grad_out`` of the merged output (``(B, 4, C, H, W)`` for ``merge="none"``)."""
     B, C, H, W = x.shape
     four = direction < 0
     gdim = 3 if four else 2
@@ -177,7 +185,7 @@ def _bwd_impl(grad_out: torch.Tensor, x: torch.Tensor, gates: torch.Tensor, inpu
           else new((*lead, n_shared if l_shared else Cl, H, W), dtype=acc, device=x.device))
     n_prog = B * NCB * n_chunks * ndirs
     scratch = torch.empty((n_prog * 4 * CB * BLOCK if K == 3 else 1,), dtype=acc, device=x.device)
-    merged = four and merge != MERGE_CODES["none"]
+    merged = four and merge != _NONE
     wrap_triton(kernels.scan_bwd_kernel)[(B * NCB, n_chunks, ndirs)](
         grad_out, x if idx.numel() == 0 else idx, x, gates, x if input_weight is None else input_weight, hs,
         gx, gg, gx if input_weight is None else gl, scratch,
@@ -192,7 +200,7 @@ def _bwd_impl(grad_out: torch.Tensor, x: torch.Tensor, gates: torch.Tensor, inpu
         *_strides(gg, 6, insert_dir=not four),
         *_strides(gl if input_weight is not None else None, 5, insert_dir=not four),
         K=K, G_SHARED=g_shared, HAS_L=input_weight is not None, L_SHARED=l_shared, ATOMIC=atomic,
-        NORM=normalize, MERGE=merge if four else 0, CB=CB, BLOCK=BLOCK, num_warps=num_warps, num_stages=1,
+        NORM=normalize, MERGE=merge if four else _NONE, CB=CB, BLOCK=BLOCK, num_warps=num_warps, num_stages=1,
     )
     if four:
         gx = gx.sum(dim=1)
@@ -203,73 +211,50 @@ def _bwd_impl(grad_out: torch.Tensor, x: torch.Tensor, gates: torch.Tensor, inpu
     return gx.to(x.dtype), gg.to(gates.dtype), gl.to(x.dtype)
 
 
-# --------------------------------------------------------------------------- registration
-
-if INTERPRETING:
-    def _register(name, fn):
-        return custom_op(name, fn, mutates_args=())
-else:
-    def _register(name, fn):
-        return triton_op(name, fn, mutates_args=())
-
-propagate_fwd = _register("spn_triton::propagate_fwd", _fwd_impl)
-propagate_bwd = _register("spn_triton::propagate_bwd", _bwd_impl)
+# --------------------------------------------------------------------------- the ops' kernels
 
 
-@propagate_fwd.register_fake
-def _fwd_fake(x, gates, input_weight, direction, normalize, chunk, merge):
+def propagate_fwd(x, gates, input_weight, direction: int, normalize: int, chunk: int) -> torch.Tensor:
+    """``spn::propagate_fwd`` (one direction, ``0 <= direction < 4``)."""
+    if not 0 <= direction < 4:
+        raise ValueError(f"spn: direction must be in 0..3, got {direction}")
+    return _scan(x, gates, input_weight, direction, normalize, chunk).to(x.dtype)
+
+
+def propagate_bwd(grad_h, x, gates, input_weight, h, direction: int, normalize: int, chunk: int):
+    """``spn::propagate_bwd``: gradients of x, the raw gates and the input weight (empty if none)."""
+    if not 0 <= direction < 4:
+        raise ValueError(f"spn: direction must be in 0..3, got {direction}")
+    no_idx = x.new_empty((0,), dtype=torch.int8)
+    return _adjoint(grad_h, x, gates, input_weight, h, no_idx, direction, normalize, chunk, _NONE)
+
+
+def propagate4_fwd(x, gates, input_weight, merge: int, normalize: int, chunk: int, save: bool):
+    """``spn::propagate4_fwd``: ``(out, hs)``; ``hs`` ``(B, 4, C, H, W)`` when ``save`` and
+    ``merge`` is not ``"none"``, else empty."""
+    hs = _scan(x, gates, input_weight, -1, normalize, chunk)
+    if merge == _NONE:
+        return hs.to(x.dtype), x.new_empty((0,))
+    out, _ = _merge(hs, merge, x.dtype)
+    return out, (hs.to(x.dtype) if save else x.new_empty((0,)))
+
+
+def propagate4_bwd(grad_out, x, gates, input_weight, hs, merge: int, normalize: int, chunk: int):
+    """``spn::propagate4_bwd``: gradients of x, the raw gates and the input weight (empty if none)."""
     B, C, H, W = x.shape
-    acc = _acc_dtype(x.dtype)
-    no_hs, no_idx = x.new_empty((0,), dtype=acc), x.new_empty((0,), dtype=torch.int8)
-    if direction >= 0 or merge == MERGE_CODES["none"]:
-        shape = (B, C, H, W) if direction >= 0 else (B, 4, C, H, W)
-        if acc == x.dtype:
-            return x.new_empty(shape), no_hs, no_idx
-        return x.new_empty(shape), x.new_empty(shape, dtype=acc), no_idx
-    idx = x.new_empty((B, C, H, W), dtype=torch.int8) if merge == MERGE_CODES["max"] else no_idx
-    return x.new_empty((B, C, H, W)), x.new_empty((B, 4, C, H, W), dtype=acc), idx
+    if tuple(hs.shape) != (B, 4, C, H, W):
+        raise ValueError(f"spn: hs must be the directional maps (B, 4, C, H, W) = {(B, 4, C, H, W)}, got "
+                         f"{tuple(hs.shape)}")
+    idx = _merge(hs, _MAX, hs.dtype)[1] if merge == _MAX else x.new_empty((0,), dtype=torch.int8)
+    return _adjoint(grad_out, x, gates, input_weight, hs, idx, -1, normalize, chunk, merge)
 
 
-@propagate_bwd.register_fake
-def _bwd_fake(grad_out, x, gates, input_weight, hs, idx, direction, normalize, chunk, merge):
-    gl = x.new_empty((0,)) if input_weight is None else x.new_empty(input_weight.shape)
-    return x.new_empty(x.shape), gates.new_empty(gates.shape), gl
-
-
-def _setup_context(ctx, inputs, output):
-    x, gates, input_weight, direction, normalize, chunk, merge = inputs
-    out, hs, idx = output
-    ctx.mark_non_differentiable(hs, idx)
-    ctx.h_is_out = hs.numel() == 0
-    ctx.save_for_backward(x, gates, input_weight, None if ctx.h_is_out else hs, out if ctx.h_is_out else None, idx)
-    ctx.args = (direction, normalize, chunk, merge)
-
-
-def _backward(ctx, grad_out, _grad_hs, _grad_idx):
-    x, gates, input_weight, hs, out, idx = ctx.saved_tensors
-    h = out if ctx.h_is_out else hs
-    if grad_out is None:
-        grad_out = torch.zeros_like(out)
-    gx, gg, gl = propagate_bwd(grad_out, x, gates, input_weight, h, idx, *ctx.args)
-    return gx, gg, (gl if input_weight is not None else None), None, None, None, None
-
-
-def _no_double_backward(ctx, *grads):
-    raise RuntimeError(
-        "spn: double backward (gradients of gradients) through the Triton propagation kernel is not "
-        "supported; use spn.ops.propagate_ref / propagate4_ref for higher-order derivatives"
-    )
-
-
-def _setup_none(ctx, inputs, output):
-    pass
-
-
-propagate_fwd.register_autograd(_backward, setup_context=_setup_context)
-propagate_bwd.register_autograd(_no_double_backward, setup_context=_setup_none)
-
-
-# --------------------------------------------------------------------------- entry points
+IMPLS = {"propagate_fwd": propagate_fwd, "propagate_bwd": propagate_bwd,
+         "propagate4_fwd": propagate4_fwd, "propagate4_bwd": propagate4_bwd}
+#: the kernels each implementation launches (their sources enter torch.compile's cache keys)
+LAUNCHES = {"propagate_fwd": [kernels.scan_fwd_kernel], "propagate_bwd": [kernels.scan_bwd_kernel],
+            "propagate4_fwd": [kernels.scan_fwd_kernel, kernels.merge_fwd_kernel],
+            "propagate4_bwd": [kernels.merge_fwd_kernel, kernels.scan_bwd_kernel]}
 
 
 def _device_guard(x: torch.Tensor):
@@ -277,15 +262,55 @@ def _device_guard(x: torch.Tensor):
     return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
-def propagate(x, gates, direction: int, *, normalize=None, input_weight=None, chunk=None) -> torch.Tensor:
-    """One direction on the Triton kernels; arguments already validated by :func:`spn.ops.propagate`."""
-    with _device_guard(x):
-        out, _, _ = propagate_fwd(x, gates, input_weight, int(direction), NORM_CODES[normalize], chunk or 0, 0)
-    return out
+def _eager(fn):
+    """The kernel the dispatcher calls: real tensors, so the launches need no HOP dispatch."""
+    @functools.wraps(fn)
+    def kernel(*args, **kwargs):
+        first = args[0] if args else next(iter(kwargs.values()))  # a tensor: the first argument of each op
+        with set_wrap_triton_enabled(False), _device_guard(first):
+            return fn(*args, **kwargs)
+
+    return kernel
 
 
-def propagate4(x, gates, merge: str = "max", *, normalize=None, input_weight=None, chunk=None) -> torch.Tensor:
-    """Four directions merged on the Triton kernels; arguments already validated."""
-    with _device_guard(x):
-        out, _, _ = propagate_fwd(x, gates, input_weight, -1, NORM_CODES[normalize], chunk or 0, MERGE_CODES[merge])
-    return out
+def _functional_decomp(fn):
+    """Under ``FunctionalTensorMode`` (AOTDispatcher, so torch.compile), CUDA tensors decompose
+    into the implementation, whose launches become ``wrap_triton`` nodes Inductor can inline (as
+    ``torch.library.triton_op`` does); any other device keeps the op as one opaque node."""
+    def decomp(mode, op, types, args, kwargs):
+        from torch.export._trace import custom_triton_ops_decomposition_disabled
+
+        if args[0].device.type != "cuda" or custom_triton_ops_decomposition_disabled():
+            return mode.__torch_dispatch__(op, types, args, kwargs)
+        if any(not issubclass(t, (torch._subclasses.FakeTensor, torch._subclasses.functional_tensor.FunctionalTensor))
+               and t is not torch.Tensor for t in types):
+            return NotImplemented
+        with mode:
+            return fn(*args, **kwargs)
+
+    return decomp
+
+
+def _forced_interpreter_on_cpu() -> bool:
+    from .. import _backend
+
+    return INTERPRETING and _backend.forced_triton()
+
+
+def _register() -> None:
+    from .. import _backend
+
+    _backend._load()  # the C++ CPU kernels too (a whole family), and first: these may replace them, not the reverse
+    on_cpu = _forced_interpreter_on_cpu()
+    for name, fn in IMPLS.items():
+        qualname = f"spn::{name}"
+        torch.library.register_kernel(qualname, "cuda", _eager(fn))
+        torch.library.register_torch_dispatch(qualname, FunctionalTensorMode, _functional_decomp(fn))
+        triton_ops_to_kernels[qualname] = LAUNCHES[name]
+        if on_cpu:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*[Oo]verrid")
+                torch.library.register_kernel(qualname, "cpu", _eager(fn))
+
+
+_register()
