@@ -33,7 +33,7 @@ PY = "{}.{}.{}".format(*sys.version_info[:3])
 
 def test_info_json(clean_backend, capsys):
     info = info_json(capsys)
-    assert info["spn"] == importlib.metadata.version("spn")  # what pip installed (pyproject.toml)
+    assert info["spn"] == importlib.metadata.version("spn-propagation")  # what pip installed (pyproject.toml)
     assert info["torch"] == importlib.metadata.version("torch")
     assert info["python"] == PY
     assert info["cuda_available"] is (torch.cuda.device_count() > 0)
@@ -80,7 +80,7 @@ def test_info_text(clean_backend, capsys):
         torch.set_num_threads(before)
     lines = capsys.readouterr().out.splitlines()
     fields = {ln.split()[0]: ln.split(None, 1)[1] for ln in lines if ln.strip()}
-    assert fields["spn"] == importlib.metadata.version("spn")
+    assert fields["spn"] == importlib.metadata.version("spn-propagation")
     assert fields["python"] == PY
     assert fields["threads"] == "1"
     # the text form shows what the JSON form does, the error line only when there is an error
@@ -93,7 +93,7 @@ def test_version_flag(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--version"])
     assert exc.value.code == 0
-    assert capsys.readouterr().out.strip() == f"spn {importlib.metadata.version('spn')}"
+    assert capsys.readouterr().out.strip() == f"spn {importlib.metadata.version("spn-propagation")}"
 
 
 def test_no_command_prints_help(capsys):
@@ -109,6 +109,6 @@ def test_python_dash_m_spn_info():
     )
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
-    assert info["spn"] == importlib.metadata.version("spn")
+    assert info["spn"] == importlib.metadata.version("spn-propagation")
     assert info["threads"] >= 1
     assert info["backend_cpu"].startswith(("cpp", "reference"))
