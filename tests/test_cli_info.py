@@ -93,7 +93,7 @@ def test_version_flag(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--version"])
     assert exc.value.code == 0
-    assert capsys.readouterr().out.strip() == f"spn {importlib.metadata.version("spn-propagation")}"
+    assert capsys.readouterr().out.strip() == f"spn {importlib.metadata.version('spn-propagation')}"
 
 
 def test_no_command_prints_help(capsys):
