@@ -26,7 +26,8 @@ from PIL import Image
 import spn.utils.io as uio
 from spn.cli import main
 from spn.models.checkpoint import list_checkpoints, load_checkpoint, open_checkpoint
-from spn.training import TrainConfig, read_log, train
+from spn.tasks import train
+from spn.training import TrainConfig, read_log
 from spn.utils.lock import DirLock, LockedError
 
 from test_train import TINY_SPN, TinyShapes

@@ -35,6 +35,7 @@ from spn.metrics.chroma import CHROMA_METRICS, chroma_scores, reconstruct_rgb, s
 from spn.ops import active_backend
 from spn.peers.chroma import get_chroma_peer, list_chroma_peers, tune_chroma_peer
 from spn.training import TrainConfig, train
+from spn.training.loop import TrainingTask
 from spn.utils.config import ConfigBase, option
 from spn.utils.io import write_json, write_markdown
 from spn.utils.timer import Stopwatch, time_fn
@@ -249,26 +250,23 @@ def tune_peers(data: str, peers, factor: int, out_dir=None) -> dict:
     return {k: {p: v for p, v in r["best"].items()} for k, r in found.items()}
 
 
-def compare_chroma_from_config(cfg) -> dict:
+def compare_chroma_from_config(cfg, opts) -> dict:
     """``spn compare --task chroma``: ``cfg`` is a :class:`spn.experiments.compare.CompareConfig`
-    (its ``data``, ``out``, ``checkpoint``, ``peers``, ``split``, ``limit``, ``factor``,
-    ``tune_peers``, ``figure_rows``, ``time_512``, ``threads``)."""
-    from .compare import DEFAULT_PEERS, checkpoint_args
+    (the options every task shares), ``opts`` the chroma task's (``factor``, ``tune_peers``)."""
+    from .compare import checkpoint_args
 
-    if cfg.coarse not in (None, "none") or cfg.crf or cfg.crf_grid or cfg.protocol != "plain":
-        raise ValueError("--coarse, --crf, --crf-grid and --protocol are segmentation options; "
-                         "--task chroma takes none of them")
+    cfg.validate()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     checkpoints = checkpoint_args(cfg.checkpoint)
-    peers = _parse_peers(cfg.peers, cfg.peers == DEFAULT_PEERS)
+    peers = _parse_peers(cfg.peers or "", cfg.peers is None)
     if not peers and not checkpoints:
         raise ValueError("nothing to compare: give --checkpoint NAME=RUN and/or --peers")
-    factor = cfg.factor
+    factor = opts.factor
     if factor is None:
         factor = next((ChromaUpsampler.from_checkpoint(p).factor for p in checkpoints.values()), 8)
     dataset = build_dataset(cfg.data, split=cfg.split, factor=factor)
-    params = tune_peers(cfg.data, peers, factor, cfg.out) if cfg.tune_peers else {}
+    params = tune_peers(cfg.data, peers, factor, cfg.out) if opts.tune_peers else {}
     return run_chroma_compare(dataset, checkpoints, peers, cfg.out, limit=cfg.limit, figure_rows=cfg.figure_rows,
                               peer_params=params, time_mp=cfg.time_512, data_label=f"{cfg.data} ({cfg.split})")
 
@@ -287,24 +285,26 @@ class ChromaDemoConfig(ConfigBase):
 
     section = "config"
 
-    out: str = option("runs/demo_chroma", help="output folder")
-    data: str = option("photos:skimage", help="photos")
-    factor: int = option(8, help="chroma subsampling factor")
+    out: str = option("runs/demo_chroma", help="output folder", metavar="DIR")
+    data: str = option("photos:skimage", help="photos", cli=False)
+    factor: int = option(8, help="chroma subsampling factor", cli=False)
     quick: bool = option(False, help="the short version")
     seed: int = option(0, help="random seed")
-    threads: int | None = option(None, help="torch CPU threads")
-    steps: int = option(4000, help="each SPN's training steps")
-    batch_size: int = option(8, help="crops per step")
-    patch_size: int = option(128, help="crop side")
-    lr: float = option(2e-3, help="Adam learning rate")
-    loss: str = option("l1", help="l1 or l2")
-    model_cfg: dict = option(default_factory=dict, help="chroma SPN options (spn.models.ChromaSPNConfig)")
-    peers: list = option(default_factory=list_chroma_peers, help="peers compared")
-    figure_rows: int = option(3, help="photos in the figure")
-    time_mp: bool = option(True, help="time every method on a 1024 x 1024 image")
-    compare: bool = option(True, help="compare with the peers")
-    progress: bool | None = option(None, help="progress bars")
-    force: bool = option(False, help="replace the runs of an earlier demo in out")
+    threads: int | None = option(None, help="torch CPU threads", metavar="N", default_help="torch's")
+    steps: int = option(4000, help="each SPN's training steps", flags=("--spn-steps",), metavar="N")
+    batch_size: int = option(8, help="crops per step", cli=False)
+    patch_size: int = option(128, help="crop side", cli=False)
+    lr: float = option(2e-3, help="Adam learning rate", cli=False)
+    loss: str = option("l1", help="l1 or l2", cli=False)
+    model_cfg: dict = option(default_factory=dict, help="chroma SPN options (spn.models.ChromaSPNConfig)", cli=False)
+    peers: list = option(default_factory=list_chroma_peers, help="peers compared", cli=False)
+    figure_rows: int = option(3, help="photos in the figure", cli=False)
+    time_mp: bool = option(True, help="time every method on a 1024 x 1024 image", cli=False)
+    compare: bool = option(True, help="compare with the classical refiners", negative="--no-compare",
+                           negative_help="skip the comparison with the classical refiners")
+    progress: bool | None = option(None, help="progress bars", negative="--no-progress",
+                                   negative_help="no progress bars", default_help="when stderr is a terminal")
+    force: bool = option(False, help="replace the runs of an earlier demo in --out")
 
     @classmethod
     def preset(cls, quick: bool = False, **overrides) -> "ChromaDemoConfig":
@@ -324,9 +324,9 @@ class ChromaDemoConfig(ConfigBase):
         return self
 
 
-def run_chroma_demo(cfg: ChromaDemoConfig | None = None) -> dict:
-    """Train, evaluate and compare the chroma SPNs (see :class:`ChromaDemoConfig`); returns
-    ``metrics.json``'s content."""
+def run_chroma_demo(cfg: ChromaDemoConfig | None, task: TrainingTask) -> dict:
+    """Train (with ``task``, the chroma task of :mod:`spn.tasks`), evaluate and compare the
+    chroma SPNs (see :class:`ChromaDemoConfig`); returns ``metrics.json``'s content."""
     cfg = (cfg or ChromaDemoConfig()).validate()
     t0 = time.perf_counter()
     if cfg.threads is not None:
@@ -340,13 +340,13 @@ def run_chroma_demo(cfg: ChromaDemoConfig | None = None) -> dict:
     training, evals = {}, {}
     for name in RUNS:
         log.info(f"training {name} ({cfg.steps} steps) -> {runs[name]}")
-        tc = TrainConfig(task="chroma", data=cfg.data, factor=cfg.factor, model=name, model_cfg=dict(cfg.model_cfg),
-                         patch_size=cfg.patch_size, batch_size=cfg.batch_size, optimizer="adam", lr=cfg.lr,
-                         loss=cfg.loss, steps=cfg.steps, seed=cfg.seed, log_interval=max(1, min(50, cfg.steps)),
+        tc = TrainConfig(data=cfg.data, task_options={"factor": cfg.factor, "loss": cfg.loss}, model=name,
+                         model_cfg=dict(cfg.model_cfg), patch_size=cfg.patch_size, batch_size=cfg.batch_size,
+                         optimizer="adam", lr=cfg.lr, steps=cfg.steps, seed=cfg.seed, log_interval=max(1, min(50, cfg.steps)),
                          ckpt_interval=cfg.steps, out=str(runs[name]), threads=cfg.threads, progress=cfg.progress,
                          val_split=None)
         ts = time.perf_counter()
-        s = train(tc)
+        s = train(tc, task)
         training[name] = {"steps": s["steps"], "mean_loss": s["mean_loss"], "wall_s": time.perf_counter() - ts}
         up = ChromaUpsampler.from_checkpoint(runs[name])
         log.info(f"evaluating {name} on {len(val)} held-out photos")
