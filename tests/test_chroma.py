@@ -530,6 +530,7 @@ def test_train_eval_compare_refine_chroma_commands(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_chroma_spn_learns_to_beat_bilinear(tmp_path):
     from spn.tasks import train
     from spn.training import TrainConfig

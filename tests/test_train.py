@@ -370,6 +370,7 @@ def test_spn_train_command(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.learning
 def test_three_way_beats_one_way_beats_coarse_on_synthetic(tmp_path):
     """The paper's ordering on the synthetic scenes with gt-downsample:8 coarse maps: a short
     fixed-seed run (200 steps of 8 patches of 64 x 64, one thread, about 25 s for both models).

@@ -110,7 +110,42 @@ def run_chroma_compare(dataset, checkpoints: dict | None, peers, out_dir, *, lim
         raise ValueError("run_chroma_compare: the dataset is empty")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    peer_params = dict(peer_params or {})
+    methods = _chroma_methods(peers, checkpoints, dict(peer_params or {}))
+    per_image, fig_rows, row_labels, pixels, factor, watches = _run_chroma_methods(
+        dataset, n, methods, figure_rows, crop, error_gain)
+    results: "OrderedDict[str, dict]" = OrderedDict()
+    for t, m in methods.items():
+        summ = summarize_scores([r["scores"][t] for r in per_image])
+        sec = watches[t].summary()
+        results[t] = {"kind": m["kind"], "id": m["id"], "config": m["config"],
+                      "mean": {k: v["mean"] for k, v in summ.items()},
+                      "median": {k: v["median"] for k, v in summ.items()},
+                      "seconds_per_image": {"median": sec["median"], "mean": sec["mean"]},
+                      "ms_per_megapixel": 1e3 * sum(watches[t].samples) / (pixels / 1e6)}
+    if time_mp:
+        _time_megapixel(dataset[0], methods, factor, results)
+
+    figure = None
+    if fig_rows:
+        columns = ["photo / luma"] + list(methods)
+        figure = figure_grid(fig_rows, columns, out_dir / "compare.png", cell_size=(144, 144),
+                             row_labels=row_labels)
+    lines = _chroma_report_lines(results, methods, per_image, n, factor, time_mp, title,
+                                 data_label or type(dataset).__name__)
+    if figure is not None:
+        lines += [f"![crops where the bilinear chroma errs most, and their error maps (x{error_gain:g})](compare.png)",
+                  ""]
+    report = write_markdown(out_dir / "compare.md", "\n".join(lines))
+    summary = {"task": getattr(dataset, "task", None), "images": n, "factor": factor,
+               "threads": torch.get_num_threads(), "metrics": list(CHROMA_METRICS), "methods": results,
+               "per_image": per_image}
+    js = write_json(out_dir / "compare.json", summary)
+    summary.update(report=str(report), json=str(js), figure=None if figure is None else str(figure))
+    return summary
+
+
+def _chroma_methods(peers: list, checkpoints: dict, peer_params: dict) -> "OrderedDict[str, dict]":
+    """Method title -> ``{"kind", "id", "fn", "config"}``: the peers, then the checkpoints."""
     methods: "OrderedDict[str, dict]" = OrderedDict()
     for name in peers:
         peer = get_chroma_peer(name, **peer_params.get(name, {}))
@@ -120,6 +155,12 @@ def run_chroma_compare(dataset, checkpoints: dict | None, peers, out_dir, *, lim
             raise ValueError(f"checkpoint name {name!r} clashes with a peer's title; rename it")
         fn, cfg = _checkpoint_fn(str(name), spec)
         methods[str(name)] = {"kind": "checkpoint", "id": cfg["source"], "fn": fn, "config": cfg}
+    return methods
+
+
+def _run_chroma_methods(dataset, n: int, methods: dict, figure_rows: int, crop: int, error_gain: float):
+    """Every method on the first ``n`` photos: ``(per-photo scores, figure rows, their labels,
+    pixels, factor, stopwatches)``."""
     watches = {t: Stopwatch() for t in methods}
     per_image, fig_rows, row_labels, pixels, factor = [], [], [], 0, None
     for i in range(n):
@@ -146,46 +187,46 @@ def run_chroma_compare(dataset, checkpoints: dict | None, peers, out_dir, *, lim
                 recon[t] = reconstruct_rgb(luma, chroma)
         per_image.append(row)
         if i < figure_rows:
-            ref = recon.get("bilinear", next(iter(recon.values())))
-            y, x = _worst_crop((ref - item["image"]).abs().mean(0), crop)
-            s = min(crop, H, W)
+            rows, labels = _crop_rows(item, recon, row["name"], crop, error_gain)
+            fig_rows += rows
+            row_labels += labels
+    return per_image, fig_rows, row_labels, pixels, factor, watches
 
-            def cut(t):
-                return t[..., y:y + s, x:x + s]
 
-            fig_rows.append({"photo / luma": cut(item["image"]), **{t: cut(r) for t, r in recon.items()}})
-            fig_rows.append({"photo / luma": cut(luma[0]),
-                             **{t: (cut((r - item["image"]).abs().mean(0)) * error_gain).clamp(0, 1)
-                                for t, r in recon.items()}})
-            row_labels += [f"{row['name']} ({x},{y})", f"error x{error_gain:g}"]
+def _crop_rows(item: dict, recon: dict, name: str, crop: int, error_gain: float) -> tuple[list, list]:
+    """Two figure rows for one photo: the crop where the bilinear chroma errs most, every
+    method's reconstruction of it, and below them the error maps."""
+    H, W = item["luma"].shape[-2:]
+    ref = recon.get("bilinear", next(iter(recon.values())))
+    y, x = _worst_crop((ref - item["image"]).abs().mean(0), crop)
+    s = min(crop, H, W)
 
-    results: "OrderedDict[str, dict]" = OrderedDict()
+    def cut(t):
+        return t[..., y:y + s, x:x + s]
+
+    rows = [{"photo / luma": cut(item["image"]), **{t: cut(r) for t, r in recon.items()}},
+            {"photo / luma": cut(item["luma"][0]),
+             **{t: (cut((r - item["image"]).abs().mean(0)) * error_gain).clamp(0, 1) for t, r in recon.items()}}]
+    return rows, [f"{name} ({x},{y})", f"error x{error_gain:g}"]
+
+
+def _time_megapixel(item: dict, methods: dict, factor: int, results: dict) -> None:
+    """Every method on one 1024 x 1024 image (``item``'s photo resized), median of 3 runs after a
+    warm-up: ``results[title]["ms_per_megapixel_1024"]``."""
+    img = F.interpolate(item["image"][None], size=(1024, 1024), mode="bilinear", align_corners=False)[0]
+    from spn.data.color import chroma_item
+
+    big = chroma_item(img.clamp(0, 1), factor)
     for t, m in methods.items():
-        summ = summarize_scores([r["scores"][t] for r in per_image])
-        sec = watches[t].summary()
-        results[t] = {"kind": m["kind"], "id": m["id"], "config": m["config"],
-                      "mean": {k: v["mean"] for k, v in summ.items()},
-                      "median": {k: v["median"] for k, v in summ.items()},
-                      "seconds_per_image": {"median": sec["median"], "mean": sec["mean"]},
-                      "ms_per_megapixel": 1e3 * sum(watches[t].samples) / (pixels / 1e6)}
-    if time_mp:
-        item = dataset[0]
-        img = F.interpolate(item["image"][None], size=(1024, 1024), mode="bilinear", align_corners=False)[0]
-        from spn.data.color import chroma_item
+        timing = time_fn(t, lambda: m["fn"](big["luma"], big["chroma_low"], factor), warmup=1, repeats=3,
+                         max_time_s=30.0, min_repeats=1, seed=None)
+        results[t]["ms_per_megapixel_1024"] = timing.median_ms / (1024 * 1024 / 1e6)
 
-        big = chroma_item(img.clamp(0, 1), factor)
-        for t, m in methods.items():
-            timing = time_fn(t, lambda: m["fn"](big["luma"], big["chroma_low"], factor), warmup=1, repeats=3,
-                             max_time_s=30.0, min_repeats=1, seed=None)
-            results[t]["ms_per_megapixel_1024"] = timing.median_ms / (1024 * 1024 / 1e6)
 
-    figure = None
-    if fig_rows:
-        columns = ["photo / luma"] + list(methods)
-        figure = figure_grid(fig_rows, columns, out_dir / "compare.png", cell_size=(144, 144),
-                             row_labels=row_labels)
+def _chroma_report_lines(results, methods, per_image, n, factor, time_mp, title, data_label) -> list[str]:
+    """``compare.md`` up to the figure: the summary table, PSNR per photo, the peers' parameters."""
     lines = [f"# {title or 'Chroma upsampling comparison'}", "",
-             f"Data: {data_label or type(dataset).__name__}, {n} photo(s), chroma area-subsampled {factor}x "
+             f"Data: {data_label}, {n} photo(s), chroma area-subsampled {factor}x "
              f"(BT.601 YCbCr); full photos; CPU, {torch.get_num_threads()} thread(s).", "",
              "Mean and median over the photos; PSNR in dB (data range 1), SSIM per Wang et al. 2004 "
              "(Gaussian window 11, sigma 1.5), RGB rebuilt from the true luma and each method's chroma.", ""]
@@ -209,15 +250,7 @@ def run_chroma_compare(dataset, checkpoints: dict | None, peers, out_dir, *, lim
               for t, r in results.items() if r["kind"] == "peer" and len(r["config"]) > 1]
     if params:
         lines += ["Peer parameters: " + "; ".join(params) + ".", ""]
-    if figure is not None:
-        lines += [f"![crops where the bilinear chroma errs most, and their error maps (x{error_gain:g})](compare.png)",
-                  ""]
-    report = write_markdown(out_dir / "compare.md", "\n".join(lines))
-    summary = {"task": "chroma", "images": n, "factor": factor, "threads": torch.get_num_threads(),
-               "metrics": list(CHROMA_METRICS), "methods": results, "per_image": per_image}
-    js = write_json(out_dir / "compare.json", summary)
-    summary.update(report=str(report), json=str(js), figure=None if figure is None else str(figure))
-    return summary
+    return lines
 
 
 def _parse_peers(text: str, default: bool) -> list[str]:
