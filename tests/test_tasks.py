@@ -24,20 +24,67 @@ def test_the_registered_tasks_and_an_unknown_name():
         assert task_options("train")[name] is task.options["train"]
 
 
-def test_register_task_checks_the_name_and_the_options():
+def test_a_task_that_only_trains(tmp_path, capsys):
+    """A task with the loop's methods and train options only (BaseTask's defaults for the rest):
+    registered, trained through the one loop, its other commands a clear error."""
+    import torch
+
+    from spn.tasks import _TASKS, BaseTask, NoOptions, train
+    from spn.training import TrainConfig
+
     @dataclass
-    class Opts(ConfigBase):
-        x: int = option(1, help="x")
+    class MeanOpts(ConfigBase):
+        target: float = option(0.5, help="the value to learn")
+
+    class MeanTask(BaseTask):  # learn a constant map: the smallest task there is
+        name = "mean"
+        help = "mean: a constant"
+        options = {"train": MeanOpts}
+
+        def build_datasets(self, cfg, device, run_dir, train_dataset=None, val_dataset=None, need_val=True):
+            from spn.data import build_dataset
+            return build_dataset("synthetic", split="train", num_images=2, size=32, coarse="none"), None, None
+
+        def data_info(self, ds):
+            return {"num_classes": 1}
+
+        def patches(self, train_ds, cfg):
+            from spn.data import PatchDataset
+            return PatchDataset(train_ds, size=cfg.patch_size, patches_per_image=1, flip=False, seed=cfg.seed)
+
+        def model_options(self, cfg, dinfo):
+            return "baseline", {"num_classes": 1, "width": 4, "depth": 1}
+
+        def loss(self, dmodel, batch, device, ctx, cfg):
+            out = dmodel(batch["image"], None)
+            target = self.train_options(cfg.task_options).target
+            s = ((out - target) ** 2).sum()
+            return s / out.numel(), s.detach().double(), torch.tensor(float(out.numel()), dtype=torch.float64)
+
+        def evaluate(self, model, val_ds, limit=None):
+            return {}
 
     class Half:
         name = "half"
-        options = {"train": Opts}
 
-    with pytest.raises(ValueError, match="no options dataclass for eval, compare, refine, demo"):
+    with pytest.raises(ValueError, match="lacks prepare, build_datasets"):
         register_task(Half())
     with pytest.raises(ValueError, match="registered twice"):
         register_task(get_task("chroma"))
-    assert "half" not in list_tasks()
+    register_task(MeanTask())
+    try:
+        assert get_task("mean").options["eval"] is NoOptions
+        cfg = TrainConfig(task="mean", task_options={"target": 0.25}, patch_size=16, batch_size=2, steps=2,
+                          out=str(tmp_path / "run"), progress=False, val_split=None, threads=1)
+        s = train(cfg)
+        assert s["steps"] == 2 and all(v > 0 for v in s["losses"])
+        saved = json.loads((tmp_path / "run" / "config.json").read_text())["train_config"]
+        assert saved["task"] == "mean" and saved["task_options"] == {"target": 0.25}
+        assert main(["eval", "--task", "mean", "--checkpoint", str(tmp_path / "run"), "--data", "synthetic",
+                     "-q"]) == 1
+        assert "--task mean has no `spn eval`" in capsys.readouterr().err
+    finally:
+        _TASKS.pop("mean", None)
 
 
 def test_every_command_takes_task_from_the_registry():

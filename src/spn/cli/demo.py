@@ -24,7 +24,10 @@ def run(args) -> int:
     cls = task_options("demo")[get_task(getattr(args, "task", None)).name]
     # --quick picks the quick preset; a --config file (demo_config.json, metrics.json) is used as it is
     quick = bool(getattr(args, "task_option.quick", False))
-    base = cls.load(args.config) if args.config else cls.preset(quick=quick)
+    if args.config:
+        base = cls.load(args.config)
+    else:
+        base = cls.preset(quick=quick) if hasattr(cls, "preset") else cls()
     task, cfg = task_from_args(args, "demo", base=base)
     res = task.demo(cfg)
     with open(res["report"], encoding="utf-8") as f:

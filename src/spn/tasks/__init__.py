@@ -25,12 +25,15 @@ Example:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping, Protocol
 
 from spn.training import TrainConfig
 from spn.training import train as _train_loop
+from spn.utils.config import ConfigBase
 
-__all__ = ["COMMANDS", "DEFAULT_TASK", "Task", "get_task", "list_tasks", "register_task", "task_options", "train"]
+__all__ = ["COMMANDS", "DEFAULT_TASK", "BaseTask", "NoOptions", "Task", "get_task", "list_tasks", "register_task",
+           "task_options", "train"]
 
 #: the commands a task supplies options for (``Task.options`` keys)
 COMMANDS = ("train", "eval", "compare", "refine", "demo")
@@ -39,7 +42,8 @@ COMMANDS = ("train", "eval", "compare", "refine", "demo")
 class Task(Protocol):
     """What a task supplies (see the module docstring; :mod:`spn.tasks.chroma` is the worked
     example). Besides the methods of :class:`spn.training.TrainingTask` (``prepare``,
-    ``build_datasets``, ``data_info``, ``patches``, ``model_options``, ``loss``, ``evaluate``):"""
+    ``build_datasets``, ``data_info``, ``patches``, ``model_options``, ``loss``, ``evaluate``),
+    the methods below; :class:`BaseTask` has defaults for all but the loop's part."""
 
     name: str
     #: one line for ``--task``'s help
@@ -72,21 +76,77 @@ class Task(Protocol):
         """``spn demo``: ``opts`` is the task's whole demo config (``options["demo"]``)."""
 
 
+@dataclass
+class NoOptions(ConfigBase):
+    """The options dataclass of a command for which a task has no options of its own."""
+
+
+class BaseTask:
+    """Defaults for a task: no options of its own (:class:`NoOptions`) where ``options`` names no
+    dataclass, the train options resolved from ``cfg.task_options`` in :meth:`prepare`, the model
+    name as given, no peers, and commands it does not supply answered by an error naming them.
+    A task that only trains (its loop part: ``build_datasets``, ``data_info``, ``patches``,
+    ``model_options``, ``loss``, ``evaluate``) subclasses it and sets ``name``, ``help`` and
+    ``options = {"train": ItsTrainOptions}``."""
+
+    name: str = ""
+    help: str = ""
+    options: Mapping[str, type] = {}
+
+    def train_options(self, task_options: dict):
+        """The task's train options of a config's ``task_options`` (defaults filled in, checked)."""
+        return self.options["train"].from_dict(dict(task_options))
+
+    def prepare(self, cfg: TrainConfig) -> TrainConfig:
+        return cfg.replace(task=self.name, task_options=self.train_options(cfg.task_options).to_dict())
+
+    def model_name(self, name: str) -> str:
+        return name
+
+    def peers(self) -> list[str]:
+        return []
+
+    def train_summary(self, summary: dict) -> str | None:
+        return None
+
+    def _unsupported(self, command: str):
+        raise ValueError(f"--task {self.name} has no `spn {command}`")
+
+    def dataset(self, data: str, split: str, opts, **kw):
+        self._unsupported("eval")
+
+    def eval(self, cfg, opts):
+        self._unsupported("eval")
+
+    def compare(self, cfg, opts):
+        self._unsupported("compare")
+
+    def refine(self, cfg, opts):
+        self._unsupported("refine")
+
+    def demo(self, opts):
+        self._unsupported("demo")
+
+
 _TASKS: dict[str, Task] = {}
 DEFAULT_TASK = "seg"
 
 
 def register_task(task: Task) -> Task:
-    """Register ``task`` under ``task.name`` (one call per task module); returns it. A task
-    without an options dataclass for every command, or a name taken -> ValueError."""
+    """Register ``task`` under ``task.name`` (one call per task module); returns it. A command
+    for which ``task.options`` names no dataclass gets :class:`NoOptions`. A task without a name
+    or the training loop's methods, or a name taken -> ValueError."""
     name = getattr(task, "name", None)
     if not isinstance(name, str) or not name:
         raise ValueError(f"a task needs a name, got {name!r}")
     if name in _TASKS:
         raise ValueError(f"task {name!r} is registered twice")
-    missing = [c for c in COMMANDS if c not in getattr(task, "options", {})]
+    missing = [m for m in ("prepare", "build_datasets", "data_info", "patches", "model_options", "loss", "evaluate",
+                           "eval", "compare", "refine", "demo") if not callable(getattr(task, m, None))]
     if missing:
-        raise ValueError(f"task {name!r} has no options dataclass for {', '.join(missing)}")
+        raise ValueError(f"task {name!r} lacks {', '.join(missing)} (see spn.tasks.Task; BaseTask has defaults)")
+    options = dict(getattr(task, "options", None) or {})
+    task.options = {c: options.get(c, NoOptions) for c in COMMANDS}
     _TASKS[name] = task
     return task
 

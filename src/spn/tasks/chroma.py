@@ -41,7 +41,7 @@ from spn.training import distributed as D
 from spn.training.losses import regression_loss_sum
 from spn.utils.config import ConfigBase, option
 
-from . import register_task
+from . import BaseTask, register_task
 from .jobs import plan_jobs, progress
 
 __all__ = ["CHROMA_MODEL_ALIASES", "ChromaCompareOptions", "ChromaEvalOptions", "ChromaRefineOptions", "ChromaTask",
@@ -123,7 +123,7 @@ def chroma_model_name(name: str) -> str:
     return name
 
 
-class ChromaTask:
+class ChromaTask(BaseTask):
     """The chroma task (see the module docstring)."""
 
     name = "chroma"
@@ -132,9 +132,6 @@ class ChromaTask:
                "refine": ChromaRefineOptions, "demo": ChromaDemoConfig}
 
     # -- spn train (the loop's part, spn.training.TrainingTask) ---------------------------------
-    def train_options(self, task_options: dict) -> ChromaTrainOptions:
-        return ChromaTrainOptions.from_dict(dict(task_options))
-
     def prepare(self, cfg):
         opts = self.train_options(cfg.task_options)
         if cfg.patch_size % opts.factor:

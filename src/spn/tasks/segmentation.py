@@ -38,7 +38,7 @@ from spn.training.losses import cross_entropy_sum, valid_pixels
 from spn.utils.config import ConfigBase, option
 from spn.viz import overlay
 
-from . import register_task
+from . import BaseTask, register_task
 from .jobs import plan_jobs, progress
 
 log = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ def data_info(ds) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-class SegmentationTask:
+class SegmentationTask(BaseTask):
     """The segmentation task (see the module docstring)."""
 
     name = "seg"
@@ -229,9 +229,6 @@ class SegmentationTask:
                "refine": SegRefineOptions, "demo": DemoConfig}
 
     # -- spn train (the loop's part, spn.training.TrainingTask) ---------------------------------
-    def train_options(self, task_options: dict) -> SegTrainOptions:
-        return SegTrainOptions.from_dict(dict(task_options))
-
     def prepare(self, cfg):
         opts = self.train_options(cfg.task_options)
         opts = opts.replace(coarse=absolute_coarse_spec(opts.coarse))
@@ -276,9 +273,6 @@ class SegmentationTask:
         return evaluate(model, val_ds, **({"limit": limit} if limit else {}))
 
     # -- the rest of the Task protocol ----------------------------------------------------------
-    def model_name(self, name: str) -> str:
-        return name
-
     def dataset(self, data: str, split: str, opts, **kw):
         return build_dataset(data, split=split, coarse=opts.coarse, coarse_kind=opts.coarse_kind, **kw)
 
