@@ -237,7 +237,7 @@ def train(cfg: TrainConfig, task: TrainingTask | None = None, *, train_dataset=N
     Returns ``{"run_dir", "model", "start_step", "steps", "final_loss", "mean_loss" (over the
     last 10 steps of the run, those before a resume included), "losses" (this invocation's
     per-step losses), "images_per_s", "elapsed_s" (both over the whole run, the segments
-    before a resume included), "world_size", "global_batch_size", "checkpoint",
+    before a resume included), "segment_elapsed_s" (this invocation's seconds), "world_size", "global_batch_size", "checkpoint",
     "resumed_from", "val", "val_note"}`` where ``val`` is the task's evaluation of the
     validation split (or None, with the reason in ``val_note`` when one was asked for).
     """
