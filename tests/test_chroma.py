@@ -530,11 +530,13 @@ def test_train_eval_compare_refine_chroma_commands(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 def test_chroma_spn_learns_to_beat_bilinear(tmp_path):
-    from spn.training import TrainConfig, train
+    from spn.tasks import train
+    from spn.training import TrainConfig
 
     data = _photos_with_colour_edges(tmp_path / "photos", n=10, size=64, seed=1)
-    cfg = TrainConfig(task="chroma", data=f"photos:{data}", factor=8, model="chroma_three_way",
+    cfg = TrainConfig(task="chroma", data=f"photos:{data}", task_options={"factor": 8}, model="chroma_three_way",
                       model_cfg={"guidance_width": 8, "guidance_scale": 2}, steps=150, batch_size=4,
                       patch_size=64, lr=3e-3, out=str(tmp_path / "run"), threads=1, progress=False)
     val = train(cfg)["val"]
@@ -550,19 +552,20 @@ def test_cosine_schedule_closed_form():
 
 
 def test_chroma_demo_end_to_end_on_a_small_folder(tmp_path):
-    from spn.experiments.chroma import ChromaDemoConfig, run_chroma_demo
+    from spn.experiments.chroma import ChromaDemoConfig
+    from spn.tasks import get_task
 
     data = _photos_with_colour_edges(tmp_path / "photos", n=5, size=48)
     cfg = ChromaDemoConfig(out=str(tmp_path / "demo"), data=f"photos:{data}", factor=4, steps=3, batch_size=2,
                            patch_size=32, threads=1, progress=False, time_mp=False, figure_rows=1,
                            model_cfg={"guidance_width": 4})
-    m = run_chroma_demo(cfg)
+    m = get_task("chroma").demo(cfg)
     assert set(m["evaluations"]) == {"chroma_one_way", "chroma_three_way"}
     assert list(m["compare"]["methods"])[-2:] == ["one-way SPN", "three-way SPN"]
     text = (tmp_path / "demo" / "report.md").read_text()
     assert "three-way SPN" in text and "joint bilateral upsampling" in text
     with pytest.raises(ValueError, match="--force"):
-        run_chroma_demo(cfg)
+        get_task("chroma").demo(cfg)
 
 
 def test_spn_demo_task_chroma_command(tmp_path, capsys):

@@ -20,13 +20,17 @@ from spn.models import BaselineConfig, ChromaSPNConfig, SPNConfig
 from spn.training import TrainConfig
 from spn.utils.config import option_fields
 
+from spn.tasks import list_tasks, task_options  # noqa: E402
+
+#: each command's config dataclasses; the tasks' options dataclasses of the command come on top
 COMMAND_CONFIGS = {
     "train": (TrainConfig, SPNConfig, BaselineConfig, ChromaSPNConfig),
     "eval": (EvalConfig,),
     "refine": (RefineConfig,),
     "compare": (CompareConfig,),
-    "demo": (DemoConfig,),
+    "demo": (),
 }
+COMMAND_CONFIGS = {c: classes + tuple(task_options(c).values()) for c, classes in COMMAND_CONFIGS.items()}
 
 
 def _flags(spec, name, default):
@@ -53,7 +57,8 @@ def test_every_config_field_is_an_option_with_its_help(command):
     fields = {flag for cls in COMMAND_CONFIGS[command] for f, spec in option_fields(cls)
               for flag in _flags(spec, f.name, f.default)}
     extra = set(actions) - fields - {"-h", "--help", "--config", "-q", "--quiet", "-v", "--verbose", "--debug"}
-    assert extra <= {"--width", "--depth", "--json"}, extra
+    assert extra <= {"--width", "--depth", "--json", "--task"}, extra
+    assert actions["--task"].choices == list_tasks()
 
 
 @pytest.mark.parametrize("cls, required", [

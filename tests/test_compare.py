@@ -17,7 +17,8 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Two SPN checkpoints (one-way, three-way) trained for 2 steps on tiny synthetic scenes."""
-    from spn.training import TrainConfig, train
+    from spn.tasks import train
+    from spn.training import TrainConfig
 
     root = tmp_path_factory.mktemp("runs")
     out = {}

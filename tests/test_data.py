@@ -164,6 +164,7 @@ def test_synthetic_masks_match_image_edges():
     assert min(ratios) > 2.0, ratios
 
 
+@pytest.mark.timing
 def test_synthetic_speed():
     ds = SyntheticScenes(num_images=10, size=256, coarse="none")
     ds[0]

@@ -10,8 +10,14 @@ from PIL import Image
 
 from spn.data import build_dataset
 from spn.evaluation import evaluate
-from spn.experiments.demo import DemoConfig, run_demo
+from spn.experiments.demo import DemoConfig
 from spn.models.checkpoint import load_checkpoint
+from spn.tasks import get_task
+
+
+def run_demo(cfg):
+    """The segmentation task's demo (:func:`spn.experiments.demo.run_demo` with the task)."""
+    return get_task("seg").demo(cfg)
 
 TINY = dict(size=48, train_images=3, val_images=2, patch_size=32, batch_size=2, baseline_steps=2, spn_steps=2,
             baseline_cfg={"width": 4, "depth": 1}, spn_cfg={"channels": 4, "guidance_width": 4, "guidance_depth": 1},

@@ -29,8 +29,9 @@ LAYERS = {
     "evaluation": 8, "evaluation_chroma": 8,
     "training": 9,
     "experiments": 10, "benchmarking": 10,
-    "cli": 11,
-    "__main__": 12,
+    "tasks": 11,
+    "cli": 12,
+    "__main__": 13,
 }
 #: compiled modules (no .py file) and the package they belong to: ``spn._C`` is the ops' kernels
 EXTENSIONS = {"spn._C": "ops"}
@@ -160,7 +161,7 @@ def test_every_package_has_a_layer():
     tops = {group_of(n) for n in module_names(SRC)}
     assert tops <= set(LAYERS), sorted(tops - set(LAYERS))
     assert {"ops", "image", "nn", "models", "data", "metrics", "viz", "inference", "evaluation", "training",
-            "experiments", "cli"} <= tops
+            "experiments", "tasks", "cli"} <= tops
 
 
 def _tree(root: Path, files: dict[str, str]) -> Path:
@@ -207,3 +208,74 @@ def test_the_check_finds_upward_sideways_and_command_imports(tmp_path):
 ])
 def test_relative_imports_resolve(name, level, is_package, want):
     assert _resolve(name, level, is_package) == want
+
+
+# --- no code outside spn/tasks branches on a task's name ---------------------------------------
+
+def _is_task_call(node: ast.AST) -> bool:
+    """``option(...)`` / ``field(...)``: a config field's declaration."""
+    return isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) in ("option",
+                                                                                                       "field")
+
+
+def task_name_uses(path: Path, names: set[str]) -> list[str]:
+    """Where ``path`` decides something by a task's name: a task name (a string constant) compared
+    (``==``, ``!=``, ``in``; also inside a tuple, list or set compared), used as a dict key, given
+    as ``task=`` or ``choices=``, or as the default of a ``task`` field. A task name used as a key
+    of an item (``item["chroma"]``) or a model's declaration (``task = "chroma"``) is not a
+    branch."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+    def literals(node):
+        if isinstance(node, ast.Constant) and node.value in names:
+            return [node.value]
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return [v for e in node.elts for v in literals(e)]
+        return []
+
+    found = []
+    for node in ast.walk(tree):
+        hits = []
+        if isinstance(node, ast.Compare):
+            hits = [v for e in [node.left, *node.comparators] for v in literals(e)]
+        elif isinstance(node, ast.Dict):  # a table keyed by task names (an item's "chroma" key is data)
+            keys = [v for k in node.keys if k is not None for v in literals(k)]
+            hits = keys if len(set(keys)) > 1 else []
+        elif isinstance(node, ast.Call):
+            hits = [v for kw in node.keywords if kw.arg in ("task", "choices") for v in literals(kw.value)]
+        elif isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "task" and _is_task_call(node.value):
+            hits = [v for a in node.value.args for v in literals(a)]
+        found += [f"{path}:{node.lineno}: task name {v!r}" for v in hits]
+    return found
+
+
+def test_no_code_outside_tasks_branches_on_a_task_name():
+    from spn.tasks import list_tasks
+
+    names = set(list_tasks())
+    assert {"seg", "chroma"} <= names
+    found = []
+    for f in sorted(SRC.rglob("*.py")):
+        if "tasks" not in f.relative_to(SRC).parts[:1]:
+            found += task_name_uses(f, names)
+    assert not found, "task names outside spn/tasks (ask the task object instead):\n" + "\n".join(found)
+
+
+def test_the_task_name_check_finds_branches(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text(
+        'def f(cfg, item, given):\n'
+        '    if cfg.task == "chroma":\n'              # a comparison
+        '        pass\n'
+        '    if given.get("task") in ("seg", "x"):\n'  # inside a tuple compared
+        '        pass\n'
+        '    TASKS = {"seg": 1, "chroma": 2}\n'        # a table keyed by task names
+        '    g(task="chroma", choices=("seg",))\n'    # task= and choices=\n'
+        '    return item["chroma"], {"chroma": 1}\n'   # an item key, an item: fine
+        'class M:\n'
+        '    task = "chroma"\n'                        # a model's declaration: fine
+        'class C:\n'
+        '    task: str = option("seg", help="")\n')   # the default of a task field
+    found = task_name_uses(f, {"seg", "chroma"})
+    lines = sorted(int(x.split(":")[1]) for x in found)
+    assert lines == [2, 4, 6, 6, 7, 7, 12], found

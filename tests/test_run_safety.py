@@ -26,7 +26,8 @@ from PIL import Image
 import spn.utils.io as uio
 from spn.cli import main
 from spn.models.checkpoint import list_checkpoints, load_checkpoint, open_checkpoint
-from spn.training import TrainConfig, read_log, train
+from spn.tasks import train
+from spn.training import TrainConfig, read_log
 from spn.utils.lock import DirLock, LockedError
 
 from test_train import TINY_SPN, TinyShapes
@@ -114,6 +115,7 @@ def test_a_held_run_directory_refuses_a_second_writer(tmp_path, capsys):
     assert "took over the lock" in capsys.readouterr().err
 
 
+@pytest.mark.timing  # the winner must still run when the resume is tried
 def test_two_writers_started_together_and_a_resume_while_running(tmp_path, capsys):
     """The issue's case: two `spn train --out same` at once, then `--resume` while one runs."""
     run = tmp_path / "run"
@@ -319,9 +321,16 @@ def test_the_summary_after_a_resume_covers_the_whole_run(tmp_path):
     full = train(TrainConfig(out=str(tmp_path / "full"), **base), train_dataset=ds)
     kill, Killed = _cut_at(12)
     cut = TrainConfig(out=str(tmp_path / "cut"), **base)
+    t0 = time.perf_counter()
     with pytest.raises(Killed):
         train(cut, train_dataset=ds, callback=kill)
+    first_segment = time.perf_counter() - t0
+    before = open_checkpoint(tmp_path / "cut").info["elapsed_s"]  # training time up to step 12
+    assert 0 < before < first_segment
     resumed = train(cut.replace(resume=True), train_dataset=ds)
+    # the time and the rate cover the whole run: both segments, all 14 steps of 2 patches
+    assert resumed["elapsed_s"] == pytest.approx(before + resumed["segment_elapsed_s"])
+    assert resumed["images_per_s"] == pytest.approx(14 * 2 / resumed["elapsed_s"])
     assert resumed["start_step"] == 12 and len(resumed["losses"]) == 2
     assert resumed["mean_loss"] == pytest.approx(sum(full["losses"][-10:]) / 10, rel=0, abs=0)
     assert resumed["final_loss"] == full["final_loss"]

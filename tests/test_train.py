@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from spn.models import checkpoint as ckpt
 from spn.data import BaselineCoarse
-from spn.training import TrainConfig, load_config, read_log, train
+from spn.tasks import train
+from spn.training import TrainConfig, load_config, read_log
 from spn.training.losses import cross_entropy_sum, valid_pixels
 from spn.data.sampling import SampleView, StepSampler
 from spn.models import create_model
@@ -69,6 +70,8 @@ def _cfg(tmp_path, name="run", **kw) -> TrainConfig:
                 lr=3e-3, out=str(tmp_path / name), log_interval=1, ckpt_interval=2, progress=False,
                 val_split=None, threads=1, seed=0)
     base.update(kw)
+    if "coarse" in kw:  # the segmentation task's own option
+        base["task_options"] = {"coarse": base.pop("coarse")}
     return TrainConfig(**base)
 
 
@@ -367,6 +370,7 @@ def test_spn_train_command(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.learning
 def test_three_way_beats_one_way_beats_coarse_on_synthetic(tmp_path):
     """The paper's ordering on the synthetic scenes with gt-downsample:8 coarse maps: a short
     fixed-seed run (200 steps of 8 patches of 64 x 64, one thread, about 25 s for both models).
@@ -380,7 +384,7 @@ def test_three_way_beats_one_way_beats_coarse_on_synthetic(tmp_path):
     results = {}
     for name in ("spn_three_way", "spn_one_way"):
         cfg = TrainConfig(data="synthetic", data_options=dict(num_images=32, size=128),
-                          coarse="gt-downsample:8", model=name,
+                          task_options={"coarse": "gt-downsample:8"}, model=name,
                           model_cfg=dict(channels=8, guidance_width=8, guidance_depth=3, guidance_coarse=True),
                           patch_size=64, batch_size=8, steps=200, lr=2e-3, seed=0,
                           out=str(tmp_path / name), cache=True, progress=False, log_interval=50,
@@ -420,5 +424,5 @@ def test_folder_dataset_end_to_end_baseline_then_spn(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "coarse input mIoU" in out  # evaluated on the folder's val split with baseline coarse maps
     model, info = ckpt.load_checkpoint(tmp_path / "spn")
-    assert info["train_config"]["coarse"] == f"baseline:{tmp_path / 'base'}"
+    assert info["train_config"]["task_options"]["coarse"] == f"baseline:{tmp_path / 'base'}"
     assert list((tmp_path / "spn" / "coarse_cache").rglob("*.safetensors"))

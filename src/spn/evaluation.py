@@ -5,8 +5,10 @@
   seconds per image of the model call (median and mean); the model runs through
   :class:`spn.inference.Refiner` (the path of ``spn refine`` and of Python users), the metrics
   follow a protocol of :mod:`spn.metrics`.
-- :class:`EvalConfig` and :func:`run_eval`: what ``spn eval`` does (a checkpoint on a dataset
-  split, with a markdown report and a JSON file).
+- :class:`EvalConfig` and :func:`run_eval`: what ``spn eval`` does for a segmentation
+  checkpoint (a checkpoint on a dataset split, with a markdown report and a JSON file).
+  ``EvalConfig`` holds the options every task shares; the segmentation task's own (coarse
+  source, protocol, ...) are :class:`spn.tasks.segmentation.SegEvalOptions`.
 
 Example:
     >>> import torch
@@ -25,9 +27,8 @@ import sys
 from dataclasses import dataclass
 
 from spn.data.base import items_to_evaluate
-from spn.data.coarse import coarse_kind_option
 from spn.inference import Refiner
-from spn.metrics import PROTOCOLS, get_protocol
+from spn.metrics import get_protocol
 from spn.utils.config import ConfigBase, check_options, option
 from spn.utils.timer import Stopwatch
 
@@ -124,46 +125,32 @@ def summary_line(metrics: dict | None) -> str:
 
 @dataclass
 class EvalConfig(ConfigBase):
-    """What ``spn eval`` evaluates: a checkpoint on a dataset split (see :func:`run_eval`)."""
+    """What ``spn eval`` evaluates: a checkpoint on a dataset split (the options every task
+    shares; :func:`run_eval` for a segmentation checkpoint)."""
 
     checkpoint: str = option(help="run directory (or its model.safetensors) written by `spn train`",
                              metavar="RUN")
-    data: str = option(help="dataset: synthetic | folder:PATH | voc:PATH | helen:PATH (--task chroma: "
-                            "photos:PATH | photos:skimage)", metavar="SPEC")
+    data: str = option(help="dataset: synthetic | folder:PATH | voc:PATH | helen:PATH | photos:PATH | "
+                            "photos:skimage (what the task evaluates on)", metavar="SPEC")
     split: str = option("val", help="dataset split")
-    coarse: str | None = option(None, help="coarse source: files | gt-downsample:F | none | baseline:RUN_DIR",
-                                metavar="SRC", default_help="the dataset's")
-    coarse_kind: str | None = coarse_kind_option()
     limit: int | None = option(None, help="evaluate the first N images only", metavar="N")
-    protocol: str = option("plain", help="evaluation protocol (voc restricts the refined classes to those "
-                                         "of the coarse input; helen: the F-measures of Table 1)",
-                           choices=tuple(PROTOCOLS))
-    restrict_to_present: bool = option(False, help="restrict the refined output to the classes present in "
-                                                   "the coarse input (the restriction of --protocol voc)")
     json: str | None = option(None, help="write all metrics as JSON", metavar="PATH")
     report: str | None = option(None, help="write a markdown report", metavar="PATH")
-    task: str = option("seg", choices=("seg", "chroma"),
-                       help="seg: a segmentation refiner; chroma: a chroma model on photos (PSNR / SSIM, "
-                            "spn.evaluation_chroma)")
-    factor: int | None = option(None, help="chroma: the chroma subsampling factor F", metavar="F", minimum=2,
-                                default_help="the checkpoint's")
     threads: int | None = option(None, help="torch CPU threads", metavar="N", default_help="torch's")
     progress: bool | None = option(None, help="show a progress bar", negative="--no-progress",
                                    negative_value=False, negative_help="no progress bar",
                                    default_help="when stderr is a terminal")
 
     def validate(self) -> "EvalConfig":
-        check_options(self, required=("checkpoint", "data"), at_least={"limit": 1, "threads": 1, "factor": 2})
-        if self.task not in ("seg", "chroma"):
-            raise ValueError(f"unknown task {self.task!r}; valid: seg, chroma")
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {self.protocol!r}; valid protocols are {', '.join(PROTOCOLS)}")
+        check_options(self, required=("checkpoint", "data"), at_least={"limit": 1, "threads": 1})
         return self
 
 
-def run_eval(cfg: EvalConfig) -> tuple[dict, str]:
-    """Evaluate ``cfg.checkpoint`` on ``cfg.data`` (split ``cfg.split``); write the JSON and the
-    markdown report when asked. Returns ``(result dict, markdown text)``."""
+def run_eval(cfg: EvalConfig, opts) -> tuple[dict, str]:
+    """Evaluate the segmentation checkpoint ``cfg.checkpoint`` on ``cfg.data`` (split
+    ``cfg.split``) with the coarse source, protocol and restriction of ``opts`` (a
+    :class:`~spn.tasks.segmentation.SegEvalOptions`); write the JSON and the markdown report when
+    asked. Returns ``(result dict, markdown text)``."""
     import torch
 
     from spn.data import build_dataset
@@ -171,6 +158,7 @@ def run_eval(cfg: EvalConfig) -> tuple[dict, str]:
     from spn.viz import results_json
 
     cfg.validate()
+    opts.validate()
     for flag, path in (("--json", cfg.json), ("--report", cfg.report)):
         if path:
             check_output_path(path, flag)  # before the work, not after it
@@ -178,7 +166,7 @@ def run_eval(cfg: EvalConfig) -> tuple[dict, str]:
         torch.set_num_threads(cfg.threads)
     refiner = Refiner.from_checkpoint(cfg.checkpoint)
     k_ckpt = refiner.num_classes
-    dataset = build_dataset(cfg.data, split=cfg.split, coarse=cfg.coarse, coarse_kind=cfg.coarse_kind)
+    dataset = build_dataset(cfg.data, split=cfg.split, coarse=opts.coarse, coarse_kind=opts.coarse_kind)
     k_data = getattr(dataset, "num_classes", None)
     if k_ckpt is not None and k_data is not None and k_ckpt != k_data:
         raise ValueError(f"checkpoint {cfg.checkpoint} predicts {k_ckpt} classes but dataset "
@@ -186,15 +174,15 @@ def run_eval(cfg: EvalConfig) -> tuple[dict, str]:
     if len(dataset) == 0:
         raise ValueError(f"dataset {cfg.data!r} split {cfg.split!r} has no images")
     progress = sys.stderr.isatty() if cfg.progress is None else cfg.progress
-    res = evaluate(refiner, dataset, limit=cfg.limit, protocol=cfg.protocol,
-                   restrict_to_present=cfg.restrict_to_present, progress=progress)
+    res = evaluate(refiner, dataset, limit=cfg.limit, protocol=opts.protocol,
+                   restrict_to_present=opts.restrict_to_present, progress=progress)
     model_name = refiner.name
     res.update({
         "checkpoint": str(cfg.checkpoint),
         "model": model_name,
         "data": cfg.data,
         "split": cfg.split,
-        "coarse_source": cfg.coarse,
+        "coarse_source": opts.coarse,
     })
     results = eval_results(res, model_name)
     res["table"] = results_json(results)

@@ -124,29 +124,32 @@ def chroma_eval_markdown(res: dict, title: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def run_chroma_eval(cfg) -> tuple[dict, str]:
-    """``spn eval --task chroma``: ``cfg`` is an :class:`spn.evaluation.EvalConfig` (its
-    ``checkpoint``, ``data``, ``split``, ``factor``, ``limit``, ``json``, ``report``, ``threads``,
-    ``progress``). Returns ``(result dict, markdown text)``."""
+def run_chroma_eval(cfg, opts) -> tuple[dict, str]:
+    """``spn eval --task chroma``: ``cfg`` is an :class:`spn.evaluation.EvalConfig` (the options
+    every task shares), ``opts`` the chroma task's (``factor``: None takes the checkpoint's).
+    Returns ``(result dict, markdown text)``."""
     import torch
 
     from spn.data import build_dataset
     from spn.inference_chroma import ChromaUpsampler
     from spn.utils.io import write_json, write_markdown
 
-    if cfg.coarse not in (None, "none") or cfg.restrict_to_present or cfg.protocol != "plain":
-        raise ValueError("--coarse, --protocol and --restrict-to-present are segmentation options; "
-                         "--task chroma takes none of them")
+    from spn.utils.io import check_output_path
+
+    cfg.validate()
+    for flag, path in (("--json", cfg.json), ("--report", cfg.report)):
+        if path:
+            check_output_path(path, flag)  # before the work, not after it
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     up = ChromaUpsampler.from_checkpoint(cfg.checkpoint)
-    factor = cfg.factor or up.factor
+    factor = opts.factor or up.factor
     dataset = build_dataset(cfg.data, split=cfg.split, factor=factor)
     if len(dataset) == 0:
         raise ValueError(f"dataset {cfg.data!r} split {cfg.split!r} has no photos")
     progress = sys.stderr.isatty() if cfg.progress is None else cfg.progress
     res = evaluate_chroma(up.model, dataset, limit=cfg.limit, progress=progress)
-    res.update({"checkpoint": str(cfg.checkpoint), "data": cfg.data, "split": cfg.split, "task": "chroma",
+    res.update({"checkpoint": str(cfg.checkpoint), "data": cfg.data, "split": cfg.split, "task": getattr(up.model, "task", None),
                 "metrics": list(CHROMA_METRICS)})
     if cfg.json:
         write_json(cfg.json, res)

@@ -33,7 +33,13 @@ from spn.data.color import chroma_item
 from spn.image.color import ycbcr_to_rgb
 from spn.models.chroma import ChromaSPN
 
-__all__ = ["ChromaUpsampler", "as_rgb_tensor", "predict_chroma"]
+__all__ = ["ChromaUpsampler", "as_rgb_tensor", "is_chroma_model", "predict_chroma"]
+
+
+def is_chroma_model(model) -> bool:
+    """Whether ``model`` declares the chroma models' output (``model.task``, as
+    :class:`spn.models.chroma.ChromaSPN` does): ``(B, 2, H, W)`` chroma from luma and low chroma."""
+    return getattr(model, "task", None) == ChromaSPN.task
 
 
 @torch.no_grad()
@@ -47,7 +53,7 @@ def predict_chroma(model, luma: torch.Tensor, chroma_low: torch.Tensor, factor: 
     """
     if not isinstance(luma, torch.Tensor) or not isinstance(chroma_low, torch.Tensor):
         raise TypeError("luma and chroma_low must be torch.Tensors")
-    if getattr(model, "task", None) != "chroma":
+    if not is_chroma_model(model):
         raise ValueError(f"model {getattr(model, 'name', type(model).__name__)!r} is not a chroma model "
                          "(train one with spn train --task chroma)")
     squeeze = luma.dim() == 3
@@ -118,7 +124,7 @@ class ChromaUpsampler:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"ChromaUpsampler needs a torch.nn.Module (or use ChromaUpsampler.from_checkpoint), "
                             f"got {type(model).__name__}")
-        if getattr(model, "task", None) != "chroma":
+        if not is_chroma_model(model):
             raise ValueError(f"model {getattr(model, 'name', type(model).__name__)!r} is not a chroma model "
                              "(train one with spn train --task chroma)")
         self.model = model
@@ -132,7 +138,7 @@ class ChromaUpsampler:
         from spn.models.checkpoint import load_checkpoint
 
         model, info = load_checkpoint(run, map_location=device)
-        if getattr(model, "task", None) != "chroma":
+        if not is_chroma_model(model):
             raise ValueError(f"checkpoint {run} holds {info.get('model')!r}, not a chroma model "
                              "(train one with spn train --task chroma)")
         up = cls(model, factor=factor, source=f"checkpoint {run}")

@@ -1,50 +1,35 @@
-"""``spn demo``: baseline -> one-way / three-way SPN refinement on the procedural scenes, with a
-report (Table 3 format), metrics JSON, a figure and the checkpoints (:mod:`spn.experiments.demo`;
-options generated from :class:`spn.experiments.demo.DemoConfig`)."""
+"""``spn demo``: the task's demo (segmentation: baseline -> one-way / three-way SPN refinement
+on the procedural scenes, :mod:`spn.experiments.demo`; chroma: :mod:`spn.experiments.chroma`),
+with a report, metrics JSON, a figure and the checkpoints. The options are generated from the
+tasks' demo configs (:class:`spn.experiments.demo.DemoConfig`, ...)."""
 from __future__ import annotations
 
-from spn.experiments.chroma import ChromaDemoConfig, run_chroma_demo
-from spn.experiments.demo import DemoConfig, run_demo
-
-from .options import add_config_options, build_config, given_options
+from .options import add_task_arguments, task_from_args
 
 HELP = ("train baseline + one-way/three-way SPNs on synthetic scenes; write report.md, metrics.json, figure.png "
         "(--task chroma: chroma SPNs on real photos)")
 
 
 def add_arguments(p) -> None:
-    add_config_options(p, DemoConfig)
-
-
-#: the options of ``spn demo`` that ``--task chroma`` uses, and its field they set
-CHROMA_OPTIONS = {"out": "out", "quick": "quick", "seed": "seed", "threads": "threads", "spn_steps": "steps",
-                  "compare": "compare", "progress": "progress", "force": "force"}
-
-
-def _run_chroma(args, given: dict) -> int:
-    other = sorted(k for k in given if k not in CHROMA_OPTIONS and k != "task")
-    if other:
-        raise ValueError(f"--task chroma does not use {', '.join('--' + k.replace('_', '-') for k in other)}")
-    if args.config:
-        cfg = ChromaDemoConfig.load(args.config).replace(**{CHROMA_OPTIONS[k]: v for k, v in given.items()
-                                                            if k in CHROMA_OPTIONS})
-    else:
-        cfg = ChromaDemoConfig.preset(quick=bool(given.get("quick")),
-                                      **{CHROMA_OPTIONS[k]: v for k, v in given.items()
-                                         if k in CHROMA_OPTIONS and k != "quick"})
-    res = run_chroma_demo(cfg)
-    with open(res["report"], encoding="utf-8") as f:
-        print(f.read())
-    return 0
+    p.add_argument("--config", metavar="FILE.json", default=None,
+                   help="start from the task's demo config stored in a JSON file (demo_config.json, or the "
+                        "metrics.json holding it under 'config', as a demo saves it); the options given here "
+                        "override it")
+    add_task_arguments(p, "demo")
 
 
 def run(args) -> int:
-    given = given_options(args, DemoConfig)
-    if given.get("task") == "chroma":
-        return _run_chroma(args, given)
+    from spn.tasks import get_task, task_options
+
+    cls = task_options("demo")[get_task(getattr(args, "task", None)).name]
     # --quick picks the quick preset; a --config file (demo_config.json, metrics.json) is used as it is
-    base = None if args.config else DemoConfig.preset(quick=bool(given.get("quick")))
-    res = run_demo(build_config(DemoConfig, args, base=base))
+    quick = bool(getattr(args, "task_option.quick", False))
+    if args.config:
+        base = cls.load(args.config)
+    else:
+        base = cls.preset(quick=quick) if hasattr(cls, "preset") else cls()
+    task, cfg = task_from_args(args, "demo", base=base)
+    res = task.demo(cfg)
     with open(res["report"], encoding="utf-8") as f:
         print(f.read())
     return 0

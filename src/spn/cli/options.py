@@ -28,7 +28,8 @@ import typing
 
 from spn.utils.config import option_fields
 
-__all__ = ["UsageError", "add_config_options", "build_config", "given_options", "number"]
+__all__ = ["UsageError", "add_config_options", "add_task_options", "build_config", "given_options",
+           "given_task_options", "number"]
 
 
 class UsageError(Exception):
@@ -97,6 +98,42 @@ def _help(spec, default, kind) -> str:
     return f"{spec.help} (default: {default})"
 
 
+def _key(f: dataclasses.Field, spec) -> str:
+    """The option's first spelling: what identifies it on the command line."""
+    return (spec.flags or (_flag(f.name),))[0]
+
+
+def _add_field(parser, groups: dict, f: dataclasses.Field, spec, kind, dest: str, group: str | None,
+               note: str = "") -> None:
+    if group is None:
+        target = parser
+    else:
+        if group not in groups:
+            groups[group] = parser.add_argument_group(group)
+        target = groups[group]
+    default = _default(f)
+    flags = spec.flags or (_flag(f.name),)
+    common = dict(dest=dest, default=argparse.SUPPRESS)
+    if kind is bool:
+        if default is not True:
+            target.add_argument(*flags, action="store_const", const=True, help=_help(spec, default, kind) + note,
+                                **common)
+    elif kind is dict:
+        target.add_argument(*flags, action="append", type=_key_value, metavar=spec.metavar or "KEY=VALUE",
+                            help=spec.help + note, **common)
+    elif kind is list:
+        target.add_argument(*flags, action="append", metavar=spec.metavar, help=spec.help + note, **common)
+    elif kind in (int, float, str):
+        metavar = spec.metavar or {int: "N", float: "X"}.get(kind)
+        target.add_argument(*flags, type=str if kind is str else number(kind, spec.minimum),
+                            choices=spec.choices, metavar=metavar, help=_help(spec, default, kind) + note, **common)
+    else:
+        raise TypeError(f"{f.name}: no command-line form for type {kind!r}")
+    if spec.negative:
+        target.add_argument(spec.negative, action="store_const", const=spec.negative_value,
+                            help=(spec.negative_help or "") + note, **common)
+
+
 def add_config_options(parser: argparse.ArgumentParser, cls, *, prefix: str = "", config_file: bool = True,
                        groups: dict | None = None) -> None:
     """Add an option for every command-line field of the config dataclass ``cls``.
@@ -115,35 +152,10 @@ def add_config_options(parser: argparse.ArgumentParser, cls, *, prefix: str = ""
                                     if getattr(cls, "section", None) else "")
                                  + "; the options given here override it")
     for f, spec in option_fields(cls):
-        if spec.group is None:
-            target = parser
-        else:
-            if spec.group not in groups:
-                groups[spec.group] = parser.add_argument_group(spec.group)
-            target = groups[spec.group]
-        dest = prefix + f.name
-        kind = _kind(hints[f.name])
-        default = _default(f)
-        flags = spec.flags or (_flag(f.name),)
-        common = dict(dest=dest, default=argparse.SUPPRESS)
-        if kind is bool:
-            if default is not True:
-                target.add_argument(*flags, action="store_const", const=True, help=_help(spec, default, kind),
-                                    **common)
-        elif kind is dict:
-            target.add_argument(*flags, action="append", type=_key_value, metavar=spec.metavar or "KEY=VALUE",
-                                help=spec.help, **common)
-        elif kind is list:
-            target.add_argument(*flags, action="append", metavar=spec.metavar, help=spec.help, **common)
-        elif kind in (int, float, str):
-            metavar = spec.metavar or {int: "N", float: "X"}.get(kind)
-            target.add_argument(*flags, type=str if kind is str else number(kind, spec.minimum),
-                                choices=spec.choices, metavar=metavar, help=_help(spec, default, kind), **common)
-        else:
-            raise TypeError(f"{cls.__name__}.{f.name}: no command-line form for type {kind!r}")
-        if spec.negative:
-            target.add_argument(spec.negative, action="store_const", const=spec.negative_value,
-                                help=spec.negative_help, **common)
+        try:
+            _add_field(parser, groups, f, spec, _kind(hints[f.name]), prefix + f.name, spec.group)
+        except TypeError as exc:
+            raise TypeError(f"{cls.__name__}.{exc}") from None
 
 
 def given_options(args: argparse.Namespace, cls, *, prefix: str = "") -> dict:
@@ -159,11 +171,69 @@ def given_options(args: argparse.Namespace, cls, *, prefix: str = "") -> dict:
     return out
 
 
-def build_config(cls, args: argparse.Namespace, *, base=None, prefix: str = ""):
+# --- the options of the tasks (spn.tasks) ---------------------------------------------------------
+
+TASK_DEST = "task_option."
+
+
+def _task_dest(f, spec) -> str:
+    return TASK_DEST + _key(f, spec).lstrip("-").replace("-", "_")
+
+
+def add_task_options(parser: argparse.ArgumentParser, classes: dict, *, default: str, helps: dict,
+                     groups: dict | None = None) -> None:
+    """``--task NAME`` (choices: the keys of ``classes``) and the options of every task's options
+    dataclass (``classes``: task name -> dataclass). An option two tasks declare (the same first
+    spelling) is added once; an option of one task only says so in its help and, when its field
+    names no group, sits in that task's ``--help`` section."""
+    groups = {} if groups is None else groups
+    parser.add_argument("--task", choices=list(classes), default=argparse.SUPPRESS,
+                        help="what to do: " + "; ".join(helps[n] for n in classes) + f" (default: {default})")
+    owners: dict = {}
+    for name, cls in classes.items():
+        for f, spec in option_fields(cls):
+            owners.setdefault(_key(f, spec), []).append(name)
+    added: set = set()
+    for name, cls in classes.items():
+        hints = typing.get_type_hints(cls)
+        for f, spec in option_fields(cls):
+            key = _key(f, spec)
+            if key in added:
+                continue
+            added.add(key)
+            only = owners[key] == [name] and len(classes) > 1
+            group = spec.group if spec.group is not None or not only else f"--task {name}"
+            _add_field(parser, groups, f, spec, _kind(hints[f.name]), _task_dest(f, spec), group,
+                       note=f" [--task {name}]" if only else "")
+
+
+def given_task_options(args: argparse.Namespace, task: str, cls, classes: dict) -> dict:
+    """Field name -> value of the options of task ``task`` (options dataclass ``cls``) given on the
+    command line; an option of another task only -> ValueError naming it."""
+    hints = typing.get_type_hints(cls)
+    mine = {_task_dest(f, spec): f for f, spec in option_fields(cls)}
+    out = {}
+    for dest, f in mine.items():
+        if hasattr(args, dest):
+            v = getattr(args, dest)
+            out[f.name] = dict(v) if _kind(hints[f.name]) is dict else v
+    foreign = set()
+    for other in classes.values():
+        for f, spec in option_fields(other):
+            dest = _task_dest(f, spec)
+            if dest not in mine and hasattr(args, dest):
+                foreign.add(spec.negative if spec.negative and _default(f) is True else _key(f, spec))
+    if foreign:
+        raise ValueError(f"--task {task} does not use {', '.join(sorted(foreign))}")
+    return out
+
+
+def build_config(cls, args: argparse.Namespace, *, base=None, prefix: str = "", given: dict | None = None):
     """The config of a command line: ``base`` (default: the ``--config`` file, else the dataclass
-    defaults) with the options given on top; ``dict`` fields are merged key by key. Runs the
-    config's ``validate()``. A required field that is neither given nor in the file -> UsageError."""
-    given = given_options(args, cls, prefix=prefix)
+    defaults) with the options given on top (``given``: those of :func:`given_options`, or of
+    :func:`given_task_options`); ``dict`` fields are merged key by key. Runs the config's
+    ``validate()``. A required field that is neither given nor in the file -> UsageError."""
+    given = given_options(args, cls, prefix=prefix) if given is None else given
     if base is None and getattr(args, "config", None):
         base = cls.load(args.config)
     if base is not None:
@@ -176,3 +246,25 @@ def build_config(cls, args: argparse.Namespace, *, base=None, prefix: str = ""):
             raise UsageError(f"the following arguments are required: {', '.join(missing)}")
         cfg = cls(**given)
     return cfg.validate() if hasattr(cfg, "validate") else cfg
+
+
+def add_task_arguments(parser: argparse.ArgumentParser, command: str, groups: dict | None = None) -> None:
+    """``--task`` and the options of every registered task for ``command`` (:mod:`spn.tasks`)."""
+    from spn.tasks import DEFAULT_TASK, get_task, task_options
+
+    classes = task_options(command)
+    add_task_options(parser, classes, default=DEFAULT_TASK, helps={n: get_task(n).help for n in classes},
+                     groups=groups)
+
+
+def task_from_args(args: argparse.Namespace, command: str, *, stored: str | None = None, base=None):
+    """``(task, its options for command)`` of a command line: the task of ``--task`` (else
+    ``stored``, else the default task) and its options dataclass, ``base`` (default: the
+    dataclass defaults) with the options given on top."""
+    from spn.tasks import get_task, task_options
+
+    task = get_task(getattr(args, "task", None) or stored)
+    classes = task_options(command)
+    cls = classes[task.name]
+    given = given_task_options(args, task.name, cls, classes)
+    return task, build_config(cls, args, base=cls() if base is None else base, given=given)

@@ -1,7 +1,9 @@
 """``spn train``: train the baseline CNN or an SPN refiner (single process or under torchrun).
 
-The options are generated from :class:`spn.training.TrainConfig` and, for the model, from the
-command-line fields of :class:`spn.models.SPNConfig` and :class:`spn.models.BaselineConfig`.
+The options are generated from :class:`spn.training.TrainConfig` (shared by every task), the
+tasks' train options dataclasses (``--task``, :mod:`spn.tasks`) and, for the model, from the
+command-line fields of :class:`spn.models.SPNConfig`, :class:`spn.models.BaselineConfig` and
+:class:`spn.models.ChromaSPNConfig`.
 """
 from __future__ import annotations
 
@@ -10,10 +12,10 @@ import json
 from pathlib import Path
 
 from spn.models import BaselineConfig, ChromaSPNConfig, SPNConfig
-from spn.training import TrainConfig, train
-from spn.training.chroma import chroma_model_name
+from spn.tasks import get_task, train
+from spn.training import TrainConfig
 
-from .options import add_config_options, given_options, number
+from .options import add_config_options, add_task_arguments, given_options, number, task_from_args
 
 HELP = "train the baseline CNN or an SPN refiner (one-way / three-way) on a dataset"
 
@@ -43,6 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = EPILOG
     groups: dict = {}
     add_config_options(p, TrainConfig, groups=groups)
+    add_task_arguments(p, "train", groups=groups)
     for cls in _MODEL_CONFIGS:
         add_config_options(p, cls, prefix=MODEL, config_file=False, groups=groups)
     g = groups["model"]
@@ -74,9 +77,13 @@ def config_from_args(args) -> TrainConfig:
         changes["steps"] = None
     if "data_options" in given:
         changes["data_options"] = {**cfg.data_options, **given["data_options"]}
-    model = changes.get("model", cfg.model)
-    if changes.get("task", cfg.task) == "chroma":
-        model = chroma_model_name(model)  # spn_three_way (the default) -> chroma_three_way
+    stored_task = get_task(cfg.task)  # the task of the --config file or resumed run (None: the default)
+    same = getattr(args, "task", stored_task.name) == stored_task.name
+    task, opts = task_from_args(args, "train", stored=stored_task.name,
+                                base=stored_task.options["train"].from_dict(cfg.task_options) if same else None)
+    changes["task"], changes["task_options"] = task.name, opts.to_dict()
+    model = task.model_name(changes.get("model", cfg.model))  # chroma: spn_three_way -> chroma_three_way
+    if model != changes.get("model", cfg.model):
         changes["model"] = model
     mcfg = dict(cfg.model_cfg) if model == cfg.model else {}
     is_spn = model != "baseline"
@@ -109,16 +116,8 @@ def run(args) -> int:
           f"(global batch {summary['global_batch_size']}, {summary['world_size']} process(es)) "
           f"in {summary['elapsed_s']:.1f} s")
     print(f"final loss {_fmt(summary['final_loss'])}, mean of the last 10 steps {_fmt(summary['mean_loss'])}")
-    val = summary.get("val")
-    if val and cfg.task == "chroma":
-        b, m = val["bilinear"]["median"], val["model"]["median"]
-        print(f"val ({val['num_images']} photos, medians): {summary['model']} PSNR RGB {m['psnr_rgb']:.2f} dB, "
-              f"bilinear {b['psnr_rgb']:.2f} dB; SSIM RGB {m['ssim_rgb']:.4f} vs {b['ssim_rgb']:.4f}")
-    elif val:
-        ref = val.get("refined") or {}
-        line = f"val ({val.get('num_images')} images): {summary['model']} mIoU {_fmt(ref.get('mean_iou'))}"
-        if val.get("coarse"):
-            line += f", coarse input mIoU {_fmt(val['coarse'].get('mean_iou'))}"
+    line = get_task(cfg.task).train_summary(summary)
+    if line:
         print(line)
     print(f"checkpoint: {summary['run_dir']}")
     return 0

@@ -35,6 +35,7 @@ from spn.metrics.chroma import CHROMA_METRICS, chroma_scores, reconstruct_rgb, s
 from spn.ops import active_backend
 from spn.peers.chroma import get_chroma_peer, list_chroma_peers, tune_chroma_peer
 from spn.training import TrainConfig, train
+from spn.training.loop import TrainingTask
 from spn.utils.config import ConfigBase, option
 from spn.utils.io import write_json, write_markdown
 from spn.utils.timer import Stopwatch, time_fn
@@ -109,7 +110,42 @@ def run_chroma_compare(dataset, checkpoints: dict | None, peers, out_dir, *, lim
         raise ValueError("run_chroma_compare: the dataset is empty")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    peer_params = dict(peer_params or {})
+    methods = _chroma_methods(peers, checkpoints, dict(peer_params or {}))
+    per_image, fig_rows, row_labels, pixels, factor, watches = _run_chroma_methods(
+        dataset, n, methods, figure_rows, crop, error_gain)
+    results: "OrderedDict[str, dict]" = OrderedDict()
+    for t, m in methods.items():
+        summ = summarize_scores([r["scores"][t] for r in per_image])
+        sec = watches[t].summary()
+        results[t] = {"kind": m["kind"], "id": m["id"], "config": m["config"],
+                      "mean": {k: v["mean"] for k, v in summ.items()},
+                      "median": {k: v["median"] for k, v in summ.items()},
+                      "seconds_per_image": {"median": sec["median"], "mean": sec["mean"]},
+                      "ms_per_megapixel": 1e3 * sum(watches[t].samples) / (pixels / 1e6)}
+    if time_mp:
+        _time_megapixel(dataset[0], methods, factor, results)
+
+    figure = None
+    if fig_rows:
+        columns = ["photo / luma"] + list(methods)
+        figure = figure_grid(fig_rows, columns, out_dir / "compare.png", cell_size=(144, 144),
+                             row_labels=row_labels)
+    lines = _chroma_report_lines(results, methods, per_image, n, factor, time_mp, title,
+                                 data_label or type(dataset).__name__)
+    if figure is not None:
+        lines += [f"![crops where the bilinear chroma errs most, and their error maps (x{error_gain:g})](compare.png)",
+                  ""]
+    report = write_markdown(out_dir / "compare.md", "\n".join(lines))
+    summary = {"task": getattr(dataset, "task", None), "images": n, "factor": factor,
+               "threads": torch.get_num_threads(), "metrics": list(CHROMA_METRICS), "methods": results,
+               "per_image": per_image}
+    js = write_json(out_dir / "compare.json", summary)
+    summary.update(report=str(report), json=str(js), figure=None if figure is None else str(figure))
+    return summary
+
+
+def _chroma_methods(peers: list, checkpoints: dict, peer_params: dict) -> "OrderedDict[str, dict]":
+    """Method title -> ``{"kind", "id", "fn", "config"}``: the peers, then the checkpoints."""
     methods: "OrderedDict[str, dict]" = OrderedDict()
     for name in peers:
         peer = get_chroma_peer(name, **peer_params.get(name, {}))
@@ -119,6 +155,12 @@ def run_chroma_compare(dataset, checkpoints: dict | None, peers, out_dir, *, lim
             raise ValueError(f"checkpoint name {name!r} clashes with a peer's title; rename it")
         fn, cfg = _checkpoint_fn(str(name), spec)
         methods[str(name)] = {"kind": "checkpoint", "id": cfg["source"], "fn": fn, "config": cfg}
+    return methods
+
+
+def _run_chroma_methods(dataset, n: int, methods: dict, figure_rows: int, crop: int, error_gain: float):
+    """Every method on the first ``n`` photos: ``(per-photo scores, figure rows, their labels,
+    pixels, factor, stopwatches)``."""
     watches = {t: Stopwatch() for t in methods}
     per_image, fig_rows, row_labels, pixels, factor = [], [], [], 0, None
     for i in range(n):
@@ -145,46 +187,46 @@ def run_chroma_compare(dataset, checkpoints: dict | None, peers, out_dir, *, lim
                 recon[t] = reconstruct_rgb(luma, chroma)
         per_image.append(row)
         if i < figure_rows:
-            ref = recon.get("bilinear", next(iter(recon.values())))
-            y, x = _worst_crop((ref - item["image"]).abs().mean(0), crop)
-            s = min(crop, H, W)
+            rows, labels = _crop_rows(item, recon, row["name"], crop, error_gain)
+            fig_rows += rows
+            row_labels += labels
+    return per_image, fig_rows, row_labels, pixels, factor, watches
 
-            def cut(t):
-                return t[..., y:y + s, x:x + s]
 
-            fig_rows.append({"photo / luma": cut(item["image"]), **{t: cut(r) for t, r in recon.items()}})
-            fig_rows.append({"photo / luma": cut(luma[0]),
-                             **{t: (cut((r - item["image"]).abs().mean(0)) * error_gain).clamp(0, 1)
-                                for t, r in recon.items()}})
-            row_labels += [f"{row['name']} ({x},{y})", f"error x{error_gain:g}"]
+def _crop_rows(item: dict, recon: dict, name: str, crop: int, error_gain: float) -> tuple[list, list]:
+    """Two figure rows for one photo: the crop where the bilinear chroma errs most, every
+    method's reconstruction of it, and below them the error maps."""
+    H, W = item["luma"].shape[-2:]
+    ref = recon.get("bilinear", next(iter(recon.values())))
+    y, x = _worst_crop((ref - item["image"]).abs().mean(0), crop)
+    s = min(crop, H, W)
 
-    results: "OrderedDict[str, dict]" = OrderedDict()
+    def cut(t):
+        return t[..., y:y + s, x:x + s]
+
+    rows = [{"photo / luma": cut(item["image"]), **{t: cut(r) for t, r in recon.items()}},
+            {"photo / luma": cut(item["luma"][0]),
+             **{t: (cut((r - item["image"]).abs().mean(0)) * error_gain).clamp(0, 1) for t, r in recon.items()}}]
+    return rows, [f"{name} ({x},{y})", f"error x{error_gain:g}"]
+
+
+def _time_megapixel(item: dict, methods: dict, factor: int, results: dict) -> None:
+    """Every method on one 1024 x 1024 image (``item``'s photo resized), median of 3 runs after a
+    warm-up: ``results[title]["ms_per_megapixel_1024"]``."""
+    img = F.interpolate(item["image"][None], size=(1024, 1024), mode="bilinear", align_corners=False)[0]
+    from spn.data.color import chroma_item
+
+    big = chroma_item(img.clamp(0, 1), factor)
     for t, m in methods.items():
-        summ = summarize_scores([r["scores"][t] for r in per_image])
-        sec = watches[t].summary()
-        results[t] = {"kind": m["kind"], "id": m["id"], "config": m["config"],
-                      "mean": {k: v["mean"] for k, v in summ.items()},
-                      "median": {k: v["median"] for k, v in summ.items()},
-                      "seconds_per_image": {"median": sec["median"], "mean": sec["mean"]},
-                      "ms_per_megapixel": 1e3 * sum(watches[t].samples) / (pixels / 1e6)}
-    if time_mp:
-        item = dataset[0]
-        img = F.interpolate(item["image"][None], size=(1024, 1024), mode="bilinear", align_corners=False)[0]
-        from spn.data.color import chroma_item
+        timing = time_fn(t, lambda: m["fn"](big["luma"], big["chroma_low"], factor), warmup=1, repeats=3,
+                         max_time_s=30.0, min_repeats=1, seed=None)
+        results[t]["ms_per_megapixel_1024"] = timing.median_ms / (1024 * 1024 / 1e6)
 
-        big = chroma_item(img.clamp(0, 1), factor)
-        for t, m in methods.items():
-            timing = time_fn(t, lambda: m["fn"](big["luma"], big["chroma_low"], factor), warmup=1, repeats=3,
-                             max_time_s=30.0, min_repeats=1, seed=None)
-            results[t]["ms_per_megapixel_1024"] = timing.median_ms / (1024 * 1024 / 1e6)
 
-    figure = None
-    if fig_rows:
-        columns = ["photo / luma"] + list(methods)
-        figure = figure_grid(fig_rows, columns, out_dir / "compare.png", cell_size=(144, 144),
-                             row_labels=row_labels)
+def _chroma_report_lines(results, methods, per_image, n, factor, time_mp, title, data_label) -> list[str]:
+    """``compare.md`` up to the figure: the summary table, PSNR per photo, the peers' parameters."""
     lines = [f"# {title or 'Chroma upsampling comparison'}", "",
-             f"Data: {data_label or type(dataset).__name__}, {n} photo(s), chroma area-subsampled {factor}x "
+             f"Data: {data_label}, {n} photo(s), chroma area-subsampled {factor}x "
              f"(BT.601 YCbCr); full photos; CPU, {torch.get_num_threads()} thread(s).", "",
              "Mean and median over the photos; PSNR in dB (data range 1), SSIM per Wang et al. 2004 "
              "(Gaussian window 11, sigma 1.5), RGB rebuilt from the true luma and each method's chroma.", ""]
@@ -208,15 +250,7 @@ def run_chroma_compare(dataset, checkpoints: dict | None, peers, out_dir, *, lim
               for t, r in results.items() if r["kind"] == "peer" and len(r["config"]) > 1]
     if params:
         lines += ["Peer parameters: " + "; ".join(params) + ".", ""]
-    if figure is not None:
-        lines += [f"![crops where the bilinear chroma errs most, and their error maps (x{error_gain:g})](compare.png)",
-                  ""]
-    report = write_markdown(out_dir / "compare.md", "\n".join(lines))
-    summary = {"task": "chroma", "images": n, "factor": factor, "threads": torch.get_num_threads(),
-               "metrics": list(CHROMA_METRICS), "methods": results, "per_image": per_image}
-    js = write_json(out_dir / "compare.json", summary)
-    summary.update(report=str(report), json=str(js), figure=None if figure is None else str(figure))
-    return summary
+    return lines
 
 
 def _parse_peers(text: str, default: bool) -> list[str]:
@@ -249,26 +283,23 @@ def tune_peers(data: str, peers, factor: int, out_dir=None) -> dict:
     return {k: {p: v for p, v in r["best"].items()} for k, r in found.items()}
 
 
-def compare_chroma_from_config(cfg) -> dict:
+def compare_chroma_from_config(cfg, opts) -> dict:
     """``spn compare --task chroma``: ``cfg`` is a :class:`spn.experiments.compare.CompareConfig`
-    (its ``data``, ``out``, ``checkpoint``, ``peers``, ``split``, ``limit``, ``factor``,
-    ``tune_peers``, ``figure_rows``, ``time_512``, ``threads``)."""
-    from .compare import DEFAULT_PEERS, checkpoint_args
+    (the options every task shares), ``opts`` the chroma task's (``factor``, ``tune_peers``)."""
+    from .compare import checkpoint_args
 
-    if cfg.coarse not in (None, "none") or cfg.crf or cfg.crf_grid or cfg.protocol != "plain":
-        raise ValueError("--coarse, --crf, --crf-grid and --protocol are segmentation options; "
-                         "--task chroma takes none of them")
+    cfg.validate()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     checkpoints = checkpoint_args(cfg.checkpoint)
-    peers = _parse_peers(cfg.peers, cfg.peers == DEFAULT_PEERS)
+    peers = _parse_peers(cfg.peers or "", cfg.peers is None)
     if not peers and not checkpoints:
         raise ValueError("nothing to compare: give --checkpoint NAME=RUN and/or --peers")
-    factor = cfg.factor
+    factor = opts.factor
     if factor is None:
         factor = next((ChromaUpsampler.from_checkpoint(p).factor for p in checkpoints.values()), 8)
     dataset = build_dataset(cfg.data, split=cfg.split, factor=factor)
-    params = tune_peers(cfg.data, peers, factor, cfg.out) if cfg.tune_peers else {}
+    params = tune_peers(cfg.data, peers, factor, cfg.out) if opts.tune_peers else {}
     return run_chroma_compare(dataset, checkpoints, peers, cfg.out, limit=cfg.limit, figure_rows=cfg.figure_rows,
                               peer_params=params, time_mp=cfg.time_512, data_label=f"{cfg.data} ({cfg.split})")
 
@@ -287,24 +318,26 @@ class ChromaDemoConfig(ConfigBase):
 
     section = "config"
 
-    out: str = option("runs/demo_chroma", help="output folder")
-    data: str = option("photos:skimage", help="photos")
-    factor: int = option(8, help="chroma subsampling factor")
+    out: str = option("runs/demo_chroma", help="output folder", metavar="DIR")
+    data: str = option("photos:skimage", help="photos", cli=False)
+    factor: int = option(8, help="chroma subsampling factor", cli=False)
     quick: bool = option(False, help="the short version")
     seed: int = option(0, help="random seed")
-    threads: int | None = option(None, help="torch CPU threads")
-    steps: int = option(4000, help="each SPN's training steps")
-    batch_size: int = option(8, help="crops per step")
-    patch_size: int = option(128, help="crop side")
-    lr: float = option(2e-3, help="Adam learning rate")
-    loss: str = option("l1", help="l1 or l2")
-    model_cfg: dict = option(default_factory=dict, help="chroma SPN options (spn.models.ChromaSPNConfig)")
-    peers: list = option(default_factory=list_chroma_peers, help="peers compared")
-    figure_rows: int = option(3, help="photos in the figure")
-    time_mp: bool = option(True, help="time every method on a 1024 x 1024 image")
-    compare: bool = option(True, help="compare with the peers")
-    progress: bool | None = option(None, help="progress bars")
-    force: bool = option(False, help="replace the runs of an earlier demo in out")
+    threads: int | None = option(None, help="torch CPU threads", metavar="N", default_help="torch's")
+    steps: int = option(4000, help="each SPN's training steps", flags=("--spn-steps",), metavar="N")
+    batch_size: int = option(8, help="crops per step", cli=False)
+    patch_size: int = option(128, help="crop side", cli=False)
+    lr: float = option(2e-3, help="Adam learning rate", cli=False)
+    loss: str = option("l1", help="l1 or l2", cli=False)
+    model_cfg: dict = option(default_factory=dict, help="chroma SPN options (spn.models.ChromaSPNConfig)", cli=False)
+    peers: list = option(default_factory=list_chroma_peers, help="peers compared", cli=False)
+    figure_rows: int = option(3, help="photos in the figure", cli=False)
+    time_mp: bool = option(True, help="time every method on a 1024 x 1024 image", cli=False)
+    compare: bool = option(True, help="compare with the classical refiners", negative="--no-compare",
+                           negative_help="skip the comparison with the classical refiners")
+    progress: bool | None = option(None, help="progress bars", negative="--no-progress",
+                                   negative_help="no progress bars", default_help="when stderr is a terminal")
+    force: bool = option(False, help="replace the runs of an earlier demo in --out")
 
     @classmethod
     def preset(cls, quick: bool = False, **overrides) -> "ChromaDemoConfig":
@@ -324,9 +357,9 @@ class ChromaDemoConfig(ConfigBase):
         return self
 
 
-def run_chroma_demo(cfg: ChromaDemoConfig | None = None) -> dict:
-    """Train, evaluate and compare the chroma SPNs (see :class:`ChromaDemoConfig`); returns
-    ``metrics.json``'s content."""
+def run_chroma_demo(cfg: ChromaDemoConfig | None, task: TrainingTask) -> dict:
+    """Train (with ``task``, the chroma task of :mod:`spn.tasks`), evaluate and compare the
+    chroma SPNs (see :class:`ChromaDemoConfig`); returns ``metrics.json``'s content."""
     cfg = (cfg or ChromaDemoConfig()).validate()
     t0 = time.perf_counter()
     if cfg.threads is not None:
@@ -340,13 +373,13 @@ def run_chroma_demo(cfg: ChromaDemoConfig | None = None) -> dict:
     training, evals = {}, {}
     for name in RUNS:
         log.info(f"training {name} ({cfg.steps} steps) -> {runs[name]}")
-        tc = TrainConfig(task="chroma", data=cfg.data, factor=cfg.factor, model=name, model_cfg=dict(cfg.model_cfg),
-                         patch_size=cfg.patch_size, batch_size=cfg.batch_size, optimizer="adam", lr=cfg.lr,
-                         loss=cfg.loss, steps=cfg.steps, seed=cfg.seed, log_interval=max(1, min(50, cfg.steps)),
+        tc = TrainConfig(data=cfg.data, task_options={"factor": cfg.factor, "loss": cfg.loss}, model=name,
+                         model_cfg=dict(cfg.model_cfg), patch_size=cfg.patch_size, batch_size=cfg.batch_size,
+                         optimizer="adam", lr=cfg.lr, steps=cfg.steps, seed=cfg.seed, log_interval=max(1, min(50, cfg.steps)),
                          ckpt_interval=cfg.steps, out=str(runs[name]), threads=cfg.threads, progress=cfg.progress,
                          val_split=None)
         ts = time.perf_counter()
-        s = train(tc)
+        s = train(tc, task)
         training[name] = {"steps": s["steps"], "mean_loss": s["mean_loss"], "wall_s": time.perf_counter() - ts}
         up = ChromaUpsampler.from_checkpoint(runs[name])
         log.info(f"evaluating {name} on {len(val)} held-out photos")

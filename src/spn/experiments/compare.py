@@ -55,9 +55,8 @@ import torch
 from torch import nn
 
 from spn.data import build_dataset, make_coarse_from_mask
-from spn.data.coarse import coarse_kind_option
 from spn.inference import predict
-from spn.metrics import PROTOCOLS, get_protocol
+from spn.metrics import get_protocol
 from spn.models.checkpoint import checkpoint_classes, load_checkpoint, read_info
 from spn.peers import DenseCRFParams, densecrf_available, get_peer, grid_search, list_peers
 from spn.utils.config import ConfigBase, check_options, option
@@ -135,6 +134,64 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
     Returns:
         see the module docstring.
     """
+    peers, checkpoints, skipped = _check_compare_args(peers, checkpoints, limit, time_512, time_size, figure_rows,
+                                                      skip_unavailable)
+    num_classes = int(dataset.num_classes)
+    class_names = list(getattr(dataset, "class_names", None) or [f"class_{i}" for i in range(num_classes)])
+    ignore_index = int(getattr(dataset, "ignore_index", 255))
+    get_protocol(protocol, num_classes=num_classes)  # validates the name early
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    if n < 1:
+        raise ValueError("run_compare: the dataset is empty")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    peer_params = dict(peer_params or {})
+    if crf_params:
+        peer_params["densecrf"] = dict(crf_params)
+    methods = _methods(peers, checkpoints, peer_params, num_classes)
+    protos = {t: get_protocol(protocol, num_classes=num_classes, class_names=class_names,
+                              ignore_index=ignore_index, boundary=True) for t in methods}
+    results, fig_rows, row_labels = _evaluate_methods(dataset, n, methods, protos, num_classes, figure_rows)
+    t512 = _time_methods(methods, num_classes, time_size, time_repeats) if time_512 else None
+    figure_path = None
+    if fig_rows:
+        columns = ["image", "coarse"] + [m["column"] for m in methods.values() if m["column"] is not None]
+        columns.append("ground truth")
+        figure_path = figure_grid(fig_rows, columns, out_dir / "compare.png",
+                                  cell_size=_cell_size(fig_rows[0]["image"]), row_labels=row_labels)
+
+    proto0 = protos[next(iter(protos))]
+    lines = _table_lines(results, protos, class_names, title,
+                         f"Data: {data_label or type(dataset).__name__}, {n} image(s), ")
+    trimap_path = trimap_plot(results, out_dir / "trimap.png")
+    lines += ["![trimap accuracy against band width](trimap.png)", ""]
+    lines += _closing_lines(results, t512, time_size, time_repeats, peers, notes, skipped, figure_path)
+    report_path = write_markdown(out_dir / "compare.md", "\n".join(lines))
+
+    summary = {
+        "protocol": proto0.name,
+        "images": n,
+        "num_classes": num_classes,
+        "class_names": class_names,
+        "threads": torch.get_num_threads(),
+        "methods": results,
+        "time_512": None if t512 is None else {t: v["median"] for t, v in t512.items()},
+        "time_size": time_size if t512 is not None else None,
+        "time_512_samples": None if t512 is None else {t: v["samples"] for t, v in t512.items()},
+        "skipped": skipped,
+        "crf_params": next((r["config"] for r in results.values() if r["id"] == "densecrf"), None),
+    }
+    json_path = write_json(out_dir / "compare.json", summary)
+    summary.update(report=str(report_path), json=str(json_path), trimap_figure=str(trimap_path),
+                   figure=None if figure_path is None else str(figure_path))
+    if summary["time_512"] is None:
+        del summary["time_512"]
+    return summary
+
+
+def _check_compare_args(peers, checkpoints, limit, time_512, time_size, figure_rows, skip_unavailable):
+    """``(peers as a list, checkpoints as a dict, skipped)`` of :func:`run_compare`'s arguments, checked."""
     if isinstance(peers, str):
         peers = [p.strip() for p in peers.split(",") if p.strip()]
     peers = list(peers or [])
@@ -153,20 +210,11 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
         raise ValueError(f"time_size must be an int >= 16, got {time_size!r}")
     if not isinstance(figure_rows, int) or figure_rows < 0:
         raise ValueError(f"figure_rows must be an int >= 0, got {figure_rows!r}")
-    num_classes = int(dataset.num_classes)
-    class_names = list(getattr(dataset, "class_names", None) or [f"class_{i}" for i in range(num_classes)])
-    ignore_index = int(getattr(dataset, "ignore_index", 255))
-    get_protocol(protocol, num_classes=num_classes)  # validates the name early
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    if n < 1:
-        raise ValueError("run_compare: the dataset is empty")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return peers, checkpoints, skipped
 
-    # --- the methods ------------------------------------------------------------------------
-    peer_params = dict(peer_params or {})
-    if crf_params:
-        peer_params["densecrf"] = dict(crf_params)
+
+def _methods(peers: list, checkpoints: dict, peer_params: dict, num_classes: int) -> "OrderedDict[str, dict]":
+    """Method title -> ``{"kind", "id", "fn", "config", "column"}``: the peers, then the checkpoints."""
     methods: "OrderedDict[str, dict]" = OrderedDict()
     for name in peers:
         peer = get_peer(name, **peer_params.get(name, {}))
@@ -186,11 +234,12 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
                          "config": {"model": info.get("model", getattr(model, "name", None)),
                                     "model_config": getattr(model, "config", None), "step": info.get("step")},
                          "column": name}
-    protos = {t: get_protocol(protocol, num_classes=num_classes, class_names=class_names,
-                              ignore_index=ignore_index, boundary=True) for t in methods}
-    watches = {t: Stopwatch() for t in methods}
+    return methods
 
-    # --- evaluation ---------------------------------------------------------------------------
+
+def _evaluate_methods(dataset, n: int, methods: dict, protos: dict, num_classes: int, figure_rows: int):
+    """Every method on the first ``n`` items: ``(results by title, figure rows, their labels)``."""
+    watches = {t: Stopwatch() for t in methods}
     fig_rows, row_labels = [], []
     for i in range(n):
         item = dataset[i]
@@ -220,7 +269,6 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
             row["ground truth"] = mask
             fig_rows.append(row)
             row_labels.append(str(item.get("name", i)))
-
     results: "OrderedDict[str, dict]" = OrderedDict()
     for t, m in methods.items():
         metrics = protos[t].compute()
@@ -228,31 +276,28 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
         results[t] = {"kind": m["kind"], "id": m["id"], "config": m["config"], "metrics": metrics,
                       "seconds_per_image": {"median": sec["median"], "mean": sec["mean"]},
                       "seconds_per_image_samples": watches[t].samples}
+    return results, fig_rows, row_labels
 
-    # --- 512 x 512 timing --------------------------------------------------------------------
-    t512 = None
-    if time_512:
-        img512, coarse512 = _synthetic_512(num_classes, time_size)
-        t512 = OrderedDict()
-        for t, m in methods.items():
-            fn = m["fn"]
-            # one warm-up, then up to time_repeats runs (at least one) within 30 s
-            timing = time_fn(t, lambda: fn(img512, coarse512), warmup=1, repeats=time_repeats,
-                             max_time_s=30.0, min_repeats=1, seed=None)
-            t512[t] = {"median": timing.median_ms / 1e3, "samples": [v / 1e3 for v in timing.samples_ms]}
 
-    # --- figure ---------------------------------------------------------------------------------
-    figure_path = None
-    if fig_rows:
-        columns = ["image", "coarse"] + [m["column"] for m in methods.values() if m["column"] is not None]
-        columns.append("ground truth")
-        figure_path = figure_grid(fig_rows, columns, out_dir / "compare.png",
-                                  cell_size=_cell_size(fig_rows[0]["image"]), row_labels=row_labels)
+def _time_methods(methods: dict, num_classes: int, time_size: int, time_repeats: int) -> "OrderedDict[str, dict]":
+    """Every method on one ``time_size`` (512) square synthetic image: ``{title: {"median", "samples"}}`` (s)."""
+    img512, coarse512 = _synthetic_512(num_classes, time_size)
+    t512 = OrderedDict()
+    for t, m in methods.items():
+        fn = m["fn"]
+        # one warm-up, then up to time_repeats runs (at least one) within 30 s
+        timing = time_fn(t, lambda: fn(img512, coarse512), warmup=1, repeats=time_repeats,
+                         max_time_s=30.0, min_repeats=1, seed=None)
+        t512[t] = {"median": timing.median_ms / 1e3, "samples": [v / 1e3 for v in timing.samples_ms]}
+    return t512
 
-    # --- report ---------------------------------------------------------------------------------
+
+def _table_lines(results: dict, protos: dict, class_names: list, title: str | None, data_line: str) -> list[str]:
+    """The report's heading and its table: overall / mean accuracy, mIoU, the boundary metrics,
+    per-class IoU of the classes present in the ground truth (per-group F-measures for helen)."""
     proto0 = protos[next(iter(protos))]
     helen = proto0.name == "helen"
-
+    num_classes = len(class_names)
     # per-class IoU of the classes present in the ground truth of these images (absent ones would
     # be empty columns); Table 1 F-measures for helen
     shown = present_classes([r["metrics"] for r in results.values()])
@@ -278,8 +323,7 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
         vals += list(extra_columns(t, m).values())
         rows.append([t] + [fmt_percent(v) for v in vals] + [fmt_seconds(r["seconds_per_image"])])
     lines = [f"# {title or 'Refinement comparison'}", ""]
-    lines.append(f"Data: {data_label or type(dataset).__name__}, {n} image(s), "
-                 f"{num_classes} classes; protocol `{proto0.name}`"
+    lines.append(data_line + f"{num_classes} classes; protocol `{proto0.name}`"
                  + (" (refined classes restricted to those of the coarse input)" if proto0.name == "voc" else "")
                  + f"; CPU, {torch.get_num_threads()} thread(s).")
     lines.append("")
@@ -294,9 +338,12 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
     lines.append("")
     lines.append(markdown_table(headers, rows))
     lines.append(trimap_markdown(results))
-    trimap_path = trimap_plot(results, out_dir / "trimap.png")
-    lines.append("![trimap accuracy against band width](trimap.png)")
-    lines.append("")
+    return lines
+
+
+def _closing_lines(results, t512, time_size, time_repeats, peers, notes, skipped, figure_path) -> list[str]:
+    """The report after the tables: the 512 x 512 timings, the CRF parameters, notes, the figure."""
+    lines = []
     if t512 is not None:
         lines.append(f"Seconds per {time_size} x {time_size} image (one synthetic image, median of "
                      f"{time_repeats} runs after a warm-up; the paper: SPN 84 ms on a GPU, dense CRF about 1 s "
@@ -317,27 +364,7 @@ def run_compare(dataset, checkpoints: dict | None, peers, out_dir, limit: int | 
     if figure_path is not None:
         lines.append("![comparison](compare.png)")
         lines.append("")
-    report_path = write_markdown(out_dir / "compare.md", "\n".join(lines))
-
-    summary = {
-        "protocol": proto0.name,
-        "images": n,
-        "num_classes": num_classes,
-        "class_names": class_names,
-        "threads": torch.get_num_threads(),
-        "methods": results,
-        "time_512": None if t512 is None else {t: v["median"] for t, v in t512.items()},
-        "time_size": time_size if t512 is not None else None,
-        "time_512_samples": None if t512 is None else {t: v["samples"] for t, v in t512.items()},
-        "skipped": skipped,
-        "crf_params": next((r["config"] for r in results.values() if r["id"] == "densecrf"), None),
-    }
-    json_path = write_json(out_dir / "compare.json", summary)
-    summary.update(report=str(report_path), json=str(json_path), trimap_figure=str(trimap_path),
-                   figure=None if figure_path is None else str(figure_path))
-    if summary["time_512"] is None:
-        del summary["time_512"]
-    return summary
+    return lines
 
 
 def checkpoint_args(values) -> "OrderedDict[str, str]":
@@ -363,58 +390,39 @@ DEFAULT_PEERS = "bilinear,densecrf,guided_filter"
 
 @dataclass
 class CompareConfig(ConfigBase):
-    """What ``spn compare`` compares (see :func:`compare_from_config`)."""
+    """What ``spn compare`` compares: the options every task shares (the segmentation task's own,
+    coarse source, protocol and dense CRF search, are :class:`spn.tasks.segmentation.SegCompareOptions`;
+    see :func:`compare_from_config`)."""
 
-    data: str = option(help="dataset: synthetic | folder:PATH | voc:PATH | helen:PATH (--task chroma: "
-                            "photos:PATH | photos:skimage)", metavar="SPEC")
+    data: str = option(help="dataset: synthetic | folder:PATH | voc:PATH | helen:PATH | photos:PATH | "
+                            "photos:skimage (what the task compares on)", metavar="SPEC")
     out: str = option(help="output folder: compare.md, compare.json, compare.png (and crf_grid.json)",
                       metavar="DIR")
     checkpoint: list = option(default_factory=list, metavar="NAME=RUN",
-                              help="an SPN (or baseline) run directory to compare, with its name in the table, "
+                              help="a run directory of `spn train` to compare, with its name in the table, "
                                    "e.g. one-way=runs/one; repeat for several")
-    peers: str = option(DEFAULT_PEERS, metavar="LIST",
-                        help=f"comma-separated refiners among {', '.join(list_peers())} or 'none' (densecrf is "
-                             "left out with a warning when pydensecrf2 is not installed and the default is used)")
+    peers: str | None = option(None, metavar="LIST", default_help="the task's: " + DEFAULT_PEERS + " for "
+                               "segmentation, every chroma upsampler for chroma",
+                               help="comma-separated classical methods (spn.peers, or the chroma upsamplers of "
+                                    "spn.peers.chroma) or 'none'; densecrf is left out with a warning when "
+                                    "pydensecrf2 is not installed and the default is used")
     split: str = option("val", help="dataset split")
-    coarse: str | None = option(None, metavar="SRC", default_help="the dataset's",
-                                help="coarse source: files | gt-downsample:F | baseline:RUN_DIR")
-    coarse_kind: str | None = coarse_kind_option()
     limit: int | None = option(None, help="compare on the first N images only", metavar="N")
-    protocol: str = option("plain", choices=tuple(PROTOCOLS),
-                           help="evaluation protocol (voc: classes restricted to those of the coarse input; "
-                                "helen: F-measures of Table 1)")
-    crf_grid: bool | None = option(None, negative="--no-crf-grid", negative_value=False,
-                                   negative_help="use the dense CRF's default (or --crf) parameters, untuned",
-                                   default_help="on when the dense CRF is compared",
-                                   help="tune the dense CRF by a two-stage grid search (mean IoU) on the training "
-                                        "split first (spn.peers.densecrf.DEFAULT_CRF_GRID: 87 settings, from off "
-                                        "and weak to strong); --crf values are the starting point")
-    crf_grid_limit: int = option(8, help="training images used by the dense CRF search", metavar="N")
-    crf: list = option(default_factory=list, metavar="KEY=VALUE",
-                       help=f"a dense CRF parameter ({', '.join(f.name for f in fields(DenseCRFParams))}), "
-                            "e.g. --crf bil_sxy=60; repeat for several")
     figure_rows: int = option(4, help="images in the figure (0: none)", metavar="N")
     time_512: bool = option(True, help="time every method on a 512 x 512 image", negative="--no-time-512",
                             negative_help="skip the 512 x 512 timing of every method")
     threads: int | None = option(None, help="torch CPU threads", metavar="N", default_help="torch's")
-    task: str = option("seg", choices=("seg", "chroma"),
-                       help="seg: segmentation refiners; chroma: chroma upsamplers on photos "
-                            "(peers bilinear, bicubic, guided_filter, jbu, domain_transform; spn.experiments.chroma)")
-    factor: int | None = option(None, help="chroma: the chroma subsampling factor F", metavar="F", minimum=2,
-                                default_help="the first checkpoint's, else 8")
-    tune_peers: bool = option(False, help="chroma: tune the peers' parameters on the training photos first "
-                                          "(peer_tuning.json)")
 
     def validate(self) -> "CompareConfig":
-        check_options(self, required=("data", "out"),
-                      at_least={"threads": 1, "limit": 1, "figure_rows": 0, "crf_grid_limit": 1, "factor": 2})
-        if self.task not in ("seg", "chroma"):
-            raise ValueError(f"unknown task {self.task!r}; valid: seg, chroma")
+        check_options(self, required=("data", "out"), at_least={"threads": 1, "limit": 1, "figure_rows": 0})
         return self
 
 
-def parse_peers(text: str) -> tuple[list[str], bool]:
-    """``"a,b"`` -> ``([a, b], is the default list)``; ``"none"`` -> no peer; unknown -> ValueError."""
+def parse_peers(text: str | None) -> tuple[list[str], bool]:
+    """``"a,b"`` -> ``([a, b], is the default list)``; None -> the default list; ``"none"`` -> no
+    peer; unknown -> ValueError."""
+    if text is None:
+        text = DEFAULT_PEERS
     if text.strip().lower() == "none":
         return [], False
     peers = [p.strip() for p in text.split(",") if p.strip()]
@@ -440,10 +448,13 @@ def parse_crf(values) -> dict:
     return out
 
 
-def compare_from_config(cfg: CompareConfig) -> dict:
-    """What ``spn compare`` does: check the options, build the dataset, optionally tune the dense
-    CRF on the training split (``crf_grid.json``), then :func:`run_compare`. Returns its result."""
+def compare_from_config(cfg: CompareConfig, opts) -> dict:
+    """What ``spn compare`` does for segmentation: check the options, build the dataset (with the
+    coarse source of ``opts``, a :class:`~spn.tasks.segmentation.SegCompareOptions`), optionally
+    tune the dense CRF on the training split (``crf_grid.json``), then :func:`run_compare`.
+    Returns its result."""
     cfg.validate()
+    opts.validate()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     checkpoints = checkpoint_args(cfg.checkpoint)
@@ -456,24 +467,24 @@ def compare_from_config(cfg: CompareConfig) -> dict:
             raise RuntimeError("the densecrf peer needs pydensecrf: pip install pydensecrf2")
     if not peers and not checkpoints:
         raise ValueError("nothing to compare: give --checkpoint NAME=RUN and/or --peers")
-    crf_params = parse_crf(cfg.crf)
-    if cfg.crf_grid and "densecrf" not in peers:
+    crf_params = parse_crf(opts.crf)
+    if opts.crf_grid and "densecrf" not in peers:
         raise ValueError("--crf-grid needs the densecrf peer in --peers")
-    tune = "densecrf" in peers if cfg.crf_grid is None else cfg.crf_grid
+    tune = "densecrf" in peers if opts.crf_grid is None else opts.crf_grid
     for spec in checkpoints.values():  # a wrong path fails now, not after the CRF search
         read_info(spec)
-    dataset = build_dataset(cfg.data, split=cfg.split, coarse=cfg.coarse, coarse_kind=cfg.coarse_kind)
+    dataset = build_dataset(cfg.data, split=cfg.split, coarse=opts.coarse, coarse_kind=opts.coarse_kind)
     crf_note = None
     if tune:
-        train = build_dataset(cfg.data, split="train", coarse=cfg.coarse, coarse_kind=cfg.coarse_kind)
+        train = build_dataset(cfg.data, split="train", coarse=opts.coarse, coarse_kind=opts.coarse_kind)
         if len(train) == 0:
             raise ValueError(f"the dense CRF search needs a training split; {cfg.data!r} has none "
                              "(pass --no-crf-grid to use fixed parameters)")
-        grid = tune_densecrf(train, limit=cfg.crf_grid_limit, protocol=cfg.protocol, base=crf_params)
+        grid = tune_densecrf(train, limit=opts.crf_grid_limit, protocol=opts.protocol, base=crf_params)
         write_json(f"{cfg.out}/crf_grid.json", grid)
         crf_params = grid["best"]
         crf_note = crf_search_note(grid)
-    res = run_compare(dataset, checkpoints, peers, cfg.out, limit=cfg.limit, protocol=cfg.protocol,
+    res = run_compare(dataset, checkpoints, peers, cfg.out, limit=cfg.limit, protocol=opts.protocol,
                       crf_params=crf_params or None, figure_rows=cfg.figure_rows, time_512=cfg.time_512,
                       data_label=f"{cfg.data} ({cfg.split})", notes=[crf_note] if crf_note else None)
     return res

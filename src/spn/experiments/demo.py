@@ -53,6 +53,7 @@ from spn.models.checkpoint import load_checkpoint
 from spn.ops import active_backend
 from spn.peers import densecrf_available
 from spn.training import TrainConfig, train
+from spn.training.loop import TrainingTask
 from spn.utils.config import ConfigBase, option
 from spn.utils.io import write_json, write_markdown
 from spn.viz import (figure_grid, fmt_percent, fmt_seconds, markdown_table, per_class_markdown, results_json,
@@ -127,10 +128,6 @@ class DemoConfig(ConfigBase):
     progress: bool | None = option(None, help="progress bars", negative="--no-progress",
                                    negative_help="no progress bars", default_help="when stderr is a terminal")
     force: bool = option(False, help="replace the runs of an earlier demo in --out")
-    task: str = option("seg", choices=("seg", "chroma"),
-                       help="seg: this demo; chroma: guided chroma upsampling of the scikit-image photos "
-                            "(spn.experiments.chroma; uses --out, --quick, --seed, --threads, --spn-steps, "
-                            "--no-compare, --progress, --force)")
 
     @classmethod
     def preset(cls, quick: bool = False, **overrides) -> "DemoConfig":
@@ -201,16 +198,17 @@ def _data(cfg: DemoConfig) -> str:
     return "synthetic" if cfg.family == "simple" else f"synthetic:{cfg.family}"
 
 
-def _train(cfg: DemoConfig, model: str, model_cfg: dict, steps: int, coarse: str | None, out: Path) -> dict:
+def _train(cfg: DemoConfig, task: TrainingTask, model: str, model_cfg: dict, steps: int, coarse: str | None,
+           out: Path) -> dict:
     tc = TrainConfig(
         data=_data(cfg), data_options={"num_images": cfg.train_images, "size": cfg.size},
-        coarse=coarse, model=model, model_cfg=dict(model_cfg), patch_size=cfg.patch_size,
+        task_options={"coarse": coarse}, model=model, model_cfg=dict(model_cfg), patch_size=cfg.patch_size,
         batch_size=cfg.batch_size, optimizer="adam", lr=cfg.lr, steps=steps, seed=cfg.seed,
         log_interval=max(1, min(25, steps)), ckpt_interval=max(steps, 1), out=str(out),
         threads=cfg.threads, progress=cfg.progress, cache=True, val_split=None,
     )
     t0 = time.perf_counter()
-    summary = train(tc)
+    summary = train(tc, task)
     summary["wall_s"] = time.perf_counter() - t0
     return summary
 
@@ -258,7 +256,7 @@ def _run_compare(cfg: DemoConfig, val_coarse, run_dirs: dict, out: Path, train_c
     return res, "ran" + note
 
 
-def _run_both(cfg: DemoConfig) -> dict:
+def _run_both(cfg: DemoConfig, task: TrainingTask) -> dict:
     """``family="both"``: the demo once per family (``out/simple``, ``out/hard``), then one report."""
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
@@ -266,7 +264,7 @@ def _run_both(cfg: DemoConfig) -> dict:
     families = {}
     for fam in ("simple", "hard"):
         log.info(f"family {fam} -> {out / fam}")
-        families[fam] = run_demo(cfg.replace(family=fam, out=str(out / fam)))
+        families[fam] = run_demo(cfg.replace(family=fam, out=str(out / fam)), task)
     lines = ["# spn demo: both procedural families", ""]
     for fam, m in families.items():
         text = Path(m["report"]).read_text()
@@ -280,11 +278,12 @@ def _run_both(cfg: DemoConfig) -> dict:
                 results={fam: m["results"] for fam, m in families.items()})
 
 
-def run_demo(cfg: DemoConfig | None = None) -> dict:
-    """Run the demo (see the module docstring); returns the content of ``metrics.json``."""
+def run_demo(cfg: DemoConfig | None, task: TrainingTask) -> dict:
+    """Run the demo (see the module docstring), training with ``task`` (the segmentation task of
+    :mod:`spn.tasks`); returns the content of ``metrics.json``."""
     cfg = (cfg or DemoConfig()).validate()
     if cfg.family == "both":
-        return _run_both(cfg)
+        return _run_both(cfg, task)
     t_start = time.perf_counter()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -295,60 +294,28 @@ def run_demo(cfg: DemoConfig | None = None) -> dict:
 
     # 1. the baseline -------------------------------------------------------------------------
     log.info(f"training the baseline ({cfg.baseline_steps} steps) -> {run_dirs['baseline']}")
-    summaries = {"baseline": _train(cfg, "baseline", cfg.baseline_cfg, cfg.baseline_steps, None, run_dirs["baseline"])}
+    summaries = {"baseline": _train(cfg, task, "baseline", cfg.baseline_cfg, cfg.baseline_steps, None,
+                                    run_dirs["baseline"])}
     baseline, _ = load_checkpoint(run_dirs["baseline"])
     val_plain = build_dataset(_data(cfg), split="val", coarse="none", num_images=cfg.val_images, size=cfg.size)
     log.info(f"evaluating the baseline on {len(val_plain)} val images")
     ev_base = evaluate(baseline, val_plain)
-    base_miou = ev_base["refined"]["mean_iou"]
 
     # 2. the coarse source --------------------------------------------------------------------
-    fallback = None
-    if cfg.coarse == "baseline":
-        coarse_src = f"baseline:{run_dirs['baseline']}"
-    elif cfg.coarse == "auto":
-        if base_miou < cfg.min_baseline_miou:
-            fallback = (f"the baseline is too weak (val mIoU {100 * base_miou:.2f} < "
-                        f"{100 * cfg.min_baseline_miou:.0f})")
-        elif base_miou > cfg.max_baseline_miou:
-            fallback = (f"the baseline is too strong (val mIoU {100 * base_miou:.2f} > "
-                        f"{100 * cfg.max_baseline_miou:.0f}): little left to refine")
-        coarse_src = "gt-downsample:8" if fallback else f"baseline:{run_dirs['baseline']}"
-    else:
-        coarse_src = cfg.coarse
-    if fallback:
-        log.info(f"fallback: {fallback}; the SPNs refine simulated coarse maps (gt-downsample:8) instead")
-    train_n = min(8, cfg.train_images)  # the dense CRF's tuning images
-    if coarse_src.startswith("baseline:"):
-        val_coarse = BaselineCoarse(val_plain, run_dirs["baseline"], cache_dir=out / "coarse_cache")
-        train_plain = build_dataset(_data(cfg), split="train", coarse="none", num_images=train_n, size=cfg.size)
-        train_coarse = BaselineCoarse(train_plain, run_dirs["baseline"], cache_dir=out / "coarse_cache_train")
-    else:
-        val_coarse = build_dataset(_data(cfg), split="val", coarse=coarse_src, num_images=cfg.val_images,
-                                   size=cfg.size)
-        train_coarse = build_dataset(_data(cfg), split="train", coarse=coarse_src, num_images=train_n,
-                                     size=cfg.size)
+    coarse_src, fallback = _coarse_source(cfg, ev_base["refined"]["mean_iou"], run_dirs["baseline"])
+    val_coarse, train_coarse = _coarse_datasets(cfg, coarse_src, val_plain, run_dirs["baseline"], out)
 
     # 3. the two SPNs ---------------------------------------------------------------------------
     models, evals = {}, {}
     for name in ("spn_one_way", "spn_three_way"):
         log.info(f"training {name} on coarse maps from {coarse_src} ({cfg.spn_steps} steps) -> {run_dirs[name]}")
-        summaries[name] = _train(cfg, name, cfg.spn_cfg, cfg.spn_steps, coarse_src, run_dirs[name])
+        summaries[name] = _train(cfg, task, name, cfg.spn_cfg, cfg.spn_steps, coarse_src, run_dirs[name])
         models[name], _ = load_checkpoint(run_dirs[name])
         log.info(f"evaluating {name}")
         evals[name] = evaluate(models[name], val_coarse)
 
     # 4. tables, figure, JSON -------------------------------------------------------------------
-    coarse_metrics = evals["spn_three_way"]["coarse"]
-    results = {}
-    from_baseline = coarse_src.startswith("baseline:")
-    results["baseline CNN (coarse input)" if from_baseline else "baseline CNN"] = {
-        "metrics": ev_base["refined"], "seconds_per_image": ev_base["seconds_per_image"]}
-    if not from_baseline:
-        results[f"coarse input ({coarse_src})"] = {"metrics": coarse_metrics, "seconds_per_image": None}
-    for name in ("spn_one_way", "spn_three_way"):
-        results[TITLES[name]] = {"metrics": evals[name]["refined"], "seconds_per_image": evals[name]["seconds_per_image"]}
-
+    results = _results(ev_base, evals, coarse_src)
     figure = None
     if cfg.figure_rows:
         rows, names = _figure_rows(cfg, val_coarse, models)
@@ -369,11 +336,11 @@ def run_demo(cfg: DemoConfig | None = None) -> dict:
         "config": cfg.to_dict(),
         "coarse_source": coarse_src,
         "fallback": fallback,
-        "baseline_val_miou": base_miou,
+        "baseline_val_miou": ev_base["refined"]["mean_iou"],
         "num_val_images": len(val_plain),
         "class_names": class_names,
         "results": results_json(results),
-        "coarse_input": coarse_metrics,
+        "coarse_input": evals["spn_three_way"]["coarse"],
         "training": {n: {k: s.get(k) for k in ("steps", "final_loss", "mean_loss", "images_per_s", "elapsed_s",
                                                "wall_s", "global_batch_size", "run_dir")}
                      for n, s in summaries.items()},
@@ -389,9 +356,58 @@ def run_demo(cfg: DemoConfig | None = None) -> dict:
     text = _report(cfg, metrics, results, class_names, compare_res)
     write_markdown(out / "report.md", text)
     log.info(f"done in {elapsed:.0f} s: {out / 'report.md'}, {out / 'metrics.json'}"
-         + (f", {out / 'figure.png'}" if figure else ""))
+             + (f", {out / 'figure.png'}" if figure else ""))
     metrics["report"] = str(out / "report.md")
     return metrics
+
+
+def _coarse_source(cfg: DemoConfig, base_miou: float, baseline_run: Path) -> tuple[str, str | None]:
+    """``(coarse source the SPNs refine, why the demo fell back to gt-downsample:8 or None)``."""
+    fallback = None
+    if cfg.coarse == "baseline":
+        coarse_src = f"baseline:{baseline_run}"
+    elif cfg.coarse == "auto":
+        if base_miou < cfg.min_baseline_miou:
+            fallback = (f"the baseline is too weak (val mIoU {100 * base_miou:.2f} < "
+                        f"{100 * cfg.min_baseline_miou:.0f})")
+        elif base_miou > cfg.max_baseline_miou:
+            fallback = (f"the baseline is too strong (val mIoU {100 * base_miou:.2f} > "
+                        f"{100 * cfg.max_baseline_miou:.0f}): little left to refine")
+        coarse_src = "gt-downsample:8" if fallback else f"baseline:{baseline_run}"
+    else:
+        coarse_src = cfg.coarse
+    if fallback:
+        log.info(f"fallback: {fallback}; the SPNs refine simulated coarse maps (gt-downsample:8) instead")
+    return coarse_src, fallback
+
+
+def _coarse_datasets(cfg: DemoConfig, coarse_src: str, val_plain, baseline_run: Path, out: Path):
+    """``(val split, training images of the dense CRF's tuning)`` with the coarse maps of ``coarse_src``."""
+    train_n = min(8, cfg.train_images)  # the dense CRF's tuning images
+    if coarse_src.startswith("baseline:"):
+        val_coarse = BaselineCoarse(val_plain, baseline_run, cache_dir=out / "coarse_cache")
+        train_plain = build_dataset(_data(cfg), split="train", coarse="none", num_images=train_n, size=cfg.size)
+        train_coarse = BaselineCoarse(train_plain, baseline_run, cache_dir=out / "coarse_cache_train")
+    else:
+        val_coarse = build_dataset(_data(cfg), split="val", coarse=coarse_src, num_images=cfg.val_images,
+                                   size=cfg.size)
+        train_coarse = build_dataset(_data(cfg), split="train", coarse=coarse_src, num_images=train_n,
+                                     size=cfg.size)
+    return val_coarse, train_coarse
+
+
+def _results(ev_base: dict, evals: dict, coarse_src: str) -> dict:
+    """The rows of the report's table: the baseline (or the coarse input), then the two SPNs."""
+    results = {}
+    from_baseline = coarse_src.startswith("baseline:")
+    results["baseline CNN (coarse input)" if from_baseline else "baseline CNN"] = {
+        "metrics": ev_base["refined"], "seconds_per_image": ev_base["seconds_per_image"]}
+    if not from_baseline:
+        results[f"coarse input ({coarse_src})"] = {"metrics": evals["spn_three_way"]["coarse"],
+                                                   "seconds_per_image": None}
+    for name in ("spn_one_way", "spn_three_way"):
+        results[TITLES[name]] = {"metrics": evals[name]["refined"], "seconds_per_image": evals[name]["seconds_per_image"]}
+    return results
 
 
 def _short(src: str) -> str:

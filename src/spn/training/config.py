@@ -17,22 +17,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from spn.data.coarse import coarse_kind_option, parse_coarse_kind
 from spn.models import list_models
 from spn.utils.config import ConfigBase, option
 
 OPTIMIZERS = ("sgd", "adam")
-#: what ``spn train`` learns: refine coarse segmentations, or upsample the chroma of photos
-TASKS = ("seg", "chroma")
-CHROMA_LOSSES = ("l1", "l2")
 LR_SCHEDULES = ("constant", "cosine")
 ON_CORRUPT = ("error", "skip")
 #: default learning rate per optimizer: the paper's SGD rate, and the usual Adam rate
 DEFAULT_LR = {"sgd": 1e-4, "adam": 1e-3}
 #: fields a resumed run must share with the run it continues (they decide the weights)
-RESUME_MUST_MATCH = ("data", "data_options", "coarse", "coarse_kind", "model", "model_cfg", "patch_size",
+RESUME_MUST_MATCH = ("data", "data_options", "model", "model_cfg", "patch_size",
                      "patches_per_image", "flip", "global_batch_size", "optimizer", "lr",
-                     "momentum", "weight_decay", "grad_clip", "seed", "task", "factor", "loss", "lr_schedule")
+                     "momentum", "weight_decay", "grad_clip", "seed", "task", "task_options", "lr_schedule")
 
 _DATA, _MODEL, _OPTIM, _RUN = "data", "model", "optimisation", "run"
 
@@ -41,11 +37,14 @@ _DATA, _MODEL, _OPTIM, _RUN = "data", "model", "optimisation", "run"
 class TrainConfig(ConfigBase):
     """Everything ``spn train`` needs; ``config.json`` of a run is :meth:`to_dict` of the resolved one.
 
+    Task: ``task`` names what is learnt (a name of :func:`spn.tasks.list_tasks`; None: the default
+    task) and ``task_options`` holds that task's own options (its train options dataclass as a
+    dict: the coarse source of segmentation, the subsampling factor and loss of chroma, ...). The
+    loop fills both in from the task object it is given (:func:`spn.training.train`).
+
     Data: ``data`` is a dataset spec passed to :func:`spn.data.build_dataset` with
-    ``data_options`` as extra keyword arguments; ``coarse`` the coarse source (None: the dataset's
-    default); ``coarse_kind`` what its stored coarse files hold (:mod:`spn.data.coarse`). Training
-    patches are ``patch_size`` squares, ``patches_per_image`` per image and
-    epoch, mirrored at random with ``flip``.
+    ``data_options`` as extra keyword arguments. Training patches are ``patch_size`` squares,
+    ``patches_per_image`` per image and epoch, mirrored at random with ``flip``.
 
     Model: ``model`` (a name of :func:`spn.models.list_models`) and ``model_cfg`` (its options;
     ``num_classes`` is taken from the data).
@@ -53,7 +52,7 @@ class TrainConfig(ConfigBase):
     Optimisation: ``lr=None`` picks the optimizer's default (:data:`DEFAULT_LR`). ``batch_size`` is
     per process (the effective batch is ``world_size * batch_size``). Length: ``steps`` optimizer
     updates, or ``epochs`` passes over the patches (exactly one of them; neither: 1000 steps).
-    Softmax cross-entropy, ignore index 255.
+    The loss is the task's.
 
     Run: ``seed`` fixes the initialisation and the data order (sample ``n`` of the run depends
     only on ``(seed, n)``); ``threads`` None: torch's default, or cores / processes under
@@ -62,19 +61,13 @@ class TrainConfig(ConfigBase):
 
     section = "train_config"
 
-    task: str = option("seg", choices=TASKS, group=_DATA,
-                       help="seg: refine coarse segmentations; chroma: upsample the subsampled chroma of colour "
-                            "photos (--data photos:PATH or photos:skimage)")
-    factor: int = option(8, help="chroma: the chroma is area-downsampled by this factor F (2, 4, 8, ...)",
-                         minimum=2, metavar="F", group=_DATA)
-    loss: str = option("l1", choices=CHROMA_LOSSES, help="chroma: the loss on Cb and Cr", group=_OPTIM)
-    data: str = option("synthetic", help="synthetic | folder:PATH | voc:PATH | helen:PATH (--task chroma: photos:PATH | "
-                                         "photos:skimage)", group=_DATA)
+    task: str | None = option(None, cli=False, help="the task (a name of spn.tasks; the command line's --task)")
+    task_options: dict = option(default_factory=dict, cli=False,
+                                help="the task's own options (its train options dataclass, as a dict)")
+    data: str = option("synthetic", help="synthetic | folder:PATH | voc:PATH | helen:PATH | photos:PATH | "
+                                         "photos:skimage (what the task trains on)", group=_DATA)
     data_options: dict = option(default_factory=dict, flags=("--data-option",), metavar="KEY=VALUE", group=_DATA,
                                 help="extra dataset option (repeatable), e.g. num_images=32 or size=128 for synthetic")
-    coarse: str | None = option(None, help="coarse maps: files | gt-downsample:F | none | baseline:RUN_DIR",
-                                metavar="SRC", default_help="the dataset's", group=_DATA)
-    coarse_kind: str | None = coarse_kind_option(group=_DATA)
     model: str = option("spn_three_way", help=" | ".join(list_models()), group=_MODEL)
     model_cfg: dict = option(default_factory=dict, flags=("--model-option",), metavar="KEY=VALUE", group=_MODEL,
                              help="any model option (repeatable), e.g. scale=1 or residual=false")
@@ -140,24 +133,17 @@ class TrainConfig(ConfigBase):
         for name in ("data_options", "model_cfg"):
             if not isinstance(getattr(self, name), dict):
                 raise TypeError(f"TrainConfig.{name} must be a dict, got {type(getattr(self, name)).__name__}")
-        if self.coarse is not None and not isinstance(self.coarse, str):
-            raise TypeError(f"TrainConfig.coarse must be a string or None, got {self.coarse!r}")
-        if self.coarse_kind is not None:
-            parse_coarse_kind(self.coarse_kind, "TrainConfig.coarse_kind")
+        if not isinstance(self.task_options, dict):
+            raise TypeError(f"TrainConfig.task_options must be a dict, got {type(self.task_options).__name__}")
+        if self.task is not None and (not isinstance(self.task, str) or not self.task):
+            raise TypeError(f"TrainConfig.task must be a task name or None, got {self.task!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
         if self.on_corrupt not in ON_CORRUPT:
             raise ValueError(f"on_corrupt must be one of {', '.join(ON_CORRUPT)}, got {self.on_corrupt!r}")
         _int("patch_size", 8)
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; valid: {', '.join(TASKS)}")
-        _int("factor", 2)
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
-        if self.loss not in CHROMA_LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; valid: {', '.join(CHROMA_LOSSES)}")
-        if self.task == "chroma" and self.patch_size % self.factor:
-            raise ValueError(f"--patch-size {self.patch_size} must be a multiple of --factor {self.factor}")
         _int("patches_per_image", 1)
         _int("batch_size", 1)
         _int("steps", 1, allow_none=True)

@@ -1,9 +1,10 @@
 """The training loop of ``spn train`` (single process or ``torchrun`` data parallel).
 
-``train(cfg) -> dict`` trains ``cfg.model`` on ``cfg.data`` patches with softmax cross-entropy
-(ignore index 255) and writes, into ``cfg.out``: (``cfg.task == "chroma"``: the chroma model on
-photo crops with an L1 / L2 loss, :class:`spn.training.chroma.ChromaTask`; :data:`TASKS` holds
-what differs between the tasks, the loop is the same)
+``train(cfg, task) -> dict`` trains ``cfg.model`` on ``cfg.data`` patches with the loss of
+``task`` and writes, into ``cfg.out``. The loop is one for every task: ``task`` (an object of
+the :class:`TrainingTask` protocol, a task of :mod:`spn.tasks`) supplies what differs: the
+datasets with their conditioning input, the patches, the model's options, the loss and the
+final evaluation.
 
 - ``config.json`` at the start: the resolved :class:`~spn.training.TrainConfig` (learning
   rate and full model config filled in), world size, global batch, total steps, data info;
@@ -11,7 +12,9 @@ what differs between the tasks, the loop is the same)
   interval, ``lr``, ``images_per_s``, ``elapsed_s``); plus ``{"event": ...}`` lines;
 - checkpoints every ``ckpt_interval`` steps and at the end, each one atomic unit in
   ``checkpoints/step-N/``, the newest ``keep_checkpoints`` kept (:mod:`spn.models.checkpoint`);
-- ``summary.json`` at the end: the returned dict.
+- ``summary.json`` at the end: the returned dict; after a resume its ``elapsed_s`` and
+  ``images_per_s`` cover the whole run (the training time up to the checkpoint resumed from is
+  stored in the checkpoint).
 
 The run directory is locked while the run writes to it (``.lock``, held by rank 0): a second
 writer stops with an error naming the holder's PID, the lock of a killed run is taken over.
@@ -38,15 +41,16 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch.utils.data import DataLoader
 
 from spn import __version__
-from spn.data import PatchDataset, absolute_coarse_spec, absolute_data_spec, build_dataset, wrap_coarse_source
+from spn.data import absolute_data_spec
 from spn.data.sampling import MemoryCache, SampleView, StepSampler
-from spn.evaluation import evaluate
 from spn.models import create_model
 from spn.models.checkpoint import (CHECKPOINTS_DIR, has_checkpoint, load_training_state, open_checkpoint,
                                    save_checkpoint, step_dir_name, unwrap_model)
@@ -55,9 +59,7 @@ from spn.utils.io import annotate_os_error, atomic_write_json, atomic_write_text
 from spn.utils.lock import DirLock
 
 from . import distributed as D
-from .chroma import ChromaTask
 from .config import TrainConfig, check_resume_compatible
-from .losses import cross_entropy_sum, valid_pixels
 
 log = logging.getLogger(__name__)
 
@@ -67,138 +69,36 @@ RECENT_LOSSES = 10
 CONFIG_FILE = "config.json"
 LOG_FILE = "log.jsonl"
 SUMMARY_FILE = "summary.json"
-FILE_BACKED = ("folder", "voc", "helen")
 
 
-# ----------------------------------------------------------------------------------------------
-# data
+class TrainingTask(Protocol):
+    """What the loop asks of a task (the tasks of :mod:`spn.tasks` implement it).
+
+    ``prepare(cfg)`` returns ``cfg`` with ``task`` set to the task's name and ``task_options``
+    resolved (defaults filled in, checked, paths absolute); every other method receives that
+    config and reads its own options from ``cfg.task_options``.
+    """
+
+    name: str
+
+    def prepare(self, cfg: TrainConfig) -> TrainConfig: ...
+
+    def build_datasets(self, cfg: TrainConfig, device, run_dir: Path, train_dataset=None, val_dataset=None,
+                       need_val: bool = True) -> tuple: ...
+
+    def data_info(self, ds) -> dict: ...
+
+    def patches(self, train_ds, cfg: TrainConfig): ...
+
+    def model_options(self, cfg: TrainConfig, dinfo: dict) -> tuple[str, dict]: ...
+
+    def loss(self, dmodel, batch, device, ctx, cfg: TrainConfig) -> tuple: ...
+
+    def evaluate(self, model, val_ds, limit: int | None = None) -> dict: ...
+
+
 def _worker_init(_):
     torch.set_num_threads(1)
-
-
-def _build_split(cfg: TrainConfig, split: str, coarse: str | None, coarse_options: dict):
-    kw = dict(cfg.data_options)
-    if cfg.data.split(":", 1)[0].lower() in FILE_BACKED:
-        kw.setdefault("on_corrupt", cfg.on_corrupt)
-    return build_dataset(cfg.data, split=split, coarse=coarse, coarse_options=coarse_options,
-                         coarse_kind=cfg.coarse_kind, **kw)
-
-
-def _needs_coarse(model_name: str) -> bool:
-    return model_name != "baseline"
-
-
-def _check_coarse_present(ds, cfg: TrainConfig, where: str) -> None:
-    if len(ds) == 0:
-        raise ValueError(f"the {where} dataset {cfg.data!r} is empty")
-    item = ds[0]
-    if "coarse" not in item:
-        raise ValueError(
-            f"model {cfg.model!r} refines coarse segmentations, but dataset {cfg.data!r} gives no coarse "
-            f"maps (coarse source {cfg.coarse or 'default'!s}). Train the baseline first and use its "
-            f"output: `spn train --data {cfg.data} --model baseline --out runs/baseline`, then "
-            f"`--coarse baseline:runs/baseline`; or simulate coarse maps with `--coarse gt-downsample:8`"
-            " (or put coarse maps in the dataset and pass `--coarse files`)")
-
-
-def build_datasets(cfg: TrainConfig, device, run_dir: Path, train_dataset=None, val_dataset=None,
-                   need_val: bool = True):
-    """``(train, val or None, note)`` per ``cfg`` (datasets of the common contract); ``note``
-    says why there is no validation set when one was asked for (a missing or empty split).
-
-    A ``baseline:RUN`` coarse source caches the baseline's outputs in ``run_dir/coarse_cache``.
-    """
-    # the baseline ignores coarse maps: do not compute them
-    coarse = "none" if cfg.model == "baseline" and cfg.coarse is None else cfg.coarse
-    cache = run_dir / "coarse_cache"
-    # DataLoader workers are forked processes: they cannot use CUDA, run the baseline on the CPU
-    bdev = device if cfg.num_workers == 0 else torch.device("cpu")
-    note = None
-    if train_dataset is not None:
-        train_ds = wrap_coarse_source(train_dataset, coarse, device=bdev, cache_dir=cache)
-    else:
-        train_ds = _build_split(cfg, "train", coarse, {"device": bdev, "cache_dir": cache})
-    val_ds = None
-    if val_dataset is not None:
-        val_ds = wrap_coarse_source(val_dataset, coarse, device=device, cache_dir=cache)
-    elif need_val and cfg.val_split and train_dataset is None:
-        try:
-            val_ds = _build_split(cfg, cfg.val_split, coarse, {"device": device, "cache_dir": cache})
-        except (ValueError, FileNotFoundError) as exc:
-            note = (f"no final evaluation: the validation split {cfg.val_split!r} of {cfg.data} cannot be "
-                    f"built ({str(exc).splitlines()[0]}); pass --val-split NAME or --no-val")
-            val_ds = None
-    if _needs_coarse(cfg.model):
-        _check_coarse_present(train_ds, cfg, "training")
-    if val_ds is not None and len(val_ds) == 0:
-        name = cfg.val_split if val_dataset is None else "val_dataset"
-        note = (f"no final evaluation: the validation split {name!r} of {cfg.data} is empty "
-                f"({len(train_ds)} training images); pass --val-split NAME or --no-val")
-        val_ds = None
-    return train_ds, val_ds, note
-
-
-def data_info(ds) -> dict:
-    info = {}
-    if hasattr(ds, "info"):
-        try:
-            info = dict(ds.info())
-        except Exception:  # info is descriptive only
-            info = {}
-    K = int(ds.num_classes)
-    info["num_classes"] = K
-    info["class_names"] = list(getattr(ds, "class_names", None) or [f"class_{i}" for i in range(K)])
-    info["ignore_index"] = int(getattr(ds, "ignore_index", 255))
-    return info
-
-
-class SegTask:
-    """The segmentation task's datasets, patches, model options, loss and evaluation (the
-    default, ``--task seg``); :class:`spn.training.chroma.ChromaTask` is the chroma task's."""
-
-    name = "seg"
-
-    def build_datasets(self, cfg, device, run_dir, train_dataset=None, val_dataset=None, need_val=True):
-        return build_datasets(cfg, device, run_dir, train_dataset, val_dataset, need_val)
-
-    def data_info(self, ds) -> dict:
-        return data_info(ds)
-
-    def patches(self, train_ds, cfg):
-        return PatchDataset(train_ds, size=cfg.patch_size, patches_per_image=cfg.patches_per_image,
-                            flip=cfg.flip, seed=cfg.seed)
-
-    def model_options(self, cfg, dinfo) -> tuple[str, dict]:
-        K = dinfo["num_classes"]
-        mcfg = dict(cfg.model_cfg)
-        if "num_classes" in mcfg and int(mcfg["num_classes"]) != K:
-            raise ValueError(f"model_cfg num_classes={mcfg['num_classes']} but dataset {cfg.data!r} has {K} classes")
-        mcfg["num_classes"] = K
-        return cfg.model, mcfg
-
-    def loss(self, dmodel, batch, device, ctx, cfg):
-        """``(loss to backpropagate, global loss sum (float64), global labelled-pixel count)``."""
-        image = batch["image"].to(device, non_blocking=True)
-        mask = batch["mask"].to(device, non_blocking=True)
-        needs_coarse = _needs_coarse(cfg.model)
-        coarse = batch.get("coarse") if needs_coarse else None
-        if needs_coarse and coarse is None:
-            raise ValueError("a training batch has no coarse maps")
-        if coarse is not None:
-            coarse = coarse.to(device, non_blocking=True)
-        count = D.all_reduce_sum(valid_pixels(mask).reshape(1), ctx)
-        logits = dmodel(image, coarse)
-        loss_sum = cross_entropy_sum(logits, mask)
-        loss = loss_sum * (ctx.world_size / count.clamp_min(1).to(loss_sum.dtype))
-        stat = D.all_reduce_sum(loss_sum.detach().to(torch.float64).reshape(1), ctx)
-        return loss, stat, count
-
-    def evaluate(self, model, val_ds, limit=None) -> dict:
-        return evaluate(model, val_ds, **({"limit": limit} if limit else {}))
-
-
-#: ``TrainConfig.task`` -> its part of the loop
-TASKS = {"seg": SegTask(), "chroma": ChromaTask()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -253,11 +153,11 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def absolute_paths(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with the dataset path (``folder:PATH`` ...), its path options and a
-    ``baseline:RUN`` coarse source made absolute: what a run stores, so that ``--resume`` works
-    from any directory."""
+    """``cfg`` with the dataset path (``folder:PATH`` ...) and its path options made absolute:
+    what a run stores, so that ``--resume`` works from any directory (the task makes its own
+    options' paths absolute in ``prepare``)."""
     data, opts = absolute_data_spec(cfg.data, cfg.data_options)
-    return cfg.replace(data=data, data_options=opts, coarse=absolute_coarse_spec(cfg.coarse))
+    return cfg.replace(data=data, data_options=opts)
 
 
 def _resolved_dict(cfg: TrainConfig, model, world: int) -> dict:
@@ -276,7 +176,6 @@ def _resume_view(resolved: dict, global_batch: int) -> dict:
     v["global_batch_size"] = global_batch
     if isinstance(v.get("data"), str):
         v["data"], v["data_options"] = absolute_data_spec(v["data"], v.get("data_options"))
-        v["coarse"] = absolute_coarse_spec(v.get("coarse"))
     return v
 
 
@@ -321,8 +220,10 @@ def _take_run_dir(cfg: TrainConfig, ctx: D.DistContext) -> DirLock | None:
     return lock
 
 
-def train(cfg: TrainConfig, *, train_dataset=None, val_dataset=None, callback=None) -> dict:
-    """Train per ``cfg`` (see the module docstring); returns the summary dict.
+def train(cfg: TrainConfig, task: TrainingTask | None = None, *, train_dataset=None, val_dataset=None,
+          callback=None) -> dict:
+    """Train per ``cfg`` with the part of the loop that ``task`` supplies (see the module
+    docstring; :func:`spn.tasks.train` picks the task named by ``cfg.task``); returns the summary.
 
     ``train_dataset`` / ``val_dataset`` replace the datasets built from ``cfg.data`` (any dataset
     of the common contract). ``callback(step, loss, model)`` is called after every optimizer step
@@ -335,20 +236,25 @@ def train(cfg: TrainConfig, *, train_dataset=None, val_dataset=None, callback=No
 
     Returns ``{"run_dir", "model", "start_step", "steps", "final_loss", "mean_loss" (over the
     last 10 steps of the run, those before a resume included), "losses" (this invocation's
-    per-step losses), "images_per_s", "elapsed_s", "world_size", "global_batch_size",
-    "checkpoint", "resumed_from", "val", "val_note"}`` where ``val`` is
-    :func:`spn.evaluation.evaluate`'s result on the validation split (or None, with the reason
-    in ``val_note`` when one was asked for).
+    per-step losses), "images_per_s", "elapsed_s" (both over the whole run, the segments
+    before a resume included), "segment_elapsed_s" (this invocation's seconds), "world_size", "global_batch_size", "checkpoint",
+    "resumed_from", "val", "val_note"}`` where ``val`` is the task's evaluation of the
+    validation split (or None, with the reason in ``val_note`` when one was asked for).
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
-    cfg = absolute_paths(cfg.validate())
+    if task is None or not callable(getattr(task, "loss", None)):
+        raise TypeError("train needs the task that supplies the datasets, model options and loss "
+                        "(a task of spn.tasks; spn.tasks.train(cfg) picks the one cfg.task names)")
+    if cfg.task is not None and cfg.task != task.name:
+        raise ValueError(f"cfg.task is {cfg.task!r} but the task given is {task.name!r}")
+    cfg = task.prepare(absolute_paths(cfg.validate()))
     ctx = D.init_distributed(cfg.device)
     threads = torch.get_num_threads()
     lock = None
     try:
         lock = _take_run_dir(cfg, ctx)
-        return _train(cfg, ctx, train_dataset, val_dataset, callback)
+        return _train(cfg, task, ctx, train_dataset, val_dataset, callback)
     finally:
         torch.set_num_threads(threads)  # train() may change it: leave the caller's setting as it was
         if lock is not None:
@@ -367,198 +273,255 @@ def _set_aside_damaged(ck, run_dir: Path) -> None:
             log.warning(f"could not move the damaged checkpoint {d} aside: {exc}")
 
 
-def _train(cfg: TrainConfig, ctx: D.DistContext, train_dataset, val_dataset, callback) -> dict:
+@dataclass
+class _Run:
+    """What the phases of one training invocation share."""
+
+    cfg: TrainConfig
+    task: TrainingTask
+    ctx: D.DistContext
+    run_dir: Path
+    train_ds: object = None
+    val_ds: object = None
+    note: str | None = None
+    dinfo: dict = field(default_factory=dict)
+    patches: object = None
+    model_name: str = ""
+    model: torch.nn.Module | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    G: int = 1
+    total: int = 0
+    resolved: dict = field(default_factory=dict)
+    start: int = 0
+    recent: list = field(default_factory=list)  # the last RECENT_LOSSES per-step losses of the run
+    elapsed_before: float = 0.0  # training seconds of the run up to the checkpoint resumed from
+    ck: object = None
+
+    @property
+    def main(self) -> bool:
+        return self.ctx.is_main
+
+
+def _set_threads(cfg: TrainConfig, ctx: D.DistContext) -> None:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     elif ctx.distributed and ctx.device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, ctx.local_world_size)))
-    device = ctx.device
-    run_dir = Path(cfg.out)
-    main = ctx.is_main
+
+
+def _build_data_and_model(r: _Run, train_dataset, val_dataset) -> None:
+    cfg, task, device = r.cfg, r.task, r.ctx.device
+    r.train_ds, r.val_ds, r.note = task.build_datasets(cfg, device, r.run_dir, train_dataset, val_dataset,
+                                                       need_val=r.main)
+    if r.main and r.note:
+        log.warning(r.note)
+    if cfg.cache:
+        r.train_ds = MemoryCache(r.train_ds)
+    r.dinfo = task.data_info(r.train_ds)
+    r.patches = task.patches(r.train_ds, cfg)
+    r.model_name, mcfg = task.model_options(cfg, r.dinfo)
+    torch.manual_seed(cfg.seed)
+    r.model = create_model(r.model_name, **mcfg).to(device)
+    r.optimizer = build_optimizer(cfg, r.model.parameters())
+    r.G = cfg.batch_size * r.ctx.world_size
+    r.total = total_steps(cfg, len(r.patches), r.G)
+    r.resolved = _resolved_dict(cfg, r.model, r.ctx.world_size)
+
+
+def _resume(r: _Run, has_ckpt: bool) -> None:
+    """Check the stored run against this one and restore the newest complete checkpoint."""
+    cfg, run_dir = r.cfg, r.run_dir
+    view = _resume_view(r.resolved, r.G)
+    old_cfg = run_dir / CONFIG_FILE
+    if old_cfg.is_file():
+        stored = read_json(old_cfg, "cannot resume:")
+        check_resume_compatible(_resume_view(stored.get("train_config", {}), stored.get("global_batch_size")),
+                                view, str(run_dir))
+    if has_ckpt:
+        ck = open_checkpoint(run_dir, optimizer=True)  # the newest complete checkpoint
+        tc = ck.info.get("train_config") or {}
+        if tc:
+            check_resume_compatible(_resume_view(tc, ck.info.get("global_batch_size", r.G)), view, str(run_dir))
+        load_training_state(run_dir, r.model, r.optimizer, checkpoint=ck)
+        r.ck, r.start = ck, ck.step
+        r.recent = [float(v) for v in ck.info.get("recent_losses") or []][-RECENT_LOSSES:]
+        before = ck.info.get("elapsed_s")
+        r.elapsed_before = float(before) if isinstance(before, (int, float)) and math.isfinite(before) else 0.0
+        if r.main:
+            log.info(f"resuming {run_dir} from step {r.start} ({ck.directory})")
+            if ck.skipped:
+                _set_aside_damaged(ck, run_dir)
+    elif r.main:
+        log.info(f"{run_dir} has no checkpoint yet: starting at step 0")
+    if r.start >= r.total:
+        raise ValueError(f"run {run_dir} is already at step {r.start} >= the {r.total} steps asked for; "
+                         "ask for more --steps to train on")
+
+
+def _write_start(r: _Run) -> None:
+    """Rank 0: ``config.json``, and the start / resume event in ``log.jsonl``."""
+    device = r.ctx.device
+    meta = {
+        "train_config": r.resolved,
+        "world_size": r.ctx.world_size,
+        "global_batch_size": r.G,
+        "total_steps": r.total,
+        "start_step": r.start,
+        "resumed_from": str(r.ck.directory) if r.ck is not None else None,
+        "data": r.dinfo,
+        "device": str(device),
+        "torch": torch.__version__,
+    }
+    meta["spn_version"] = __version__
+    meta["backend"] = active_backend()
+    atomic_write_json(r.run_dir / CONFIG_FILE, meta)
+    log_path = r.run_dir / LOG_FILE
+    if r.start > 0 or log_path.exists():
+        _truncate_log(log_path, r.start)
+    event = {"event": "resume" if r.start else "start", "step": r.start, "world_size": r.ctx.world_size,
+             "time": time.time()}
+    if r.ck is not None:
+        event["checkpoint"] = os.path.relpath(r.ck.directory, r.run_dir)
+    _append_log(log_path, event)
+    if r.note:
+        _append_log(log_path, {"event": "note", "step": r.start, "message": r.note})
+
+
+def _train(cfg: TrainConfig, task: TrainingTask, ctx: D.DistContext, train_dataset, val_dataset, callback) -> dict:
+    _set_threads(cfg, ctx)
+    r = _Run(cfg=cfg, task=task, ctx=ctx, run_dir=Path(cfg.out))
 
     # -- the run directory (locked by rank 0): fresh or resumed ----------------------------
-    has_ckpt = has_checkpoint(run_dir)
-    if not cfg.resume and (has_ckpt or (run_dir / CONFIG_FILE).exists()):
-        raise ValueError(f"run directory {run_dir} already holds a run; pass --resume to continue it "
+    has_ckpt = has_checkpoint(r.run_dir)
+    if not cfg.resume and (has_ckpt or (r.run_dir / CONFIG_FILE).exists()):
+        raise ValueError(f"run directory {r.run_dir} already holds a run; pass --resume to continue it "
                          "or choose another --out")
     D.barrier(ctx)
-
-    # -- data ------------------------------------------------------------------------------
-    task = TASKS[cfg.task]
-    train_ds, val_ds, note = task.build_datasets(cfg, device, run_dir, train_dataset, val_dataset, need_val=main)
-    if main and note:
-        log.warning(note)
-    if cfg.cache:
-        train_ds = MemoryCache(train_ds)
-    dinfo = task.data_info(train_ds)
-    patches = task.patches(train_ds, cfg)
-
-    # -- model and optimizer ---------------------------------------------------------------
-    model_name, mcfg = task.model_options(cfg, dinfo)
-    torch.manual_seed(cfg.seed)
-    model = create_model(model_name, **mcfg).to(device)
-    optimizer = build_optimizer(cfg, model.parameters())
-    G = cfg.batch_size * ctx.world_size
-    total = total_steps(cfg, len(patches), G)
-    resolved = _resolved_dict(cfg, model, ctx.world_size)
-    view = _resume_view(resolved, G)
-
-    start = 0
-    recent: list[float] = []  # the last RECENT_LOSSES per-step losses of the run
-    ck = None
+    _build_data_and_model(r, train_dataset, val_dataset)
     if cfg.resume:
-        old_cfg = run_dir / CONFIG_FILE
-        if old_cfg.is_file():
-            stored = read_json(old_cfg, "cannot resume:")
-            check_resume_compatible(_resume_view(stored.get("train_config", {}), stored.get("global_batch_size")),
-                                    view, str(run_dir))
-        if has_ckpt:
-            ck = open_checkpoint(run_dir, optimizer=True)  # the newest complete checkpoint
-            tc = ck.info.get("train_config") or {}
-            if tc:
-                check_resume_compatible(_resume_view(tc, ck.info.get("global_batch_size", G)), view, str(run_dir))
-            load_training_state(run_dir, model, optimizer, checkpoint=ck)
-            start = ck.step
-            recent = [float(v) for v in ck.info.get("recent_losses") or []][-RECENT_LOSSES:]
-            if main:
-                log.info(f"resuming {run_dir} from step {start} ({ck.directory})")
-                if ck.skipped:
-                    _set_aside_damaged(ck, run_dir)
-        elif main:
-            log.info(f"{run_dir} has no checkpoint yet: starting at step 0")
-        if start >= total:
-            raise ValueError(f"run {run_dir} is already at step {start} >= the {total} steps asked for; "
-                             "ask for more --steps to train on")
+        _resume(r, has_ckpt)
+    if r.main:
+        _write_start(r)
+    step, losses, elapsed = _steps(r, callback)
+    return _finish(r, step, losses, elapsed)
 
-    resumed_from = str(ck.directory) if ck is not None else None
-    if main:
-        meta = {
-            "train_config": resolved,
-            "world_size": ctx.world_size,
-            "global_batch_size": G,
-            "total_steps": total,
-            "start_step": start,
-            "resumed_from": resumed_from,
-            "data": dinfo,
-            "device": str(device),
-            "torch": torch.__version__,
-        }
-        meta["spn_version"] = __version__
-        meta["backend"] = active_backend()
-        atomic_write_json(run_dir / CONFIG_FILE, meta)
-        log_path = run_dir / LOG_FILE
-        if start > 0 or log_path.exists():
-            _truncate_log(log_path, start)
-        event = {"event": "resume" if start else "start", "step": start, "world_size": ctx.world_size,
-                 "time": time.time()}
-        if ck is not None:
-            event["checkpoint"] = os.path.relpath(ck.directory, run_dir)
-        _append_log(log_path, event)
-        if note:
-            _append_log(log_path, {"event": "note", "step": start, "message": note})
 
+def _steps(r: _Run, callback) -> tuple[int, list[float], float]:
+    """The optimizer steps from ``r.start`` to ``r.total``, with the log lines and checkpoints;
+    returns ``(last step, this invocation's losses, its seconds)``."""
+    cfg, ctx, device, run_dir, main = r.cfg, r.ctx, r.ctx.device, r.run_dir, r.main
+    model, optimizer = r.model, r.optimizer
     dmodel = D.wrap_model(model, ctx)
     dmodel.train()
-    sampler = StepSampler(start, total, cfg.batch_size, ctx.rank, ctx.world_size)
-    loader = DataLoader(SampleView(patches, cfg.seed), batch_size=cfg.batch_size, sampler=sampler,
+    sampler = StepSampler(r.start, r.total, cfg.batch_size, ctx.rank, ctx.world_size)
+    loader = DataLoader(SampleView(r.patches, cfg.seed), batch_size=cfg.batch_size, sampler=sampler,
                         num_workers=cfg.num_workers, worker_init_fn=_worker_init if cfg.num_workers else None,
                         pin_memory=device.type == "cuda")
     lr = cfg.resolved_lr()
-    ckpt_cfg = dict(resolved, world_size=ctx.world_size, global_batch_size=G)
-
-    def save(step: int) -> Path | None:
-        if not main:
-            return None
-        return save_checkpoint(run_dir, model, ckpt_cfg, step, optimizer, data_info=dinfo,
-                               extra={"global_batch_size": G, "world_size": ctx.world_size,
-                                      "recent_losses": recent[-RECENT_LOSSES:]},
-                               keep=cfg.keep_checkpoints)
-
+    ckpt_cfg = dict(r.resolved, world_size=ctx.world_size, global_batch_size=r.G)
     bar = None
     if main and _show_progress(cfg):
         from tqdm import tqdm
 
-        bar = tqdm(total=total, initial=start, unit="step", desc=f"train {model_name}", dynamic_ncols=True)
-
+        bar = tqdm(total=r.total, initial=r.start, unit="step", desc=f"train {r.model_name}", dynamic_ncols=True)
     losses: list[float] = []
     interval_losses: list[float] = []
     t0 = t_int = time.perf_counter()
     imgs_int = 0
-    last_ckpt_step = start
-    step = start
+    last_ckpt_step = step = r.start
     try:
         for batch in loader:
             try:
-                loss, stat, count = task.loss(dmodel, batch, device, ctx, cfg)
+                loss, stat, count = r.task.loss(dmodel, batch, device, ctx, cfg)
             except ValueError as exc:
                 raise ValueError(f"{exc} (step {step + 1})") from None
             value = float(stat / count.clamp_min(1))
             if not math.isfinite(value):
-                if main:
-                    _append_log(run_dir / LOG_FILE, {"event": "error", "step": step + 1,
-                                                     "message": f"non-finite loss {value}"})
-                kept = (f"the last good checkpoint (step {last_ckpt_step}) is kept in {run_dir}"
-                        if has_checkpoint(run_dir) else "no checkpoint had been written yet")
-                raise RuntimeError(f"loss is {value} at step {step + 1}: training stopped; {kept}. "
-                                   "Check the data for NaN/inf values or lower the learning rate.")
+                _stop_on_non_finite(r, value, step, last_ckpt_step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             if cfg.lr_schedule == "cosine":  # a function of the step only: resumed runs agree
-                lr = scheduled_lr(cfg.resolved_lr(), step, total)
+                lr = scheduled_lr(cfg.resolved_lr(), step, r.total)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
             optimizer.step()
             step += 1
             losses.append(value)
-            recent = (recent + [value])[-RECENT_LOSSES:]
+            r.recent = (r.recent + [value])[-RECENT_LOSSES:]
             interval_losses.append(value)
-            imgs_int += G
-            if main and (step % cfg.log_interval == 0 or step == total):
+            imgs_int += r.G
+            if main and (step % cfg.log_interval == 0 or step == r.total):
                 now = time.perf_counter()
                 rate = imgs_int / max(now - t_int, 1e-9)
                 rec = {"step": step, "loss": sum(interval_losses) / len(interval_losses), "lr": lr,
-                       "images_per_s": rate, "elapsed_s": now - t0}
+                       "images_per_s": rate, "elapsed_s": r.elapsed_before + now - t0}
                 _append_log(run_dir / LOG_FILE, rec)
                 if bar is not None:
                     bar.set_postfix(loss=f"{rec['loss']:.4f}", img_s=f"{rate:.1f}")
                 interval_losses, imgs_int, t_int = [], 0, now
             if bar is not None:
                 bar.update(1)
-            if step % cfg.ckpt_interval == 0 or step == total:
-                save(step)
+            if step % cfg.ckpt_interval == 0 or step == r.total:
+                _save(r, step, ckpt_cfg, r.elapsed_before + time.perf_counter() - t0)
                 last_ckpt_step = step
             if callback is not None:
                 callback(step, value, model)
     finally:
         if bar is not None:
             bar.close()
-    elapsed = time.perf_counter() - t0
+    return step, losses, time.perf_counter() - t0
 
+
+def _stop_on_non_finite(r: _Run, value: float, step: int, last_ckpt_step: int) -> None:
+    if r.main:
+        _append_log(r.run_dir / LOG_FILE, {"event": "error", "step": step + 1, "message": f"non-finite loss {value}"})
+    kept = (f"the last good checkpoint (step {last_ckpt_step}) is kept in {r.run_dir}"
+            if has_checkpoint(r.run_dir) else "no checkpoint had been written yet")
+    raise RuntimeError(f"loss is {value} at step {step + 1}: training stopped; {kept}. "
+                       "Check the data for NaN/inf values or lower the learning rate.")
+
+
+def _save(r: _Run, step: int, ckpt_cfg: dict, elapsed_s: float) -> Path | None:
+    if not r.main:
+        return None
+    return save_checkpoint(r.run_dir, r.model, ckpt_cfg, step, r.optimizer, data_info=r.dinfo,
+                           extra={"global_batch_size": r.G, "world_size": r.ctx.world_size,
+                                  "recent_losses": r.recent[-RECENT_LOSSES:], "elapsed_s": elapsed_s},
+                           keep=r.cfg.keep_checkpoints)
+
+
+def _finish(r: _Run, step: int, losses: list[float], segment_s: float) -> dict:
+    """The summary (the whole run's time and rate), the final evaluation, ``summary.json``."""
+    elapsed = r.elapsed_before + segment_s
+    # a checkpoint of an older spn holds no time: the rate is then this segment's
+    trained = step if (r.elapsed_before > 0 or r.start == 0) else len(losses)
+    recent = r.recent
     summary = {
-        "run_dir": str(run_dir),
-        "model": model_name,
-        "start_step": start,
+        "run_dir": str(r.run_dir),
+        "model": r.model_name,
+        "start_step": r.start,
         "steps": step,
         "final_loss": recent[-1] if recent else None,
         "mean_loss": (sum(recent) / len(recent)) if recent else None,
         "losses": losses,
-        "images_per_s": (len(losses) * G / elapsed) if elapsed > 0 else None,
+        "images_per_s": (trained * r.G / elapsed) if elapsed > 0 else None,
         "elapsed_s": elapsed,
-        "world_size": ctx.world_size,
-        "global_batch_size": G,
-        "checkpoint": str(run_dir / CHECKPOINTS_DIR / step_dir_name(step)) if main else None,
-        "resumed_from": resumed_from,
+        "segment_elapsed_s": segment_s,
+        "world_size": r.ctx.world_size,
+        "global_batch_size": r.G,
+        "checkpoint": str(r.run_dir / CHECKPOINTS_DIR / step_dir_name(step)) if r.main else None,
+        "resumed_from": str(r.ck.directory) if r.ck is not None else None,
         "val": None,
-        "val_note": note,
+        "val_note": r.note,
     }
-    if main and val_ds is not None:
-        model.eval()
-        summary["val"] = task.evaluate(model, val_ds, limit=cfg.val_items)
-        model.train()
-    if main:
-        atomic_write_json(run_dir / SUMMARY_FILE, {k: v for k, v in summary.items() if k != "losses"})
-        _append_log(run_dir / LOG_FILE, {"event": "end", "step": step, "elapsed_s": elapsed})
-    D.barrier(ctx)
+    if r.main and r.val_ds is not None:
+        r.model.eval()
+        summary["val"] = r.task.evaluate(r.model, r.val_ds, limit=r.cfg.val_items)
+        r.model.train()
+    if r.main:
+        atomic_write_json(r.run_dir / SUMMARY_FILE, {k: v for k, v in summary.items() if k != "losses"})
+        _append_log(r.run_dir / LOG_FILE, {"event": "end", "step": step, "elapsed_s": elapsed})
+    D.barrier(r.ctx)
     return summary

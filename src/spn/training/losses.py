@@ -1,4 +1,4 @@
-"""Segmentation losses: softmax cross-entropy with an ignore label.
+"""Losses: softmax cross-entropy with an ignore label (segmentation), L1 / L2 sums (regression).
 
 The training loop divides :func:`cross_entropy_sum` by the labelled-pixel count of the whole
 global batch (:func:`valid_pixels`, summed over the processes), so the data-parallel gradient
@@ -55,3 +55,24 @@ def cross_entropy_sum(logits: torch.Tensor, target: torch.Tensor, ignore_index: 
         ids = sorted(set(t[bad].unique().tolist()))[:10]
         raise ValueError(f"target holds class ids {ids} outside [0, {K}) (ignore = {ignore_index})")
     return F.cross_entropy(logits, t, ignore_index=ignore_index, reduction="sum")
+
+
+def regression_loss_sum(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    """Sum over every element of ``|pred - target|`` (``"l1"``) or ``(pred - target)^2`` (``"l2"``):
+    the chroma task's loss on Cb and Cr (divided by the element count of the global batch).
+
+    Shape: ``pred``, ``target``: ``(B, C, H, W)``; returns a 0-dim tensor.
+
+    Example:
+        >>> import torch
+        >>> regression_loss_sum(torch.ones(1, 2, 2, 2), torch.zeros(1, 2, 2, 2), "l2")
+        tensor(8.)
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    d = pred - target
+    if kind == "l1":
+        return d.abs().sum()
+    if kind == "l2":
+        return (d * d).sum()
+    raise ValueError(f"unknown regression loss {kind!r}; valid: l1, l2")
