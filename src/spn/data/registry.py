@@ -161,11 +161,15 @@ def _helen(arg, split="train", coarse=None, **kw):
     return HelenFaces(arg, split=split, coarse=coarse, **kw)
 
 
-@register_dataset("photos", coarse_files=False, names=("skimage",))
+@register_dataset("photos", coarse_files=False, names=("skimage", "corpus"))
 def _photos(arg, split="train", coarse=None, **kw):
-    """Colour photographs for the chroma task: ``photos:PATH`` or ``photos:skimage``."""
+    """Colour photographs for the chroma task: ``photos:PATH``, ``photos:skimage`` or ``photos:corpus``."""
     from .photos import PhotoDataset
 
     if coarse not in (None, "none"):
         raise ValueError(f"dataset 'photos' serves the chroma task and has no coarse maps (got coarse {coarse!r})")
+    if arg == "corpus":  # the folder of `spn corpus build` ($SPN_CORPUS or ~/.cache/spn/corpus)
+        from .corpus import corpus_root
+
+        arg = corpus_root()
     return PhotoDataset(arg, split=split, **kw)
