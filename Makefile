@@ -36,7 +36,8 @@ demo: install
 
 # the photo corpus of `--data photos:corpus`: photographs shipped in these packages (spn.data.corpus.SOURCES)
 CORPUS      ?= $(HOME)/.cache/spn/corpus
-CORPUS_APT  := opencv-doc plasma-workspace-wallpapers mate-backgrounds lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 palapeli-data
+CORPUS_APT  := opencv-doc plasma-workspace-wallpapers mate-backgrounds lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 \
+               tuxpaint-data palapeli-data
 CORPUS_PIP  := scikit-learn matplotlib
 
 corpus: install

@@ -129,6 +129,11 @@ SOURCES: tuple[Source, ...] = (
             "sunset_by_Aitzol_Berasategi")))),
     Source("lomiri-wallpapers-20.04", "deb", "/usr/share/backgrounds", "dep5:20.04/", _p(
         ("lomiri_Kleiber", "Kleiber_by_Lukas_Baubkus.jpg"),)),
+    Source("tuxpaint-data", "deb", "/usr/share/tuxpaint/templates", "dep5:templates/", _p(
+        *((f"tux_{n}", f"{n}.jpg") for n in (
+            "burnt_bark", "cliff", "corn_maze", "jellyfish", "lighthouse", "mossy_bark", "mossy_log", "mudstone",
+            "ocean_splash", "ocean_waves", "redwoods_above", "rocks", "sheep", "spiders_web", "sun_behind_clouds",
+            "sun_behind_leaves", "trees_above", "trees_at_dusk", "wool_mill_machine")))),
     Source("palapeli-data", "deb", "/usr/share/palapeli/collection", "palapeli-desktop", _p(
         *((f"palapeli_{n}", f"{n}.jpg") for n in (
             "castle-maintenon", "cincinnati-bridge", "citrus-fruits", "european-honey-bee",
@@ -295,22 +300,27 @@ def _store(src_path: Path, dest_stem: Path, max_side: int) -> tuple[Path, tuple[
     return dest, orig, size
 
 
-def _prepare_out(out: Path, force: bool) -> None:
+def _check_out(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
-        if not (out / "manifest.json").is_file() and not (out / "images").is_dir():
+        if not (out / "manifest.json").is_file():
             raise FileExistsError(f"--out {out} is a non-empty folder that is not a corpus; choose another")
         if not force:
             raise FileExistsError(f"--out {out} already holds a corpus; pass --force to rebuild it")
-        for sub in ("manifest.json", "splits", "images"):  # manifest first: readers see no half corpus
-            p = out / sub
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "splits").mkdir(exist_ok=True)
+
+
+def _swap_in(stage: Path, out: Path) -> None:
+    """Put the finished ``stage`` folder at ``out`` (an old corpus there is replaced, not mixed)."""
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.rename(out, old)
+        os.rename(stage, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(stage, out)
 
 
 def build_corpus(out, max_side: int = 1600, missing: str = "error", force: bool = False,
@@ -343,8 +353,24 @@ def build_corpus(out, max_side: int = 1600, missing: str = "error", force: bool 
                 raise FileNotFoundError(f"{src.package} {version}: {path} is missing (another version of the "
                                         f"package?); update spn.data.corpus.SOURCES")
             plan.append((src, version, path, ph, ph.licence or _licence(src, path, ph.path, wheel_lic)))
-    out = Path(out).expanduser()
-    _prepare_out(out, force)
+    out = Path(out).expanduser().absolute()
+    _check_out(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.with_name(f".{out.name}.building-{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
+    (stage / "images").mkdir(parents=True)
+    (stage / "splits").mkdir()
+    try:
+        manifest = _write(stage, plan, max_side, found, progress)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    _swap_in(stage, out)
+    return manifest
+
+
+def _write(out: Path, plan, max_side: int, found, progress) -> dict:
+    """Write the photos, the splits and (last) the manifest into ``out``."""
     side: dict[str, str] = {}
     for pkg in dict.fromkeys(p[0].package for p in plan):
         side.update(split_groups([(p[3].group or p[3].name) for p in plan if p[0].package == pkg]))
