@@ -37,12 +37,12 @@ def add_arguments(p) -> None:
 
 
 def _list(cfg: CorpusConfig) -> int:
-    from spn.data.corpus import SOURCES, _package_info
+    from spn.data import corpus
 
     rows = []
-    for src in SOURCES:
+    for src in corpus.SOURCES:
         try:
-            version = _package_info(src)[0]
+            version = corpus._package_info(src)[0]
         except FileNotFoundError:
             version = None
         rows.append({"package": src.package, "kind": src.kind, "version": version, "photos": len(src.photos)})

@@ -12,16 +12,18 @@ by name (``pip install scikit-learn matplotlib``; ``apt-get install opencv-doc m
     DIR/manifest.json           per image: file, source package, its version, licence, original
                                 path, original and stored size, sha256 of both; written last
 
-Only photographs are listed (no drawings, renders, charts, scans of text); each entry of
-:data:`SOURCES` was chosen by looking at it. The reserved evaluation data (the scene-text photos of
-``opencv-doc``'s ``examples/text``, the ``stardist`` wheel's images, the ``mvtb-data`` package)
-are refused by :func:`check_not_reserved`, whatever the table says. scikit-image's photos are not
-part of the corpus (``photos:skimage`` serves them, and its held-out four must stay unseen).
+Only colour photographs are listed (no drawings, renders, charts, scans of text, grey-level
+photos); each entry of :data:`SOURCES` was chosen by looking at it. The reserved evaluation
+data (the scene-text photos of ``opencv-doc``'s ``examples/text``, the ``stardist`` wheel's
+images, the ``mvtb-data`` package) are refused by :func:`check_not_reserved`, whatever the
+table says. scikit-image's photos are not part of the corpus (``photos:skimage`` serves them,
+and its held-out four must stay unseen).
 
 Split (deterministic): the photos of one package are grouped by scene (``group``: a stereo
 pair or two views of one street are one group), groups are sorted by name, and groups at
 positions 1, 4, 7, ... go to ``val``; so ``val`` holds about a third of every package with two
-or more scenes, and no scene is on both sides.
+or more scenes, and no scene is on both sides. The same table gives the same split on every
+build; adding or removing a photo of a package can move its later scenes across the split.
 
 The licence of each photo is read at build time from the most specific place the package gives
 it: the wheel's METADATA, the per-file stanza of ``/usr/share/doc/PKG/copyright`` (DEP-5, the
@@ -92,7 +94,7 @@ def _p(*items) -> tuple[Photo, ...]:
                  for it in items)
 
 
-_KDE = ("BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf", "Kite",
+_KDE = ("BytheWater", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf", "Kite",
         "OneStandsOut", "Path", "summer_1am")
 
 #: the packages and the photographs they ship (each one looked at: photographs only)
@@ -324,7 +326,7 @@ def _swap_in(stage: Path, out: Path) -> None:
 
 
 def build_corpus(out, max_side: int = 1600, missing: str = "error", force: bool = False,
-                 sources=SOURCES, progress=None) -> dict:
+                 sources=None, progress=None) -> dict:
     """Write the corpus of :data:`SOURCES` to ``out`` (see the module docstring); returns the manifest.
 
     Args:
@@ -332,13 +334,14 @@ def build_corpus(out, max_side: int = 1600, missing: str = "error", force: bool 
         max_side: longer side, in pixels, above which a photo is shrunk (antialiased).
         missing: ``"error"`` (one error naming the install commands) or ``"skip"`` for sources
             whose package is not installed.
+        sources: the :class:`Source` table (default :data:`SOURCES`).
         progress: optional ``callable(str)`` called once per photo.
     """
     if missing not in ("error", "skip"):
         raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
     if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 16:
         raise ValueError(f"max_side must be an int >= 16, got {max_side!r}")
-    found = _resolve(sources, missing)
+    found = _resolve(SOURCES if sources is None else sources, missing)
     if not found:
         raise FileNotFoundError("none of the corpus's source packages is installed (`make corpus` installs them)")
     plan, names = [], set()
