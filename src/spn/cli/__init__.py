@@ -15,7 +15,7 @@ Example:
     >>> from spn.cli import build_parser
     >>> parser, commands = build_parser()
     >>> list(commands)
-    ['info', 'bench', 'train', 'eval', 'refine', 'compare', 'demo']
+    ['info', 'bench', 'train', 'eval', 'refine', 'compare', 'demo', 'corpus']
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import sys
 from spn.utils.io import os_error_message
 
 from . import bench, compare, demo, info, refine, train
+from . import corpus as corpus_command
 from . import eval as eval_command
 from .options import UsageError
 
@@ -38,6 +39,7 @@ COMMANDS = {
     "refine": refine,
     "compare": compare,
     "demo": demo,
+    "corpus": corpus_command,
 }
 
 log = logging.getLogger("spn")

