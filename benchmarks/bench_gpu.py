@@ -39,7 +39,7 @@ SIZES = {
 }
 DRY_SIZES = {"D1": (1, 2, 6, 5)}
 
-#: the issue's targets on a lent GPU: (size, Cg, pass) -> (max ms or None, max kernel/roofline or None)
+#: the speed targets on a GPU: (size, Cg, pass) -> (max ms or None, max kernel/roofline or None)
 TARGETS = {
     ("S3", "C", "fwd"): (0.13, None),
     ("S4", "1", "fwd"): (1.8, 2.0),

@@ -1,5 +1,5 @@
 // CPU kernels of the spatial propagation operator, version 2 of the contract
-// (../shared/spec/propagation.md; Liu et al., NIPS 2017, Eq. 1, 9, 10; GSPN's general form).
+// (docs/spec/propagation.md; Liu et al., NIPS 2017, Eq. 1, 9, 10; GSPN's general form).
 //
 // For every scan line after the first of its chunk, at lateral index k with the valid
 // neighbours j of the previous line and g the gates normalised on the fly from the raw gates r:

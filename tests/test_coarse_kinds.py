@@ -1,5 +1,5 @@
 """Coarse maps are read one way everywhere, as what they are declared to be (probs, logits, labels),
-never guessed: each misread of issue 9 is an error or is read right, through datasets and commands."""
+never guessed: each misread once seen is an error or is read right, through datasets and commands."""
 from __future__ import annotations
 
 import json
@@ -95,7 +95,7 @@ def test_aspect_tolerance_allows_the_rounding_of_small_maps():
 # --- through files, datasets and commands ----------------------------------------------------
 
 def test_folder_dataset_refuses_a_stretched_coarse_map(tmp_path):
-    """Issue 9: a coarse map of another aspect ratio was stretched without a word."""
+    """A coarse map of another aspect ratio was stretched without a word."""
     _folder(tmp_path, {"a": _probs(2, 12), "b": _probs(2, 3)})  # a: 6:1 for a 2:3 image
     ds = build_dataset(f"folder:{tmp_path}", split="all")
     assert ds[1]["coarse"].shape == (K, 16, 24)
@@ -104,7 +104,7 @@ def test_folder_dataset_refuses_a_stretched_coarse_map(tmp_path):
 
 
 def test_uint8_probabilities_need_their_scale(tmp_path):
-    """Issue 9: uint8 0..255 probabilities were taken for logits."""
+    """uint8 0..255 probabilities were taken for logits."""
     pr = _probs(2, 3)
     u8 = np.round(pr * 255).astype(np.uint8)
     root = _folder(tmp_path / "d", {"a": u8})

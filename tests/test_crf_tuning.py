@@ -1,4 +1,4 @@
-"""The dense CRF search of `spn compare` (issue 13, part 3): it covers weak settings and "off",
+"""The dense CRF search of `spn compare`: it covers weak settings and "off",
 so the tuned CRF never scores below its own input on the tuning split; stages search around the
 best of the previous stage; `spn compare` tunes by default; absent classes leave the per-class
 columns."""

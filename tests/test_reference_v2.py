@@ -1,6 +1,6 @@
 """The version-2 reference (``propagate_ref`` / ``propagate4_ref``) against an independent oracle.
 
-The oracle below is written from ``shared/spec/propagation.md`` alone: scalar Python loops over
+The oracle below is written from ``docs/spec/propagation.md`` alone: scalar Python loops over
 pixels, one formula per spec line, no tensor reshaping. The reference (vectorised over lines)
 must agree with it for every direction, K, Cg, normalize mode, input weight, chunk and merge.
 Non-finite rules and half precision are checked by hand-computed cases.

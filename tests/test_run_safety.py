@@ -1,5 +1,5 @@
 """Runs and commands under a hostile but realistic user: a second writer, a full disk, a
-read-only or wrong output path, an unreadable checkpoint, and the smaller defects of issue 9
+read-only or wrong output path, an unreadable checkpoint, and the smaller defects of the run-safety review
 (refine overwriting its input, summaries after a resume, a silent empty val split, relative
 --data paths, the bytes of --out x.bmp).
 

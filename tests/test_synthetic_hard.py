@@ -1,4 +1,4 @@
-"""The hard procedural family (`--data synthetic:hard`, issue 13 part 4): deterministic, the
+"""The hard procedural family (`--data synthetic:hard`): deterministic, the
 same classes, and its colour edges lie (measured against the simple family on the same seeds)."""
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ slots, float32) and input-weight bytes ``L = 16`` when there is one (else 0):
 - backward: read ``grad_out``, ``x``, the gates, (``l``), the four outputs; write ``grad_x``, the
   gate gradients (and ``grad_l``): ``4 + 4 + G + L + 16 + 4 + G + L``.
 
-For ``default`` at S1 this is the issue's ``4 + 48q + 4 + 16`` and ``4 + 4 + 48q + 16 + 4 + 48q``.
+For ``default`` at S1 this is ``4 + 48q + 4 + 16`` and ``4 + 4 + 48q + 16 + 4 + 48q``.
 """
 from __future__ import annotations
 

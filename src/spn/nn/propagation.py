@@ -59,7 +59,7 @@ class SpatialPropagation(nn.Module):
     """Four-direction spatial propagation with a node-wise merge (the paper's SPN layer).
 
     The module form of :func:`spn.ops.propagate4`, whose contract it follows
-    (``shared/spec/propagation.md``, version 2). Every direction runs, with the raw gates
+    (``docs/spec/propagation.md``, version 2). Every direction runs, with the raw gates
     normalised over their ``K`` slots inside the kernel (``normalize``; Theorem 3's ``"clip"``
     by default)::
 

@@ -33,7 +33,7 @@ def propagate(x: torch.Tensor, gates: torch.Tensor, direction, *, normalize: str
 
     over the valid neighbours ``j`` of ``k`` in the previous line (``k-1, k, k+1`` for
     three-way gates, gate slots 0, 1, 2; ``k`` for one-way). Out-of-range neighbours are
-    dropped from the sums. The exact contract is ``shared/spec/propagation.md`` (version 2);
+    dropped from the sums. The exact contract is ``docs/spec/propagation.md`` (version 2);
     :func:`propagate_ref` is the readable twin.
 
     Args:

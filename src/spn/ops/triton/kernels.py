@@ -1,4 +1,4 @@
-"""Triton kernels of the version-2 propagation operator (``shared/spec/propagation.md``).
+"""Triton kernels of the version-2 propagation operator (``docs/spec/propagation.md``).
 
 Only imported when ``triton`` imports (see :mod:`spn.ops.triton`). With ``TRITON_INTERPRET=1``
 set before ``triton`` is imported, the same kernels run on CPU tensors in Triton's interpreter,
