@@ -7,8 +7,10 @@ fork: no interpreter start-up per round, so 20 kills fit in a few seconds). Step
 0. a one-step warm-up run in this process (imports and first-call initialisations);
 1. the reference: the same command, uninterrupted, into REFERENCE (its wall time ``T``);
 2. rounds into RUN: the first without ``--resume``, the others with it; each is killed with
-   SIGKILL after a delay drawn uniformly from ``[0, 2 T / KILLS]`` by ``random.Random(SEED)``,
-   until KILLS kills; after each kill, the newest complete checkpoint must open (with its
+   SIGKILL after a delay drawn uniformly from ``[0, D]`` by ``random.Random(SEED)``, until KILLS
+   kills. ``D`` starts at ``2 T / KILLS``; after a kill that found no newer checkpoint than the
+   previous kill it grows by half (a loaded machine starts each round more slowly), and it goes
+   back to ``2 T / KILLS`` once the run has moved on, so the kills spread over the run; after each kill, the newest complete checkpoint must open (with its
    optimizer state); a round that ends by itself must exit 0;
 3. a last ``--resume`` to the end, which must exit 0.
 
@@ -97,13 +99,15 @@ def main() -> int:
         print(json.dumps(result))
         return 0
     rng = random.Random(seed)
+    base_delay = 2.0 * t_ref / kills
+    delay, last_step = base_delay, None
     finished = False
     while result["kills"] < kills:
         n = result["rounds"]
         argv = ["train", *train_args, "--out", str(run)] + (["--resume"] if n else [])
         err = logs / f"round-{n:02d}.err"
         pid = _fork_train(argv, err)
-        rc = _wait(pid, rng.uniform(0.0, 2.0 * t_ref / kills))
+        rc = _wait(pid, rng.uniform(0.0, delay))
         if rc is None:
             os.kill(pid, signal.SIGKILL)
             rc = _wait(pid, None)
@@ -114,6 +118,8 @@ def main() -> int:
                 result["errors"].append(f"after kill {result['kills']}: the checkpoint does not open: {exc}")
                 step = "unusable"
             result["steps_after_kill"].append(step)
+            delay = delay * 1.5 if step == last_step else base_delay
+            last_step = step
             ckdir = run / "checkpoints"
             if ckdir.is_dir() and any(p.name.startswith(".tmp-") for p in ckdir.iterdir()):
                 result["kills_during_save"] += 1  # the kill cut a checkpoint being written
