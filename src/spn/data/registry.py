@@ -169,3 +169,7 @@ def _photos(arg, split="train", coarse=None, **kw):
     if coarse not in (None, "none"):
         raise ValueError(f"dataset 'photos' serves the chroma task and has no coarse maps (got coarse {coarse!r})")
     return PhotoDataset(arg, split=split, **kw)
+
+
+from .composites import build_composites  # noqa: E402  (the mask task's composites:SOURCE)
+register_dataset("composites", build_composites, coarse_files=False, names=("skimage",))

@@ -23,7 +23,7 @@ from spn.utils.config import ConfigBase, option
 
 OPTIMIZERS = ("sgd", "adam")
 #: what ``spn train`` learns: refine coarse segmentations, or upsample the chroma of photos
-TASKS = ("seg", "chroma")
+TASKS = ("seg", "chroma", "mask")
 CHROMA_LOSSES = ("l1", "l2")
 LR_SCHEDULES = ("constant", "cosine")
 ON_CORRUPT = ("error", "skip")

@@ -56,6 +56,7 @@ from spn.utils.lock import DirLock
 
 from . import distributed as D
 from .chroma import ChromaTask
+from .mask import MaskTask
 from .config import TrainConfig, check_resume_compatible
 from .losses import cross_entropy_sum, valid_pixels
 
@@ -198,7 +199,7 @@ class SegTask:
 
 
 #: ``TrainConfig.task`` -> its part of the loop
-TASKS = {"seg": SegTask(), "chroma": ChromaTask()}
+TASKS = {"seg": SegTask(), "chroma": ChromaTask(), "mask": MaskTask()}
 
 
 # ----------------------------------------------------------------------------------------------
