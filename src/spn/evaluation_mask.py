@@ -47,8 +47,9 @@ def _mean(rows: list[dict], key: str) -> float:
 def evaluate_masks(refine, dataset, limit: int | None = None, methods: dict | None = None) -> dict:
     """Scores of the coarse input and of ``refine(image (3, H, W), coarse (H, W)) -> probability
     (H, W)`` (and of every ``name -> function`` of ``methods``) over ``dataset``'s items (the
-    first ``limit``). Returns ``{"items": n, "coarse": {...}, "refined": {...}, NAME: {...},
-    "seconds": {...}}``, each score dict ``{"iou", "boundary_iou", "mba"}`` (means over images)."""
+    first ``limit``). Returns ``{"items": n, "num_images": n, "coarse": {...}, "refined": {...},
+    NAME: {...}, "seconds": {...}}``, each score dict ``{"iou", "boundary_iou", "mba"}`` (means
+    over images; ``"mean_iou"`` repeats ``"iou"``)."""
     fns = {"refined": refine} if refine is not None else {}
     fns.update(methods or {})
     n = len(dataset) if limit is None else min(int(limit), len(dataset))
@@ -64,8 +65,9 @@ def evaluate_masks(refine, dataset, limit: int | None = None, methods: dict | No
                 prob = torch.as_tensor(fn(item["image"], coarse))
             secs[k] += time.perf_counter() - t0
             rows[k].append(mask_scores(prob >= 0.5, target))
-    out = {"items": n}
+    out = {"items": n, "num_images": n}
     for k, r in rows.items():
         out[k] = {key: _mean(r, key) for key in ("iou", "boundary_iou", "mba")}
+        out[k]["mean_iou"] = out[k]["iou"]  # the name spn train's report reads
     out["seconds"] = secs
     return out

@@ -47,7 +47,8 @@ from spn.data.io import image_from_pil
 from spn.models import create_model
 from spn.models.mask_refiner import MaskRefinerNet
 
-__all__ = ["MaskRefiner", "WEIGHTS_FILE", "as_mask_array", "as_photo_tensor", "load_weights", "refine_tiled"]
+__all__ = ["MaskRefiner", "WEIGHTS_FILE", "as_mask_array", "as_photo_tensor", "load_weights", "refine_tiled",
+           "save_weights"]
 
 #: the shipped weights, inside the package (``spn/weights/``)
 WEIGHTS_FILE = "mask_refiner.safetensors"
@@ -231,6 +232,20 @@ def load_weights(data: bytes, where: str = "weights") -> tuple[MaskRefinerNet, d
                          f"unexpected {unexpected}")
     settings = json.loads(meta.get("inference", "{}"))
     return model.eval(), {"settings": settings, "metadata": meta}
+
+
+def save_weights(model: MaskRefinerNet, path, settings: dict | None = None, half: bool = True,
+                 extra: dict | None = None):
+    """Write ``model``'s weights as safetensors (float16 when ``half``) with its config and the
+    inference ``settings`` in the metadata (what :func:`load_weights` reads); atomic."""
+    from spn.models.checkpoint import state_to_bytes
+    from spn.utils.io import atomic_write_bytes
+
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    meta = {"model": "mask_refiner", "model_config": json.dumps(model.config),
+            "inference": json.dumps(settings or {})}
+    meta.update({k: str(v) for k, v in (extra or {}).items()})
+    return atomic_write_bytes(path, state_to_bytes(state, meta))
 
 
 class MaskRefiner:

@@ -301,9 +301,28 @@ def _texture(rng, fg: torch.Tensor, bg: torch.Tensor, alpha: torch.Tensor) -> to
     return fg.clamp(0, 1)
 
 
+class _OneThread:
+    """Run torch on one thread inside the block: these small operations are several times slower
+    on two threads than on one (the threads' synchronisation costs more than the work)."""
+
+    def __enter__(self):
+        self.n = torch.get_num_threads()
+        if self.n != 1:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.n != 1:
+            torch.set_num_threads(self.n)
+
+
 def compose(rng: np.random.Generator, photos, size) -> dict:
     """One composite of size ``size = (H, W)`` from the list of photos ``(3, h, w)``: ``{"image",
     "coarse" (1, H, W), "mask" (H, W) int64, "alpha" (H, W)}`` (see the module docstring)."""
+    with _OneThread():
+        return _compose(rng, photos, size)
+
+
+def _compose(rng: np.random.Generator, photos, size) -> dict:
     n = len(photos)
     i = int(rng.integers(n))
     bg = _crop(rng, photos[i], size)
@@ -342,14 +361,17 @@ def _stored(img: torch.Tensor, max_side: int) -> torch.Tensor:
     return (img.clamp(0, 1) * 255 + 0.5).to(torch.uint8).contiguous()
 
 
-def _photos_of(source: str, split: str, on_corrupt: str = "error", max_side: int = 1024) -> list[torch.Tensor]:
-    """The photos of ``photos:SOURCE``'s ``split``, stored as uint8, at most ``max_side`` pixels."""
+def _photos_of(source: str, split: str, on_corrupt: str = "error",
+               max_side: int = 1024) -> tuple[list[torch.Tensor], list[str]]:
+    """The photos of ``photos:SOURCE``'s ``split`` (stored as uint8, at most ``max_side`` pixels)
+    and their names."""
     from .photos import PhotoDataset
 
     ds = PhotoDataset(source, split=split, factor=None, on_corrupt=on_corrupt, cache=False)
     if len(ds) == 0:
         raise ValueError(f"composites:{source}: the {split!r} split has no photos")
-    return [_stored(ds[i]["image"], max_side) for i in range(len(ds))]
+    items = [ds[i] for i in range(len(ds))]
+    return [_stored(it["image"], max_side) for it in items], [str(it["name"]) for it in items]
 
 
 def _check_size(size) -> tuple[int, int]:
@@ -390,8 +412,10 @@ class CompositeDataset(Dataset):
         if coarse not in (None, "none"):
             raise ValueError(f"composites make their own coarse masks; got coarse source {coarse!r}")
         self.size = _check_size(size)
-        self.photos = (list(photos) if photos is not None
-                       else _photos_of(str(source), split, on_corrupt, int(max_side)))
+        if photos is not None:
+            self.photos, self.names = list(photos), [f"photo{i}" for i in range(len(photos))]
+        else:
+            self.photos, self.names = _photos_of(str(source), split, on_corrupt, int(max_side))
         if not self.photos:
             raise ValueError("CompositeDataset needs at least one photo")
         self.source = "custom" if photos is not None else str(source)
@@ -409,7 +433,7 @@ class CompositeDataset(Dataset):
     def info(self) -> dict:
         return {"dataset": type(self).__name__, "source": self.source, "split": self.split,
                 "size": self.length, "item_size": list(self.size), "photos": len(self.photos),
-                "seed": self.seed, "num_classes": 2}
+                "photo_names": list(self.names), "seed": self.seed, "num_classes": 2}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
