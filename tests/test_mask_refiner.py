@@ -178,7 +178,7 @@ def test_tiled_inference_is_bounded_and_agrees_with_one_tile():
     assert torch.allclose(one, ref, atol=1e-5)
     assert max(h * w for h, w in rec.sizes) <= (96 + 48) ** 2
     assert rec.sizes[0] == (91, 128) and len(rec.sizes) < 1 + math.ceil(H / 96) * math.ceil(W / 96)
-    assert float((tiled - one).abs().mean()) < 0.02
+    assert float((tiled - one).abs().mean()) < 0.05  # the tiles left out keep the global pass (soft far off)
     assert float(((tiled >= 0.5) != (one >= 0.5)).float().mean()) < 0.01
 
 

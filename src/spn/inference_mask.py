@@ -10,8 +10,8 @@ How a photo of ``H x W`` pixels is refined (CascadePSP's global-then-local schem
    upsampled bilinearly to full resolution. A smaller photo is refined in one pass at its own
    resolution, and that is the answer;
 3. **local passes**: the full-resolution image is cut into ``tile x tile`` tiles; a tile whose
-   region of the global result holds the uncertain band (probability strictly between 0.02 and
-   0.98, or within two low-resolution pixels of the 0.5 contour) is refined at full resolution,
+   region of the global result holds the uncertain band (probability strictly between 0.2 and
+   0.8, or next to the 0.5 contour, grown by one low-resolution pixel) is refined at full resolution,
    with ``margin`` pixels of context on each side, the global result as its coarse mask; the
    other tiles keep the global result. One tile is in memory at a time.
 
@@ -53,7 +53,7 @@ __all__ = ["MaskRefiner", "WEIGHTS_FILE", "as_mask_array", "as_photo_tensor", "l
 #: the shipped weights, inside the package (``spn/weights/``)
 WEIGHTS_FILE = "mask_refiner.safetensors"
 #: uncertain band of the global result: probabilities strictly inside (LOW, 1 - LOW)
-BAND_LOW = 0.02
+BAND_LOW = 0.2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -165,15 +165,15 @@ def _run(model, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
 
 
 def _band_low(q: torch.Tensor) -> torch.Tensor:
-    """Uncertain pixels of a low-resolution probability map, grown by two pixels."""
+    """Uncertain pixels of a low-resolution probability map (see the module docstring)."""
     band = (q > BAND_LOW) & (q < 1 - BAND_LOW)
     hard = (q >= 0.5).float()[None, None]
     edge = (F.max_pool2d(hard, 3, 1, 1) != -F.max_pool2d(-hard, 3, 1, 1))[0, 0]
-    return F.max_pool2d((band | edge).float()[None, None], 5, 1, 2)[0, 0] > 0
+    return F.max_pool2d((band | edge).float()[None, None], 3, 1, 1)[0, 0] > 0
 
 
-def refine_tiled(model, image: torch.Tensor, coarse: torch.Tensor, *, global_size: int = 512, tile: int = 512,
-                 margin: int = 32) -> torch.Tensor:
+def refine_tiled(model, image: torch.Tensor, coarse: torch.Tensor, *, global_size: int = 512, tile: int = 256,
+                 margin: int = 16) -> torch.Tensor:
     """The refined probability ``(H, W)`` of ``image (3, H, W)`` and ``coarse (H, W)`` by the
     global pass and the local passes of the module docstring (``model``: a
     :class:`~spn.models.mask_refiner.MaskRefinerNet`, in eval mode, called without autograd)."""
@@ -257,7 +257,7 @@ class MaskRefiner:
         tile, margin: the local passes' tile side and context, in full-resolution pixels.
     """
 
-    def __init__(self, model: torch.nn.Module, *, global_size: int = 512, tile: int = 512, margin: int = 32,
+    def __init__(self, model: torch.nn.Module, *, global_size: int = 512, tile: int = 256, margin: int = 16,
                  source: str | None = None):
         if not isinstance(model, MaskRefinerNet):
             raise TypeError(f"MaskRefiner needs a mask_refiner model, got {type(model).__name__} "

@@ -47,7 +47,10 @@ from .chroma import _slots, similarity_planes
 from .registry import register_model
 from .resample import area_downsample, bilinear_upsample
 
-__all__ = ["MaskRefinerConfig", "MaskRefinerNet", "check_mask_inputs"]
+__all__ = ["HEAD_BLOCK", "MaskRefinerConfig", "MaskRefinerNet", "check_mask_inputs"]
+
+#: pixels per block of the output head without autograd (its hidden maps stay in the cache)
+HEAD_BLOCK = 8192
 
 
 @dataclass
@@ -164,15 +167,24 @@ class MaskRefinerNet(nn.Module):
 
     def _head(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The 1x1 head on the four maps ``h (B, 4, H, W)`` and ``x (B, 1, H, W)``, as matrix
-        products over the flattened pixels (a 1x1 convolution of so few channels is slow on CPU)."""
+        products over the flattened pixels (a 1x1 convolution of so few channels is slow on CPU);
+        without autograd in blocks of :data:`HEAD_BLOCK` pixels, so that the hidden maps stay in
+        the cache."""
         B, _, H, W = h.shape
         c1, c2 = self.head[0], self.head[2]
         w1 = c1.weight.reshape(c1.out_channels, 5)
-        z = torch.matmul(w1[:, :4], h.reshape(B, 4, H * W))
-        z = z.addcmul_(w1[:, 4:], x.reshape(B, 1, H * W)) if not torch.is_grad_enabled() \
-            else z + w1[:, 4:] * x.reshape(B, 1, H * W)
-        z = torch.relu(z + c1.bias[:, None])
-        out = torch.matmul(c2.weight.reshape(1, -1), z) + c2.bias[:, None]
+        w2 = c2.weight.reshape(1, -1)
+        feats = torch.cat([h, x], dim=1).reshape(B, 5, H * W)
+        if torch.is_grad_enabled():
+            z = torch.relu(torch.matmul(w1, feats) + c1.bias[:, None])
+            return (torch.matmul(w2, z) + c2.bias[:, None]).reshape(B, 1, H, W)
+        out = feats.new_empty(B, 1, H * W)
+        z = feats.new_empty(c1.out_channels, min(HEAD_BLOCK, H * W))
+        for b in range(B):
+            for i in range(0, H * W, HEAD_BLOCK):
+                j = min(H * W, i + HEAD_BLOCK)
+                zi = torch.addmm(c1.bias[:, None], w1, feats[b, :, i:j], out=z[:, :j - i]).relu_()
+                torch.addmm(c2.bias[:, None], w2, zi, out=out[b, :, i:j])
         return out.reshape(B, 1, H, W)
 
     def forward(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
