@@ -120,9 +120,6 @@ class MaskTask(BaseTask):
     ships_model = True
 
     def build_datasets(self, cfg, device, run_dir, train_dataset=None, val_dataset=None, need_val=True):
-        if cfg.coarse not in (None, "none"):
-            raise ValueError(f"--coarse {cfg.coarse} does not apply to --task mask (the composites make "
-                             "their own coarse masks)")
         prefix = cfg.data.split(":", 1)[0].lower()
         if train_dataset is None and prefix not in MASK_DATA:
             raise ValueError(f"--task mask trains on composites of photos: --data composites:skimage or "
