@@ -148,7 +148,7 @@ def cmd_export(args) -> dict:
     from spn.inference_mask import MaskRefiner, save_weights
 
     ref = MaskRefiner.from_checkpoint(args.checkpoint)
-    settings = {"global_size": ref.global_size, "tile": ref.tile, "margin": ref.margin}
+    settings = {"global_size": ref.global_size, "tile": ref.tile, "margin": ref.margin, "band": ref.band}
     info = ref.info or {}
     extra = {"step": info.get("step"), "train_config": json.dumps(info.get("train_config") or {}, default=str)}
     path = save_weights(ref.model, args.out, settings, half=True, extra=extra)
