@@ -297,7 +297,7 @@ class Refiner:
         :class:`spn.inference_mask.MaskRefiner` (``.refine(image, mask) -> bool (H, W)``,
         ``.refine_proba``, ``.refine_labels``), not a :class:`Refiner`: it refines one object's
         mask (or a label map, one object against the rest) on any photo, with no training run.
-        ``kw``: its ``global_size``, ``tile`` and ``margin``. The same as
+        ``kw``: its ``global_size``, ``band``, ``tile`` and ``margin``. The same as
         ``spn.MaskRefiner.pretrained()``; ``spn.refine(image, mask)`` calls it."""
         import spn
 
