@@ -63,7 +63,7 @@ def test_every_config_field_is_an_option_with_its_help(command):
 
 @pytest.mark.parametrize("cls, required", [
     (TrainConfig, []), (EvalConfig, ["--checkpoint", "c", "--data", "d"]),
-    (RefineConfig, ["--checkpoint", "c", "--image", "i", "--out", "o"]),
+    (RefineConfig, ["--image", "i", "--out", "o"]),
     (CompareConfig, ["--data", "d", "--out", "o"]), (DemoConfig, []),
 ])
 def test_parsed_defaults_are_the_dataclass_defaults(cls, required):

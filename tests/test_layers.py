@@ -25,8 +25,8 @@ LAYERS = {
     "models": 4,
     "data": 5,
     "metrics": 6, "viz": 6,
-    "inference": 7, "inference_chroma": 7, "peers": 7,
-    "evaluation": 8, "evaluation_chroma": 8,
+    "inference": 7, "inference_chroma": 7, "inference_mask": 7, "peers": 7,
+    "evaluation": 8, "evaluation_chroma": 8, "evaluation_mask": 8,
     "training": 9,
     "experiments": 10, "benchmarking": 10,
     "tasks": 11,
@@ -40,7 +40,7 @@ CLI_SHARED = {"spn.cli", "spn.cli.options"}
 #: the public re-exports spn/__init__.py makes lazily (inside its module ``__getattr__``): the
 #: one exception to the layer order, so that ``spn.Refiner`` works without ``import spn``
 #: importing the layers above it
-ROOT_LAZY = {"spn.inference"}
+ROOT_LAZY = {"spn.inference", "spn.inference_mask"}
 
 
 def module_names(root: Path) -> dict[str, Path]:

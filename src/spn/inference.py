@@ -199,6 +199,9 @@ def as_image_tensor(image, where: str = "image") -> torch.Tensor:
         return image_from_pil(image)
     if isinstance(image, torch.Tensor):
         t = image.detach().cpu()
+        if t.dtype in (torch.bfloat16, torch.float16):
+            raise TypeError(f"{where}: a {str(t.dtype).replace('torch.', '')} tensor is not accepted; pass "
+                            f"{where}.float() (float32 in [0, 1]) or a uint8 tensor")
         if t.dim() != 3 or t.shape[0] != 3:
             raise ValueError(f"{where}: a tensor image must be (3, H, W) (channel first), got {tuple(t.shape)}")
         arr = t.numpy()
@@ -287,6 +290,18 @@ class Refiner:
         self.batch_size = int(batch_size)
         self.source = source or f"model {getattr(model, 'name', type(model).__name__)!r}"
         self.info: dict = {}
+
+    @staticmethod
+    def pretrained(**kw):
+        """The class-agnostic mask refiner shipped in the package: a
+        :class:`spn.inference_mask.MaskRefiner` (``.refine(image, mask) -> bool (H, W)``,
+        ``.refine_proba``, ``.refine_labels``), not a :class:`Refiner`: it refines one object's
+        mask (or a label map, one object against the rest) on any photo, with no training run.
+        ``kw``: its ``global_size``, ``band``, ``tile`` and ``margin``. The same as
+        ``spn.MaskRefiner.pretrained()``; ``spn.refine(image, mask)`` calls it."""
+        import spn
+
+        return spn.MaskRefiner.pretrained(**kw)
 
     @classmethod
     def from_checkpoint(cls, run, device="cpu", batch_size: int = 8) -> "Refiner":

@@ -9,19 +9,19 @@ and one options dataclass per command holding the task's own options (the comman
 options of that task are generated from it). The commands keep the shared options in their own
 config dataclass and never branch on a task's name.
 
-One module per task: :mod:`spn.tasks.segmentation` (``seg``, the default) and
-:mod:`spn.tasks.chroma` (``chroma``).
+One module per task: :mod:`spn.tasks.segmentation` (``seg``, the default),
+:mod:`spn.tasks.chroma` (``chroma``) and :mod:`spn.tasks.mask` (``mask``).
 
 Example:
     >>> from spn.tasks import get_task, list_tasks
     >>> list_tasks()
-    ['seg', 'chroma']
+    ['seg', 'chroma', 'mask']
     >>> get_task("chroma").options["train"].__name__
     'ChromaTrainOptions'
     >>> get_task("depth")
     Traceback (most recent call last):
     ...
-    ValueError: unknown task 'depth'; valid tasks are seg, chroma
+    ValueError: unknown task 'depth'; valid tasks are seg, chroma, mask
 """
 from __future__ import annotations
 
@@ -177,6 +177,6 @@ def train(cfg: TrainConfig, **kw) -> dict:
 
 
 # the tasks (one module each; importing it registers the task)
-from . import chroma, segmentation  # noqa: E402,F401  (after the registry they register into)
+from . import chroma, mask, segmentation  # noqa: E402,F401  (after the registry they register into)
 
 _TASKS = {name: _TASKS[name] for name in (DEFAULT_TASK, *[n for n in _TASKS if n != DEFAULT_TASK])}

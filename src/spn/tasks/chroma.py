@@ -42,7 +42,7 @@ from spn.training.losses import regression_loss_sum
 from spn.utils.config import ConfigBase, option
 
 from . import BaseTask, register_task
-from .jobs import plan_jobs, progress
+from .jobs import plan_jobs, run_jobs
 
 __all__ = ["CHROMA_MODEL_ALIASES", "ChromaCompareOptions", "ChromaEvalOptions", "ChromaRefineOptions", "ChromaTask",
            "ChromaTrainOptions", "chroma_model_name"]
@@ -223,8 +223,8 @@ class ChromaTask(BaseTask):
         jobs = plan_jobs(cfg.image, None, cfg.out, None, needs_coarse=False)
         if Path(cfg.image).is_file():
             file_format(cfg.out, IMAGE_FORMATS, "image")  # before the work: png, jpg, bmp, tif or webp
-        for job in progress(jobs, cfg.progress):
-            write_image(job.out, up.reconstruct(read_image(job.image)))
+        run_jobs(jobs, lambda job: write_image(job.out, up.reconstruct(read_image(job.image))),
+                 on_error=cfg.on_error, show=cfg.progress)
         if len(jobs) == 1:
             return f"wrote {jobs[0].out} (chroma rebuilt from its {up.factor}x subsampling)"
         return f"rebuilt {len(jobs)} photos into {Path(cfg.out)}"

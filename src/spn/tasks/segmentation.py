@@ -39,7 +39,7 @@ from spn.utils.config import ConfigBase, option
 from spn.viz import overlay
 
 from . import BaseTask, register_task
-from .jobs import plan_jobs, progress
+from .jobs import plan_jobs, run_jobs, write_together
 
 log = logging.getLogger(__name__)
 
@@ -320,15 +320,17 @@ def refine_files(cfg, opts: SegRefineOptions) -> str:
     if opts.coarse is not None:  # declared once for the folder of the maps: the option, else its coarse.json
         folder = Path(opts.coarse) if Path(opts.coarse).is_dir() else Path(opts.coarse).parent
         kind = resolve_coarse_kind(opts.coarse_kind, folder)
-    for job in progress(jobs, cfg.progress):
+
+    def work(job):
         image = read_image(job.image)
         coarse, ckind = (None, None) if job.coarse is None else load_coarse_array(job.coarse, kind)
         image, coarse = refiner.prepare(image, coarse, ckind, where=str(job.coarse))
         # a baseline ignores the coarse map (it is only read for --restrict-to-present)
         labels = refiner.predict(image, coarse, restrict_to_present=opts.restrict_to_present).argmax(0)
-        write_mask(job.out, labels)
-        if job.overlay is not None:
-            write_image(job.overlay, overlay(image, labels, alpha=opts.alpha))
+        shown = overlay(image, labels, alpha=opts.alpha) if job.overlay is not None else None
+        write_together([(job.out, lambda p: write_mask(p, labels)), (job.overlay, lambda p: write_image(p, shown))])
+
+    run_jobs(jobs, work, on_error=cfg.on_error, show=cfg.progress)
     if len(jobs) == 1:
         return f"wrote {jobs[0].out}" + (f" and {jobs[0].overlay}" if jobs[0].overlay else "")
     return f"refined {len(jobs)} images into {Path(cfg.out)}"
