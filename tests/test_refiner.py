@@ -59,7 +59,7 @@ def _inputs(H=40, W=56, seed=0):
 
 def test_the_readme_example_runs(runs, tmp_path, monkeypatch, capsys):
     text = README.read_text()
-    section = text.split("## Refine your own images", 1)[1]
+    section = text.split("### Segmentation with a trained checkpoint", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
