@@ -29,7 +29,8 @@ def _inputs(B=2, H=37, W=50, k=K, seed=0):
 
 
 def test_registry_lists_the_models():
-    assert list_models() == ["baseline", "spn_one_way", "spn_three_way", "chroma_one_way", "chroma_three_way"]
+    assert list_models() == ["baseline", "spn_one_way", "spn_three_way", "chroma_one_way", "chroma_three_way",
+                             "mask_refiner"]
     assert model_config_class("baseline") is BaselineConfig
     assert model_config_class("spn_three_way") is SPNConfig
 

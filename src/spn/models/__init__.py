@@ -31,9 +31,10 @@ from .blocks import ConvBlock, UNet
 from .baseline import BaselineNet
 from .spn import GuidanceNet, SPNRefiner
 from .chroma import ChromaSPN, ChromaSPNConfig
+from .mask_refiner import MaskRefinerConfig, MaskRefinerNet
 
 __all__ = [
-    "SPN_PRESETS", "BaselineConfig", "BaselineNet", "ChromaSPN", "ChromaSPNConfig", "ConvBlock", "GuidanceNet", "SPNConfig", "SPNRefiner",
+    "SPN_PRESETS", "BaselineConfig", "BaselineNet", "ChromaSPN", "ChromaSPNConfig", "MaskRefinerConfig", "MaskRefinerNet", "ConvBlock", "GuidanceNet", "SPNConfig", "SPNRefiner",
     "UNet", "create_model", "describe_models", "list_models", "make_config", "model_config_class",
     "register_model", "spn_preset",
 ]

@@ -10,14 +10,14 @@ option is an error that lists the valid ones.
 Example:
     >>> from spn.models import create_model, list_models
     >>> list_models()
-    ['baseline', 'spn_one_way', 'spn_three_way', 'chroma_one_way', 'chroma_three_way']
+    ['baseline', 'spn_one_way', 'spn_three_way', 'chroma_one_way', 'chroma_three_way', 'mask_refiner']
     >>> m = create_model("spn_three_way", num_classes=6, channels=8, guidance_width=8)
     >>> m.name, m.config["channels"]
     ('spn_three_way', 8)
     >>> create_model("nope", num_classes=6)
     Traceback (most recent call last):
     ...
-    ValueError: unknown model 'nope'; valid models are baseline, spn_one_way, spn_three_way, chroma_one_way, chroma_three_way
+    ValueError: unknown model 'nope'; valid models are baseline, spn_one_way, spn_three_way, chroma_one_way, chroma_three_way, mask_refiner
 """
 from __future__ import annotations
 

@@ -1,0 +1,188 @@
+"""The shipped mask refiner on held-out composites, against the dense CRF and the guided filter,
+and its speed.
+
+    # scores on the held-out composites (validation photos of SOURCE), the CRF tuned on
+    # training composites (never on the held-out ones):
+    python benchmarks/mask_refiner.py tune-crf --source /work/corpus --tune-crf 8 --out crf.json
+    python benchmarks/mask_refiner.py eval --source /work/corpus --crf-params crf.json --out scores.json
+    # speed: median wall time of MaskRefiner.refine on a 1 MP and a 4K photo, 2 threads
+    python benchmarks/mask_refiner.py speed --threads 2 --repeats 5
+    # peak memory of one 4K refinement (run it under /usr/bin/time -v; max RSS)
+    /usr/bin/time -v python benchmarks/mask_refiner.py speed --sizes 2160x3840 --repeats 1
+
+``--checkpoint RUN`` scores a training run instead of the shipped weights. The shipped file is
+written from a run with
+
+    python benchmarks/mask_refiner.py export --checkpoint RUN --out src/spn/weights/mask_refiner.safetensors
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _refiner(args):
+    from spn.inference_mask import MaskRefiner
+
+    return MaskRefiner.from_checkpoint(args.checkpoint) if args.checkpoint else MaskRefiner.pretrained()
+
+
+class _TwoClass:
+    """Composites as two-class items (coarse ``(2, H, W)``), what the peers and the CRF search take."""
+
+    num_classes = 2
+    class_names = ["background", "object"]
+    ignore_index = 255
+
+    def __init__(self, base):
+        self.base = base
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        item = dict(self.base[i])
+        p = item["coarse"]
+        item["coarse"] = torch.cat([1 - p, p])
+        return item
+
+
+def _peer_fn(peer):
+    def fn(image, coarse):
+        return peer.refine(image, torch.stack([1 - coarse, coarse]))[1]
+    return fn
+
+
+def tune_crf(source: str, n: int, size, seed: int) -> dict:
+    """The dense CRF's grid search (:func:`spn.peers.densecrf.grid_search`, its default grid) on
+    ``n`` TRAINING composites of ``source`` (never the held-out ones)."""
+    from spn.data.composites import CompositeDataset
+    from spn.peers.densecrf import grid_search
+
+    train = _TwoClass(CompositeDataset(source, split="train", size=size, length=n, seed=seed + 1))
+    t0 = time.perf_counter()
+    search = grid_search(train, limit=n)
+    print(f"dense CRF tuned on {search['images']} training composites in {time.perf_counter() - t0:.0f} s: "
+          f"{search['best']} (mIoU {search['best_mean_iou']:.4f}, input {search['input_mean_iou']:.4f})",
+          file=sys.stderr)
+    return {"best": search["best"], "best_mean_iou": search["best_mean_iou"],
+            "input_mean_iou": search["input_mean_iou"], "images": search["images"]}
+
+
+def cmd_tune_crf(args) -> dict:
+    torch.set_num_threads(args.threads)
+    res = tune_crf(args.source, args.tune_crf, (384, 512), args.seed)
+    return res
+
+
+def cmd_eval(args) -> dict:
+    from spn.data.composites import CompositeDataset
+    from spn.evaluation_mask import evaluate_masks
+    from spn.peers import get_peer
+
+    torch.set_num_threads(args.threads)
+    held = CompositeDataset(args.source, split="val", length=args.items, seed=args.seed)
+    ref = _refiner(args)
+    methods = {"guided_filter": _peer_fn(get_peer("guided_filter"))}
+    crf_params = None
+    if args.crf_params:
+        with open(args.crf_params) as f:
+            crf_params = json.load(f)
+        crf_params = crf_params.get("best", crf_params)
+    elif args.tune_crf:
+        crf_params = tune_crf(args.source, args.tune_crf, held.size, args.seed)["best"]
+    if crf_params is not None:
+        methods["densecrf"] = _peer_fn(get_peer("densecrf", **crf_params))
+    res = evaluate_masks(lambda image, coarse: torch.from_numpy(ref.refine_proba(image, coarse)), held,
+                         methods=methods)
+    res["crf_params"] = crf_params
+    res["source"] = args.source
+    res["refiner"] = repr(ref)
+    return res
+
+
+def _photo(H: int, W: int, source: str, seed: int):
+    """A held-out composite of the validation photos, upscaled to ``H x W`` (image bicubic,
+    mask bilinear): a realistic share of boundary pixels at that size."""
+    from spn.data.composites import CompositeDataset
+
+    h = 384
+    w = max(16, round(h * W / H))
+    item = CompositeDataset(source, split="val", size=(h, w), length=1, seed=seed)[0]
+    img = F.interpolate(item["image"][None], size=(H, W), mode="bicubic", align_corners=False)[0].clamp(0, 1)
+    img = (img.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    mask = F.interpolate(item["coarse"][None], size=(H, W), mode="bilinear", align_corners=False)[0, 0]
+    return img, (mask.numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def cmd_speed(args) -> dict:
+    torch.set_num_threads(args.threads)
+    ref = _refiner(args)
+    out = {"threads": args.threads, "refiner": repr(ref), "sizes": {}}
+    for spec in args.sizes:
+        H, W = (int(v) for v in spec.lower().split("x"))
+        img, mask = _photo(H, W, args.source, args.seed)
+        ref.refine(img, mask)  # warm-up
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            ref.refine(img, mask)
+            times.append(time.perf_counter() - t0)
+        med = statistics.median(times)
+        out["sizes"][spec] = {"median_s": med, "ms_per_megapixel": 1000 * med / (H * W / 1e6),
+                              "runs_s": times}
+        print(f"{spec}: median {med * 1000:.0f} ms, {1000 * med / (H * W / 1e6):.0f} ms/MP "
+              f"({args.repeats} runs, {args.threads} threads)", file=sys.stderr)
+    return out
+
+
+def cmd_export(args) -> dict:
+    """Write the weights of run ``--checkpoint`` (float16) with the default inference settings."""
+    from spn.inference_mask import MaskRefiner, save_weights
+
+    ref = MaskRefiner.from_checkpoint(args.checkpoint)
+    settings = {"global_size": ref.global_size, "tile": ref.tile, "margin": ref.margin}
+    info = ref.info or {}
+    extra = {"step": info.get("step"), "train_config": json.dumps(info.get("train_config") or {}, default=str)}
+    path = save_weights(ref.model, args.out, settings, half=True, extra=extra)
+    return {"out": str(path), "settings": settings, "step": info.get("step")}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("eval", "speed", "export", "tune-crf"):
+        p = sub.add_parser(name)
+        p.add_argument("--source", default="skimage", help="photos: skimage or a folder with splits/")
+        p.add_argument("--checkpoint", default=None, help="a run of spn train --task mask (default: shipped)")
+        p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--out", default=None, help="write the JSON result (export: the weights) here")
+    ev = sub.choices["eval"]
+    ev.add_argument("--items", type=int, default=48, help="held-out composites")
+    for p in (ev, sub.choices["tune-crf"]):
+        p.add_argument("--tune-crf", type=int, default=0 if p is ev else 8, metavar="N",
+                       help="tune the dense CRF on N training composites")
+    ev.add_argument("--crf-params", default=None, help="a JSON file of dense CRF parameters (instead of tuning)")
+    sp = sub.choices["speed"]
+    sp.add_argument("--sizes", nargs="+", default=["1000x1000", "2160x3840"])
+    sp.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args(argv)
+    res = {"eval": cmd_eval, "speed": cmd_speed, "export": cmd_export, "tune-crf": cmd_tune_crf}[args.cmd](args)
+    text = json.dumps(res, indent=2, default=str)
+    if args.out and args.cmd != "export":
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

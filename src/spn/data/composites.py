@@ -1,0 +1,491 @@
+"""Composites for the class-agnostic mask refiner (``--task mask``, ``--data composites:SOURCE``).
+
+Every sample is made, deterministically from a seed, out of real photographs (a
+:class:`~spn.data.photos.PhotoDataset`: ``SOURCE`` is ``skimage`` or a folder, as for
+``photos:SOURCE``):
+
+- **background**: a random crop of one photo, at a random scale, randomly flipped;
+- **object shape** (:func:`object_alpha`): a smooth star-shaped blob, a polygon with sharp
+  corners, a union of two or three of them, or a region of another photo (its blurred luminance
+  above a random level, inside a random ellipse); then thin parts (lines 1-5 pixels wide, bent
+  once) and holes. Shapes are drawn at 4x and area-averaged: an anti-aliased coverage ``alpha``;
+- **object texture**: a crop of another photo, or (camouflage) of the same photo elsewhere;
+  optional colour gain, shading ramp and, in the low-contrast case, its mean colour moved
+  towards the background's;
+- **composite**: ``alpha * object + (1 - alpha) * background``, ``alpha`` optionally blurred
+  (defocus, sigma <= 1.5 px), plus optional sensor noise. The target is ``alpha >= 0.5`` of the
+  unblurred coverage;
+- **coarse mask** (:func:`perturb_mask`, after CascadePSP's perturbations): dilation or erosion,
+  boundary noise (a smooth random field added before thresholding), downsampling by 4 to 16 and
+  upsampling back (bilinear: soft, or nearest: blocky), false blobs and holes near the
+  boundary; then a hard (0/1) or soft (blurred, possibly under-confident) version.
+
+Items: ``{"image": (3, H, W) float32 in [0, 1], "coarse": (1, H, W) float32 in [0, 1], "mask":
+(H, W) int64 in {0, 1}, "name": str}``. Item ``i`` of a dataset depends only on ``(seed,
+split, epoch, i)``; :class:`CompositePatches` draws training samples the same way (one fresh
+composite per index and epoch), so :mod:`spn.data.sampling` runs it as it runs other patches.
+
+Example:
+    >>> import torch
+    >>> from spn.data.composites import perturb_mask, object_alpha
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> alpha = object_alpha(rng, (64, 64))
+    >>> alpha.shape, bool(alpha.min() >= 0 and alpha.max() <= 1)
+    (torch.Size([64, 64]), True)
+    >>> coarse = perturb_mask((alpha >= 0.5).float(), np.random.default_rng(1))
+    >>> coarse.shape, bool(coarse.min() >= 0 and coarse.max() <= 1)
+    (torch.Size([64, 64]), True)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from torch.utils.data import Dataset
+
+from .base import check_index
+from .coarse import gaussian_blur
+from .patches import CropSampler
+
+__all__ = ["CompositeDataset", "CompositePatches", "compose", "dilate", "erode", "object_alpha",
+           "mask_iou", "perturb_mask", "resample_blocky", "SPLIT_CODES"]
+
+#: the split's number in the seed of its items (train and val never share a stream)
+SPLIT_CODES = {"train": 1, "val": 2, "test": 3, "all": 4}
+SUPERSAMPLE = 4
+
+
+# ----------------------------------------------------------------------------------------------
+# morphology and resampling of (H, W) masks
+def dilate(mask: torch.Tensor, ry: int, rx: int | None = None) -> torch.Tensor:
+    """Maximum over a ``(2 ry + 1) x (2 rx + 1)`` rectangle: ``(H, W)`` float -> ``(H, W)``."""
+    rx = ry if rx is None else rx
+    if ry <= 0 and rx <= 0:
+        return mask
+    x = mask[None, None]
+    if rx > 0:  # separable: a row maximum, then a column maximum
+        x = F.max_pool2d(x, (1, 2 * rx + 1), stride=1, padding=(0, rx))
+    if ry > 0:
+        x = F.max_pool2d(x, (2 * ry + 1, 1), stride=1, padding=(ry, 0))
+    return x[0, 0]
+
+
+def erode(mask: torch.Tensor, ry: int, rx: int | None = None) -> torch.Tensor:
+    """Minimum over the rectangle of :func:`dilate` (the image frame counts as inside)."""
+    return 1.0 - dilate(1.0 - mask, ry, rx)
+
+
+def resample_blocky(mask: torch.Tensor, factor: int, soft: bool) -> torch.Tensor:
+    """Area-downsample ``(H, W)`` by ``factor`` and upsample back: bilinear (``soft``) or nearest
+    (blocky steps of ``factor`` pixels)."""
+    H, W = mask.shape
+    h, w = max(1, math.ceil(H / factor)), max(1, math.ceil(W / factor))
+    low = F.adaptive_avg_pool2d(mask[None, None], (h, w))
+    if not soft:
+        low = (low >= 0.5).float()
+        return F.interpolate(low, size=(H, W), mode="nearest")[0, 0]
+    return F.interpolate(low, size=(H, W), mode="bilinear", align_corners=False)[0, 0].clamp(0, 1)
+
+
+def _smooth_noise(rng: np.random.Generator, size, cell: float) -> torch.Tensor:
+    """A smooth random field in about [-1, 1]: uniform noise on a grid of ``cell`` pixels,
+    upsampled bicubically."""
+    H, W = size
+    h, w = max(2, int(H / cell) + 2), max(2, int(W / cell) + 2)
+    low = torch.from_numpy(rng.uniform(-1, 1, (1, 1, h, w)).astype(np.float32))
+    return F.interpolate(low, size=(H, W), mode="bicubic", align_corners=False)[0, 0].clamp(-1.5, 1.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# object shapes
+def _star(rng, cx, cy, r0, n=96, smooth=True):
+    """Vertices of a star-shaped outline around ``(cx, cy)``: radius ``r0 (1 + sum_k a_k cos(k t
+    + p_k))`` (smooth), or a polygon of 3-10 random vertices."""
+    if smooth:
+        t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+        r = np.ones_like(t)
+        for k in range(2, 7):
+            r += rng.uniform(0, 0.35 / k ** 0.8) * np.cos(k * t + rng.uniform(0, 2 * np.pi))
+    else:
+        m = int(rng.integers(3, 11))
+        t = np.sort(rng.uniform(0, 2 * np.pi, m))
+        r = rng.uniform(0.45, 1.0, m)
+    r = np.clip(r, 0.2, None) * r0
+    ar = rng.uniform(0.6, 1.0)  # a random squash and rotation
+    rot = rng.uniform(0, 2 * np.pi)
+    x, y = r * np.cos(t), r * np.sin(t) * ar
+    xs = cx + x * math.cos(rot) - y * math.sin(rot)
+    ys = cy + x * math.sin(rot) + y * math.cos(rot)
+    return list(zip(xs.tolist(), ys.tolist()))
+
+
+def _draw_shapes(rng: np.random.Generator, size) -> Image.Image:
+    """Blobs / polygons, thin parts and holes drawn on an ``L`` image ``SUPERSAMPLE`` times larger."""
+    H, W = size
+    q = SUPERSAMPLE
+    img = Image.new("L", (W * q, H * q), 0)
+    d = ImageDraw.Draw(img)
+    side = min(H, W) * q
+    parts = 1 if rng.random() < 0.6 else int(rng.integers(2, 4))
+    centres = []
+    for _ in range(parts):
+        cx = rng.uniform(0.25, 0.75) * W * q
+        cy = rng.uniform(0.25, 0.75) * H * q
+        r0 = rng.uniform(0.12, 0.35) * side / (1 + 0.3 * (parts - 1))
+        d.polygon(_star(rng, cx, cy, r0, smooth=rng.random() < 0.6), fill=255)
+        centres.append((cx, cy, r0))
+    if rng.random() < 0.5:  # thin parts: legs, antennae, handles, branches
+        for _ in range(int(rng.integers(1, 5))):
+            cx, cy, r0 = centres[int(rng.integers(len(centres)))]
+            a = rng.uniform(0, 2 * np.pi)
+            length = rng.uniform(0.6, 1.8) * r0
+            mid = (cx + math.cos(a) * length * 0.6, cy + math.sin(a) * length * 0.6)
+            b = a + rng.uniform(-0.8, 0.8)
+            end = (mid[0] + math.cos(b) * length * 0.6, mid[1] + math.sin(b) * length * 0.6)
+            width = int(round(rng.uniform(1, 5) * q))
+            d.line([(cx, cy), mid, end], fill=255, width=width, joint="curve")
+    if rng.random() < 0.35:  # holes
+        for _ in range(int(rng.integers(1, 3))):
+            cx, cy, r0 = centres[int(rng.integers(len(centres)))]
+            hx = cx + rng.uniform(-0.4, 0.4) * r0
+            hy = cy + rng.uniform(-0.4, 0.4) * r0
+            d.polygon(_star(rng, hx, hy, rng.uniform(0.1, 0.35) * r0, smooth=rng.random() < 0.7), fill=0)
+    return img
+
+
+def _region_alpha(rng: np.random.Generator, photo: torch.Tensor) -> torch.Tensor:
+    """A region of a real photo ``(3, H, W)``: its blurred luminance above (or below) a random
+    quantile, inside a random ellipse; soft edges from a steep ramp around the level."""
+    H, W = photo.shape[-2:]
+    luma = (0.299 * photo[0] + 0.587 * photo[1] + 0.114 * photo[2])[None]
+    luma = gaussian_blur(luma, float(rng.uniform(1.0, 3.0)))[0]
+    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32),
+                            indexing="ij")
+    cy, cx = rng.uniform(0.35, 0.65) * H, rng.uniform(0.35, 0.65) * W
+    ry, rx = rng.uniform(0.2, 0.45) * H, rng.uniform(0.2, 0.45) * W
+    inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+    vals = luma[inside]
+    if vals.numel() < 16:
+        return torch.zeros(H, W)
+    level = float(torch.quantile(vals, float(rng.uniform(0.3, 0.7))))
+    sign = 1.0 if rng.random() < 0.5 else -1.0
+    ramp = ((luma - level) * sign / 0.01 + 0.5).clamp(0, 1)
+    return ramp * inside.float()
+
+
+def object_alpha(rng: np.random.Generator, size, photo: torch.Tensor | None = None) -> torch.Tensor:
+    """An anti-aliased object coverage ``(H, W)`` in [0, 1] (see the module docstring); with
+    ``photo`` (a ``(3, H, W)`` crop), one time in four a region of that photo."""
+    H, W = size
+    if photo is not None and rng.random() < 0.25:
+        a = _region_alpha(rng, photo)
+        if float((a >= 0.5).float().mean()) > 0.02:
+            return a
+    img = _draw_shapes(rng, (H, W))
+    a = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
+    return F.avg_pool2d(a[None, None], SUPERSAMPLE)[0, 0]
+
+
+# ----------------------------------------------------------------------------------------------
+# coarse masks
+def _false_blobs(m: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Add and cut random ellipses centred near the boundary of ``m`` (false blobs and holes)."""
+    H, W = m.shape
+    edge = (dilate(m, 1) - erode(m, 1)) > 0
+    pts = edge.nonzero()
+    if len(pts) == 0:
+        return m
+    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32),
+                            indexing="ij")
+    out = m.clone()
+    for _ in range(int(rng.integers(1, 4))):
+        py, px = pts[int(rng.integers(len(pts)))].tolist()
+        r = rng.uniform(0.02, 0.08) * min(H, W) + 1
+        cy, cx = py + rng.uniform(-r, r), px + rng.uniform(-r, r)
+        ell = ((yy - cy) / (r * rng.uniform(0.5, 1.5))) ** 2 + ((xx - cx) / r) ** 2 <= 1.0
+        out[ell] = 1.0 if rng.random() < 0.5 else 0.0
+    return out
+
+
+def _perturb_once(m: torch.Tensor, rng: np.random.Generator, strength: float) -> torch.Tensor:
+    H, W = m.shape
+    side = min(H, W)
+    # the object's size bounds the damage: a radius-r object survives a resampling by about r
+    r_eq = max(2.0, math.sqrt(float(m.sum()) / math.pi))
+    if rng.random() < 0.6:  # dilation or erosion, possibly anisotropic
+        r = max(1, int(rng.uniform(0.05, 0.3) * strength * r_eq))
+        ry, rx = (r, r) if rng.random() < 0.6 else (r, max(0, int(r * rng.uniform(0, 1))))
+        m = dilate(m, ry, rx) if rng.random() < 0.5 else erode(m, ry, rx)
+    if rng.random() < 0.6:  # boundary noise
+        amp = rng.uniform(0.15, 0.5) * strength
+        soft = gaussian_blur(m[None], float(rng.uniform(1.0, 0.03 * side + 1.0)))[0]
+        m = ((soft + amp * _smooth_noise(rng, (H, W), rng.uniform(0.03, 0.15) * side)) >= 0.5).float()
+    if rng.random() < 0.4 * strength:
+        m = _false_blobs(m, rng)
+    soft_out = rng.random() < 0.5
+    if rng.random() < 0.7:  # the resolution of a segmenter's output
+        top = int(min(16, max(4, r_eq * strength / 1.5)))
+        m = resample_blocky(m, int(rng.integers(4, top + 1)), soft=soft_out and rng.random() < 0.7)
+    if soft_out:
+        m = gaussian_blur(m[None], float(rng.uniform(0.5, 3.0)))[0]
+        if rng.random() < 0.4:  # an under-confident segmenter
+            lo, hi = rng.uniform(0.0, 0.25), rng.uniform(0.75, 1.0)
+            m = lo + (hi - lo) * m
+    else:
+        m = (m >= 0.5).float()
+    return m.clamp(0, 1).contiguous()
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    """IoU of two bool maps (1.0 when both are empty)."""
+    u = float((a | b).sum())
+    return float((a & b).sum()) / u if u else 1.0
+
+
+def perturb_mask(target: torch.Tensor, rng: np.random.Generator, min_iou: float = 0.4) -> torch.Tensor:
+    """A coarse mask ``(H, W)`` in [0, 1] from a binary target ``(H, W)`` (float 0/1), by a random
+    subset of CascadePSP-style perturbations (see the module docstring); a draw whose IoU with
+    the target (at 0.5) is below ``min_iou`` is redrawn with milder perturbations."""
+    m = target.float()
+    strength, out = 1.0, m
+    for _ in range(4):
+        out = _perturb_once(m, rng, strength)
+        if mask_iou(out >= 0.5, m >= 0.5) >= min_iou:
+            break
+        strength *= 0.6
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# composites
+def _crop(rng: np.random.Generator, photo: torch.Tensor, size) -> torch.Tensor:
+    """A random crop of ``photo (3, H, W)`` at a random scale, resized to ``size``, randomly flipped."""
+    H, W = photo.shape[-2:]
+    h, w = size
+    big = min(H / h, W / w)  # the largest crop of the output's aspect ratio
+    s = rng.uniform(min(1.0, big) * 0.5, big) if big > 0.5 else big
+    ch, cw = max(2, min(H, int(round(h * s)))), max(2, min(W, int(round(w * s))))
+    y, x = int(rng.integers(0, H - ch + 1)), int(rng.integers(0, W - cw + 1))
+    c = photo[None, :, y:y + ch, x:x + cw]
+    if c.dtype == torch.uint8:
+        c = c.float() / 255.0
+    c = F.interpolate(c, size=(h, w), mode="bilinear", align_corners=False, antialias=(ch > h or cw > w))[0]
+    if rng.random() < 0.5:
+        c = torch.flip(c, dims=[-1])
+    if rng.random() < 0.2:
+        c = torch.flip(c, dims=[-2])
+    return c.clamp(0, 1)
+
+
+def _texture(rng, fg: torch.Tensor, bg: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """The object's texture: colour gain, shading, and (low contrast) its mean moved towards the
+    background's mean around the object."""
+    H, W = fg.shape[-2:]
+    if rng.random() < 0.5:
+        fg = fg * torch.from_numpy(rng.uniform(0.75, 1.25, (3, 1, 1)).astype(np.float32))
+    if rng.random() < 0.3:
+        a = rng.uniform(0, 2 * np.pi)
+        yy, xx = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
+        fg = fg * (1.0 + rng.uniform(0.1, 0.4) * (math.cos(a) * xx + math.sin(a) * yy))
+    if rng.random() < 0.25:
+        w = alpha[None]
+        ring = (dilate(alpha, 8) - alpha).clamp(0, 1)[None]
+        mb = (bg * ring).sum((1, 2), keepdim=True) / ring.sum().clamp_min(1.0)
+        mf = (fg * w).sum((1, 2), keepdim=True) / w.sum().clamp_min(1.0)
+        t = rng.uniform(0.5, 0.95)
+        fg = fg - t * (mf - mb)
+    return fg.clamp(0, 1)
+
+
+class _OneThread:
+    """Run torch on one thread inside the block: these small operations are several times slower
+    on two threads than on one (the threads' synchronisation costs more than the work)."""
+
+    def __enter__(self):
+        self.n = torch.get_num_threads()
+        if self.n != 1:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.n != 1:
+            torch.set_num_threads(self.n)
+
+
+def compose(rng: np.random.Generator, photos, size) -> dict:
+    """One composite of size ``size = (H, W)`` from the list of photos ``(3, h, w)``: ``{"image",
+    "coarse" (1, H, W), "mask" (H, W) int64, "alpha" (H, W)}`` (see the module docstring)."""
+    with _OneThread():
+        return _compose(rng, photos, size)
+
+
+def _compose(rng: np.random.Generator, photos, size) -> dict:
+    n = len(photos)
+    i = int(rng.integers(n))
+    bg = _crop(rng, photos[i], size)
+    alpha = None
+    for _ in range(6):  # an object of a sensible size
+        region = _crop(rng, photos[int(rng.integers(n))], size)
+        alpha = object_alpha(rng, size, region)
+        frac = float((alpha >= 0.5).float().mean())
+        if 0.02 <= frac <= 0.8:
+            break
+    if rng.random() < 0.15:  # camouflage: the texture of the same photo
+        fg = _crop(rng, photos[i], size)
+    else:
+        fg = _crop(rng, photos[int(rng.integers(n))], size)
+    fg = _texture(rng, fg, bg, alpha)
+    a = alpha
+    if rng.random() < 0.4:  # defocus of the boundary
+        a = gaussian_blur(alpha[None], float(rng.uniform(0.3, 1.5)))[0]
+    image = a[None] * fg + (1 - a[None]) * bg
+    if rng.random() < 0.5:
+        image = image + float(rng.uniform(0.002, 0.02)) * torch.from_numpy(
+            rng.standard_normal(image.shape).astype(np.float32))
+    target = (alpha >= 0.5).float()
+    coarse = perturb_mask(target, rng)
+    return {"image": image.clamp(0, 1).contiguous(), "coarse": coarse[None], "mask": target.long(),
+            "alpha": alpha}
+
+
+def _stored(img: torch.Tensor, max_side: int) -> torch.Tensor:
+    """A photo ``(3, H, W)`` in [0, 1] as uint8, shrunk (antialiased) to at most ``max_side``."""
+    H, W = img.shape[-2:]
+    if max(H, W) > max_side:
+        s = max_side / max(H, W)
+        img = F.interpolate(img[None], size=(max(2, round(H * s)), max(2, round(W * s))), mode="bilinear",
+                            align_corners=False, antialias=True)[0]
+    return (img.clamp(0, 1) * 255 + 0.5).to(torch.uint8).contiguous()
+
+
+def _photos_of(source: str, split: str, on_corrupt: str = "error",
+               max_side: int = 1024) -> tuple[list[torch.Tensor], list[str]]:
+    """The photos of ``photos:SOURCE``'s ``split`` (stored as uint8, at most ``max_side`` pixels)
+    and their names."""
+    from .photos import PhotoDataset
+
+    ds = PhotoDataset(source, split=split, factor=None, on_corrupt=on_corrupt, cache=False)
+    if len(ds) == 0:
+        raise ValueError(f"composites:{source}: the {split!r} split has no photos")
+    items = [ds[i] for i in range(len(ds))]
+    return [_stored(it["image"], max_side) for it in items], [str(it["name"]) for it in items]
+
+
+def _check_size(size) -> tuple[int, int]:
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = (size, size)
+    try:
+        h, w = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"size must be an int or (H, W), got {size!r}") from None
+    if h < 16 or w < 16:
+        raise ValueError(f"composites must be at least 16 x 16 pixels, got {h} x {w}")
+    return h, w
+
+
+class CompositeDataset(Dataset):
+    """``length`` composites of ``size`` from the photos of ``source``'s ``split`` (see the module).
+
+    Args:
+        source: ``"skimage"`` or a folder of photos (what ``photos:SOURCE`` reads).
+        split: the photos' split (``"train"``, ``"val"``, ...).
+        size: ``(H, W)`` or an int.
+        length: number of items (default: 48 for validation splits, 64 per photo for ``train``).
+        seed: item ``i`` is drawn with ``numpy.random.default_rng([seed, split code, epoch, i])``.
+        photos: a list of ``(3, h, w)`` tensors (float in [0, 1] or uint8) instead of a source.
+        max_side: photos of a source are stored as uint8, shrunk to at most this many pixels.
+
+    Shape:
+        - item["image"]: ``(3, H, W)``; item["coarse"]: ``(1, H, W)``; item["mask"]: ``(H, W)``
+    """
+
+    task = "mask"
+    num_classes = 2
+    class_names = ["background", "object"]
+    ignore_index = 255
+
+    def __init__(self, source="skimage", split: str = "train", size=(384, 512), length: int | None = None,
+                 seed: int = 0, photos=None, on_corrupt: str = "error", coarse=None, max_side: int = 1024):
+        if coarse not in (None, "none"):
+            raise ValueError(f"composites make their own coarse masks; got coarse source {coarse!r}")
+        self.size = _check_size(size)
+        if photos is not None:
+            self.photos, self.names = list(photos), [f"photo{i}" for i in range(len(photos))]
+        else:
+            self.photos, self.names = _photos_of(str(source), split, on_corrupt, int(max_side))
+        if not self.photos:
+            raise ValueError("CompositeDataset needs at least one photo")
+        self.source = "custom" if photos is not None else str(source)
+        self.split = split
+        default = 64 * len(self.photos) if split == "train" else 48
+        self.length = int(length) if length is not None else default
+        if self.length < 1:
+            raise ValueError(f"length must be >= 1, got {length}")
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def info(self) -> dict:
+        return {"dataset": type(self).__name__, "source": self.source, "split": self.split,
+                "size": self.length, "item_size": list(self.size), "photos": len(self.photos),
+                "photo_names": list(self.names), "seed": self.seed, "num_classes": 2}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __getitem__(self, index: int) -> dict:
+        index = check_index(index, self.length, "composites")
+        rng = np.random.default_rng([self.seed, SPLIT_CODES.get(self.split, 9), self.epoch, index])
+        item = compose(rng, self.photos, self.size)
+        item.pop("alpha")
+        item["name"] = f"composite-{self.split}-{index:05d}"
+        return item
+
+
+class CompositePatches(CropSampler):
+    """Training samples of ``--task mask``: patch ``index`` of epoch ``e`` is a fresh ``size x
+    size`` composite of the photos of ``base`` (a :class:`CompositeDataset`), drawn with
+    ``numpy.random.default_rng([seed, e, index])``. ``patches_per_image`` samples per item of
+    ``base`` and epoch; ``flip`` is part of the composition already.
+
+    Example:
+        >>> import torch
+        >>> from spn.data.composites import CompositeDataset, CompositePatches
+        >>> base = CompositeDataset(photos=[torch.rand(3, 80, 90)], size=32, length=2)
+        >>> p = CompositePatches(base, size=24, patches_per_image=2)
+        >>> len(p), p[3]["image"].shape, p[3]["coarse"].shape
+        (4, torch.Size([3, 24, 24]), torch.Size([1, 24, 24]))
+    """
+
+    def __init__(self, base, size: int = 128, patches_per_image: int = 4, flip: bool = True, seed: int = 0):
+        super().__init__(base, size, patches_per_image, flip, seed)
+        _check_size(self.size)
+
+    num_classes = 2
+    class_names = CompositeDataset.class_names
+    ignore_index = 255
+
+    def info(self) -> dict:
+        return self._info()
+
+    def __getitem__(self, index: int) -> dict:
+        index = check_index(index, len(self), "patches")
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        item = compose(rng, self.base.photos, (self.size, self.size))
+        item.pop("alpha")
+        item["name"] = f"composite-e{self.epoch}-{index}"
+        return item
+
+
+def build_composites(arg, split="train", coarse=None, **kw):
+    """The ``composites:SOURCE`` dataset (``SOURCE``: ``skimage`` or a folder of photos;
+    ``photos:`` in front is accepted)."""
+    source = str(arg)
+    if source.lower().startswith("photos:"):
+        source = source.split(":", 1)[1]
+    return CompositeDataset(source, split=split, coarse=coarse, **kw)

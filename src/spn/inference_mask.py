@@ -1,0 +1,344 @@
+"""The class-agnostic mask refiner applied to photos: ``MaskRefiner.pretrained().refine(image,
+mask) -> mask`` at any size, in bounded memory, with the weights shipped in the package.
+
+How a photo of ``H x W`` pixels is refined (CascadePSP's global-then-local scheme):
+
+1. the mask (any resolution of the image's aspect ratio: binary 0/1 or 0/255, 8-bit soft, or a
+   float probability map) is resized bilinearly to the image's size (:func:`as_mask_array`);
+2. **global pass**: when the longest side exceeds ``global_size`` (512), the image and the
+   mask are shrunk (antialiased bilinear) to that longest side and refined there; the result is
+   upsampled bilinearly to full resolution. A smaller photo is refined in one pass at its own
+   resolution, and that is the answer;
+3. **local passes**: the full-resolution image is cut into ``tile x tile`` tiles; a tile whose
+   region of the global result holds the uncertain band (probability strictly between 0.2 and
+   0.8, or next to the 0.5 contour, grown by one low-resolution pixel) is refined at full resolution,
+   with ``margin`` pixels of context on each side, the global result as its coarse mask; the
+   other tiles keep the global result. One tile is in memory at a time.
+
+Several objects: :meth:`MaskRefiner.refine_labels` refines each label one-vs-rest and takes the
+argmax (a running maximum: memory does not grow with the number of labels).
+
+Example:
+    >>> import numpy as np
+    >>> from spn.inference_mask import MaskRefiner
+    >>> from spn.models import create_model
+    >>> r = MaskRefiner(create_model("mask_refiner", guidance_width=4))
+    >>> image = np.zeros((40, 60, 3), dtype=np.uint8); image[10:30, 20:40] = 255
+    >>> mask = np.zeros((10, 15), dtype=np.uint8); mask[3:7, 5:10] = 255   # a 1/4-size mask
+    >>> out = r.refine(image, mask)
+    >>> out.shape, out.dtype
+    ((40, 60), dtype('bool'))
+"""
+from __future__ import annotations
+
+import json
+import math
+import struct
+import warnings
+from importlib import resources
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from spn.data.coarse import check_coverage
+from spn.image.io import image_from_pil
+from spn.models import create_model
+from spn.models.mask_refiner import MaskRefinerNet
+
+__all__ = ["MaskRefiner", "WEIGHTS_FILE", "as_mask_array", "as_photo_tensor", "load_weights", "refine_tiled",
+           "save_weights"]
+
+#: the shipped weights, inside the package (``spn/weights/``)
+WEIGHTS_FILE = "mask_refiner.safetensors"
+#: uncertain band of the global result: probabilities strictly inside (LOW, 1 - LOW)
+BAND_LOW = 0.2
+
+
+# ----------------------------------------------------------------------------------------------
+# inputs
+def as_photo_tensor(image, where: str = "image") -> torch.Tensor:
+    """A photo as float32 ``(3, H, W)`` in [0, 1]: a PIL image, a numpy array ``(H, W, 3)`` /
+    ``(H, W)`` (uint8, uint16, bool or float in [0, 1]) or a tensor ``(3, H, W)`` float in [0, 1]."""
+    if isinstance(image, Image.Image):
+        return image_from_pil(image)
+    if isinstance(image, torch.Tensor):
+        t = image.detach().cpu()
+        if t.dim() != 3 or t.shape[0] != 3:
+            raise ValueError(f"{where}: a tensor image must be (3, H, W), got {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise TypeError(f"{where}: a tensor image must be floating point in [0, 1], got {t.dtype}")
+        a = t.float()
+    elif isinstance(image, np.ndarray):
+        a = image
+        if a.ndim == 2:
+            a = np.repeat(a[:, :, None], 3, axis=2)
+        if a.ndim != 3 or a.shape[2] not in (3, 4):
+            raise ValueError(f"{where}: an array image must be (H, W, 3) or (H, W), got {tuple(image.shape)}")
+        a = a[:, :, :3]
+        if a.dtype == np.uint8:
+            a = a.astype(np.float32) / 255.0
+        elif a.dtype == np.uint16:
+            a = a.astype(np.float32) / 65535.0
+        elif a.dtype == np.bool_:
+            a = a.astype(np.float32)
+        elif np.issubdtype(a.dtype, np.floating):
+            a = a.astype(np.float32)
+        else:
+            raise TypeError(f"{where}: unsupported array dtype {a.dtype} (uint8, uint16, bool or float in [0, 1])")
+        a = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
+    else:
+        raise TypeError(f"{where} must be a PIL image, a numpy array or a torch tensor, got {type(image).__name__}")
+    if a.shape[-1] < 1 or a.shape[-2] < 1:
+        raise ValueError(f"{where} is empty ({a.shape[-2]} x {a.shape[-1]})")
+    if not torch.isfinite(a).all():
+        raise ValueError(f"{where} holds NaN or infinite values")
+    if float(a.min()) < 0 or float(a.max()) > 1:
+        raise ValueError(f"{where}: float values must lie in [0, 1], got {float(a.min()):.4g}..{float(a.max()):.4g}")
+    return a.contiguous()
+
+
+def _mask_numpy(mask, where: str) -> np.ndarray:
+    """A mask input as a float32 ``(h, w)`` array in [0, 1] (see :func:`as_mask_array`)."""
+    if isinstance(mask, Image.Image):
+        if mask.mode == "1":
+            return np.asarray(mask, dtype=np.float32)
+        if mask.mode != "L":
+            raise ValueError(f"{where}: a PIL mask must be mode '1' or 'L' (8-bit), got mode {mask.mode!r}"
+                             + (" (a palette image: pass its label map to refine_labels)" if mask.mode == "P" else "")
+                             + (" (16-bit masks are not accepted)" if mask.mode.startswith("I") else ""))
+        mask = np.asarray(mask)
+    if isinstance(mask, torch.Tensor):
+        mask = mask.detach().cpu()
+        mask = mask.float().numpy() if mask.is_floating_point() else mask.numpy()
+    if not isinstance(mask, np.ndarray):
+        raise TypeError(f"{where} must be a PIL image, a numpy array or a torch tensor, got {type(mask).__name__}")
+    m = mask[0] if mask.ndim == 3 and mask.shape[0] == 1 else mask
+    if m.ndim != 2:
+        raise ValueError(f"{where} must be (h, w) or (1, h, w), got shape {tuple(mask.shape)}")
+    if m.dtype == np.bool_:
+        return m.astype(np.float32)
+    if np.issubdtype(m.dtype, np.floating):
+        m = m.astype(np.float32)
+        if not np.isfinite(m).all():
+            raise ValueError(f"{where} holds NaN or infinite values")
+        if m.size and (m.min() < 0 or m.max() > 1):
+            raise ValueError(f"{where}: a float mask is a probability in [0, 1], got {m.min():.4g}..{m.max():.4g}")
+        return m
+    if m.dtype == np.uint8 or (np.issubdtype(m.dtype, np.integer) and m.size and m.min() >= 0 and m.max() <= 255):
+        m = m.astype(np.float32)
+        return m if m.size and m.max() <= 1 else m / 255.0
+    raise ValueError(f"{where}: integer masks must be 0/1, 0/255 or 8-bit soft (0..255); got dtype {m.dtype}"
+                     + (f" with values {int(m.min())}..{int(m.max())}" if m.size else ""))
+
+
+def as_mask_array(mask, size, where: str = "mask") -> torch.Tensor:
+    """A mask as float32 ``(H, W)`` probabilities at the image's ``size = (H, W)``.
+
+    Accepted: bool; integer 0/1, 0/255 or 8-bit soft (0..255 = probability); float in [0, 1]
+    (NaN refused); PIL ``'1'`` / ``'L'`` (palette and 16-bit refused); any resolution with the
+    image's aspect ratio (:func:`spn.data.coarse.check_coverage`), resized bilinearly.
+
+    Example:
+        >>> import numpy as np
+        >>> from spn.inference_mask import as_mask_array
+        >>> as_mask_array(np.array([[0, 255], [255, 0]], dtype=np.uint8), (4, 4))[0].tolist()
+        [0.0, 0.25, 0.75, 1.0]
+    """
+    m = _mask_numpy(mask, where)
+    check_coverage(where, m.shape, size)
+    t = torch.from_numpy(np.ascontiguousarray(m))
+    H, W = int(size[0]), int(size[1])
+    if tuple(t.shape) != (H, W):
+        t = F.interpolate(t[None, None], size=(H, W), mode="bilinear", align_corners=False)[0, 0].clamp(0, 1)
+    return t.contiguous()
+
+
+# ----------------------------------------------------------------------------------------------
+# the global and local passes
+def _run(model, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+    """``sigmoid(model(image, coarse))`` of one ``(3, h, w)`` image and ``(h, w)`` mask -> ``(h, w)``."""
+    dev = next(model.parameters()).device
+    out = model(image[None].to(dev), coarse[None, None].to(dev))
+    return torch.sigmoid(out[0, 0].float()).cpu()
+
+
+def _band_low(q: torch.Tensor) -> torch.Tensor:
+    """Uncertain pixels of a low-resolution probability map (see the module docstring)."""
+    band = (q > BAND_LOW) & (q < 1 - BAND_LOW)
+    hard = (q >= 0.5).float()[None, None]
+    edge = (F.max_pool2d(hard, 3, 1, 1) != -F.max_pool2d(-hard, 3, 1, 1))[0, 0]
+    return F.max_pool2d((band | edge).float()[None, None], 3, 1, 1)[0, 0] > 0
+
+
+def refine_tiled(model, image: torch.Tensor, coarse: torch.Tensor, *, global_size: int = 512, tile: int = 256,
+                 margin: int = 16) -> torch.Tensor:
+    """The refined probability ``(H, W)`` of ``image (3, H, W)`` and ``coarse (H, W)`` by the
+    global pass and the local passes of the module docstring (``model``: a
+    :class:`~spn.models.mask_refiner.MaskRefinerNet`, in eval mode, called without autograd)."""
+    H, W = coarse.shape
+    L = max(H, W)
+    if L <= global_size:
+        return _run(model, image, coarse)
+    s = global_size / L
+    h, w = max(1, round(H * s)), max(1, round(W * s))
+    small = F.interpolate(image[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
+    c_small = F.interpolate(coarse[None, None], size=(h, w), mode="bilinear", align_corners=False,
+                            antialias=True)[0, 0]
+    q_low = _run(model, small.clamp(0, 1), c_small.clamp(0, 1))
+    band = _band_low(q_low)
+    out = F.interpolate(q_low[None, None], size=(H, W), mode="bilinear", align_corners=False)[0, 0]
+    for y0 in range(0, H, tile):
+        for x0 in range(0, W, tile):
+            y1, x1 = min(H, y0 + tile), min(W, x0 + tile)
+            ly0, ly1 = int(y0 * h / H), min(h, int(math.ceil(y1 * h / H)) + 1)
+            lx0, lx1 = int(x0 * w / W), min(w, int(math.ceil(x1 * w / W)) + 1)
+            if not bool(band[ly0:ly1, lx0:lx1].any()):
+                continue
+            cy0, cy1, cx0, cx1 = max(0, y0 - margin), min(H, y1 + margin), max(0, x0 - margin), min(W, x1 + margin)
+            r = _run(model, image[:, cy0:cy1, cx0:cx1], out[cy0:cy1, cx0:cx1].clone())
+            out[y0:y1, x0:x1] = r[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# weights
+def _read_safetensors(data: bytes, where: str) -> tuple[dict, dict]:
+    """``(tensors as float32, metadata)`` of a safetensors file's bytes."""
+    from safetensors.torch import load
+
+    try:
+        n = struct.unpack("<Q", data[:8])[0]
+        header = json.loads(data[8:8 + n])
+        tensors = load(data)
+    except Exception as exc:  # a damaged file: one clear line
+        raise ValueError(f"cannot read the mask refiner weights {where}: {exc}") from None
+    return {k: v.float() for k, v in tensors.items()}, dict(header.get("__metadata__") or {})
+
+
+def load_weights(data: bytes, where: str = "weights") -> tuple[MaskRefinerNet, dict]:
+    """A :class:`MaskRefinerNet` (eval mode) and its settings from safetensors bytes whose
+    metadata holds ``"model_config"`` (JSON) and optionally ``"inference"`` (JSON)."""
+    tensors, meta = _read_safetensors(data, where)
+    try:
+        cfg = json.loads(meta["model_config"])
+    except (KeyError, json.JSONDecodeError):
+        raise ValueError(f"the mask refiner weights {where} carry no model_config in their metadata") from None
+    model = create_model("mask_refiner", **cfg)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"the mask refiner weights {where} do not fit the model: missing {missing}, "
+                         f"unexpected {unexpected}")
+    settings = json.loads(meta.get("inference", "{}"))
+    return model.eval(), {"settings": settings, "metadata": meta}
+
+
+def save_weights(model: MaskRefinerNet, path, settings: dict | None = None, half: bool = True,
+                 extra: dict | None = None):
+    """Write ``model``'s weights as safetensors (float16 when ``half``) with its config and the
+    inference ``settings`` in the metadata (what :func:`load_weights` reads); atomic."""
+    from spn.models.checkpoint import state_to_bytes
+    from spn.utils.io import atomic_write_bytes
+
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    meta = {"model": "mask_refiner", "model_config": json.dumps(model.config),
+            "inference": json.dumps(settings or {})}
+    meta.update({k: str(v) for k, v in (extra or {}).items()})
+    return atomic_write_bytes(path, state_to_bytes(state, meta))
+
+
+class MaskRefiner:
+    """Refine anyone's mask on anyone's photo (see the module docstring).
+
+    Args:
+        model: a :class:`~spn.models.mask_refiner.MaskRefinerNet` (``pretrained()`` loads the shipped one).
+        global_size: the longest side of the global pass (larger photos get local passes).
+        tile, margin: the local passes' tile side and context, in full-resolution pixels.
+    """
+
+    def __init__(self, model: torch.nn.Module, *, global_size: int = 512, tile: int = 256, margin: int = 16,
+                 source: str | None = None):
+        if not isinstance(model, MaskRefinerNet):
+            raise TypeError(f"MaskRefiner needs a mask_refiner model, got {type(model).__name__} "
+                            "(train one with spn train --task mask, or use MaskRefiner.pretrained())")
+        for name, v, lo in (("global_size", global_size, 16), ("tile", tile, 16), ("margin", margin, 0)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+        self.model = model.eval()
+        self.global_size, self.tile, self.margin = global_size, tile, margin
+        self.source = source or "model"
+        self.info: dict = {}
+
+    def __repr__(self) -> str:
+        return (f"MaskRefiner({self.source}, global_size={self.global_size}, tile={self.tile}, "
+                f"margin={self.margin})")
+
+    @classmethod
+    def pretrained(cls, **kw) -> "MaskRefiner":
+        """The refiner shipped in the package (``spn/weights/mask_refiner.safetensors``; no network)."""
+        ref = resources.files("spn").joinpath("weights", WEIGHTS_FILE)
+        try:
+            data = ref.read_bytes()
+        except OSError as exc:
+            raise FileNotFoundError(f"the shipped mask refiner weights are missing ({ref}): {exc}") from None
+        model, info = load_weights(data, f"{ref}")
+        opts = {k: v for k, v in info["settings"].items() if k in ("global_size", "tile", "margin")}
+        opts.update(kw)
+        r = cls(model, source="pretrained", **opts)
+        r.info = info
+        return r
+
+    @classmethod
+    def from_checkpoint(cls, run, device="cpu", **kw) -> "MaskRefiner":
+        """The mask refiner of a run directory of ``spn train --task mask`` (or a checkpoint)."""
+        from spn.models.checkpoint import load_checkpoint
+
+        model, info = load_checkpoint(run, map_location=device)
+        if not isinstance(model, MaskRefinerNet):
+            raise ValueError(f"checkpoint {run} holds {info.get('model')!r}, not a mask refiner "
+                             "(train one with spn train --task mask)")
+        r = cls(model, source=f"checkpoint {run}", **kw)
+        r.info = info
+        return r
+
+    def refine_proba(self, image, mask) -> np.ndarray:
+        """The refined probability, float32 ``(H, W)`` at the image's size. An empty or all-ones
+        mask (nothing or everything above 0.5) is returned resized, with a warning."""
+        img = as_photo_tensor(image)
+        p = as_mask_array(mask, img.shape[-2:])
+        fg = p >= 0.5
+        if not bool(fg.any()) or bool(fg.all()):
+            warnings.warn("the mask is " + ("empty" if not bool(fg.any()) else "all ones") +
+                          ": nothing to refine, returned unchanged", stacklevel=2)
+            return p.numpy()
+        with torch.no_grad():
+            out = refine_tiled(self.model, img, p, global_size=self.global_size, tile=self.tile,
+                               margin=self.margin)
+        return out.numpy()
+
+    def refine(self, image, mask, threshold: float = 0.5) -> np.ndarray:
+        """The refined mask, bool ``(H, W)``: :meth:`refine_proba` ``>= threshold``."""
+        return self.refine_proba(image, mask) >= threshold
+
+    __call__ = refine
+
+    def refine_labels(self, image, labels) -> np.ndarray:
+        """A label map ``(h, w)`` (ints, any resolution of the image's aspect ratio, nearest
+        resized) refined one label against the rest and merged by argmax: int64 ``(H, W)``."""
+        img = as_photo_tensor(image)
+        lab = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+        if lab.ndim != 2 or not (np.issubdtype(lab.dtype, np.integer) or lab.dtype == np.bool_):
+            raise ValueError(f"labels must be an integer (h, w) map, got {lab.dtype} {tuple(lab.shape)}")
+        H, W = img.shape[-2:]
+        check_coverage("labels", lab.shape, (H, W))
+        values = np.unique(lab)
+        best = np.full((H, W), -1.0, dtype=np.float32)
+        out = np.zeros((H, W), dtype=np.int64)
+        for v in values.tolist():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                p = self.refine_proba(img, (lab == v).astype(np.float32))
+            better = p > best
+            best[better], out[better] = p[better], v
+        return out
