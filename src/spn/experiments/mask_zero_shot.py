@@ -295,13 +295,13 @@ def zero_shot_markdown(results: dict) -> str:
 
 
 def _crop_box(mask: torch.Tensor, grow: float = 0.5, min_side: int = 48) -> tuple[int, int, int, int]:
+    """A square (where the image allows) around the object's box enlarged by ``grow``."""
     x0, y0, x1, y1 = _grown_box(mask.numpy() > 0, grow)
     H, W = mask.shape
-    if x1 - x0 < min_side:
-        x0, x1 = max(0, (x0 + x1 - min_side) // 2), min(W, (x0 + x1 + min_side) // 2)
-    if y1 - y0 < min_side:
-        y0, y1 = max(0, (y0 + y1 - min_side) // 2), min(H, (y0 + y1 + min_side) // 2)
-    return x0, y0, x1, y1
+    side = max(x1 - x0, y1 - y0, min_side)
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+    x0, y0 = min(max(0, cx - side // 2), max(0, W - side)), min(max(0, cy - side // 2), max(0, H - side))
+    return x0, y0, min(W, x0 + side), min(H, y0 + side)
 
 
 def _figure(candidates: list, path: Path, rows: int) -> Path | None:
