@@ -9,6 +9,8 @@ and its speed.
     python benchmarks/mask_refiner.py speed --threads 2 --repeats 5
     # peak memory of one 4K refinement (run it under /usr/bin/time -v; max RSS)
     /usr/bin/time -v python benchmarks/mask_refiner.py speed --sizes 2160x3840 --repeats 1
+    # the global pass alone against local passes, on held-out composites upscaled 2.25 times
+    python benchmarks/mask_refiner.py local --source /work/corpus --scale 2.25 --items 16
 
 ``--checkpoint RUN`` scores a training run instead of the shipped weights. The shipped file is
 written from a run with
@@ -143,12 +145,47 @@ def cmd_speed(args) -> dict:
     return out
 
 
+def cmd_local(args) -> dict:
+    """The global pass alone against global + local passes (``band``), on held-out composites
+    upscaled by ``--scale`` (image bicubic, target and coarse bilinear)."""
+    from spn.data.composites import CompositeDataset
+    from spn.evaluation_mask import mask_scores
+    from spn.inference_mask import refine_tiled
+
+    torch.set_num_threads(args.threads)
+    net = _refiner(args).model
+    ds = CompositeDataset(args.source, split="val", length=args.items, seed=args.seed)
+    variants = {"global_only": None, **{f"band{b:g}": b for b in args.bands}}
+    rows = {k: [] for k in ["coarse", *variants]}
+    secs = {k: 0.0 for k in variants}
+    H, W = round(384 * args.scale), round(512 * args.scale)
+    for i in range(len(ds)):
+        it = ds[i]
+        img = F.interpolate(it["image"][None], size=(H, W), mode="bicubic", align_corners=False)[0].clamp(0, 1)
+        gt = (F.interpolate(it["mask"][None, None].float(), size=(H, W), mode="bilinear",
+                            align_corners=False)[0, 0] >= 0.5).long()
+        c = F.interpolate(it["coarse"][None], size=(H, W), mode="bilinear", align_corners=False)[0, 0].clamp(0, 1)
+        rows["coarse"].append(mask_scores(c >= 0.5, gt))
+        with torch.no_grad():
+            for k, band in variants.items():
+                t0 = time.perf_counter()
+                p = refine_tiled(net, img, c, band=band)
+                secs[k] += time.perf_counter() - t0
+                rows[k].append(mask_scores(p >= 0.5, gt))
+    out = {"size": [H, W], "items": len(ds)}
+    for k, r in rows.items():
+        out[k] = {m: sum(x[m] for x in r) / len(r) for m in ("iou", "boundary_iou", "mba")}
+        if k in secs:
+            out[k]["seconds_per_image"] = secs[k] / len(ds)
+    return out
+
+
 def cmd_export(args) -> dict:
     """Write the weights of run ``--checkpoint`` (float16) with the default inference settings."""
     from spn.inference_mask import MaskRefiner, save_weights
 
     ref = MaskRefiner.from_checkpoint(args.checkpoint)
-    settings = {"global_size": ref.global_size, "tile": ref.tile, "margin": ref.margin}
+    settings = {"global_size": ref.global_size, "tile": ref.tile, "margin": ref.margin, "band": ref.band}
     info = ref.info or {}
     extra = {"step": info.get("step"), "train_config": json.dumps(info.get("train_config") or {}, default=str)}
     path = save_weights(ref.model, args.out, settings, half=True, extra=extra)
@@ -158,7 +195,7 @@ def cmd_export(args) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("eval", "speed", "export", "tune-crf"):
+    for name in ("eval", "speed", "export", "tune-crf", "local"):
         p = sub.add_parser(name)
         p.add_argument("--source", default="skimage", help="photos: skimage or a folder with splits/")
         p.add_argument("--checkpoint", default=None, help="a run of spn train --task mask (default: shipped)")
@@ -171,11 +208,16 @@ def main(argv=None) -> int:
         p.add_argument("--tune-crf", type=int, default=0 if p is ev else 8, metavar="N",
                        help="tune the dense CRF on N training composites")
     ev.add_argument("--crf-params", default=None, help="a JSON file of dense CRF parameters (instead of tuning)")
+    lo = sub.choices["local"]
+    lo.add_argument("--scale", type=float, default=2.25, help="upscaling of the 384 x 512 held-out composites")
+    lo.add_argument("--items", type=int, default=16)
+    lo.add_argument("--bands", type=float, nargs="*", default=[1.0, 2.0])
     sp = sub.choices["speed"]
     sp.add_argument("--sizes", nargs="+", default=["1000x1000", "2160x3840"])
     sp.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args(argv)
-    res = {"eval": cmd_eval, "speed": cmd_speed, "export": cmd_export, "tune-crf": cmd_tune_crf}[args.cmd](args)
+    cmds = {"eval": cmd_eval, "speed": cmd_speed, "export": cmd_export, "tune-crf": cmd_tune_crf, "local": cmd_local}
+    res = cmds[args.cmd](args)
     text = json.dumps(res, indent=2, default=str)
     if args.out and args.cmd != "export":
         with open(args.out, "w") as f:
