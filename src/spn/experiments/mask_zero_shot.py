@@ -175,7 +175,7 @@ def load_refiner(weights: str | None):
     p = Path(weights)
     if p.is_file() and p.suffix == ".safetensors":
         model, info = load_weights(p.read_bytes(), str(p))
-        opts = {k: v for k, v in info["settings"].items() if k in ("global_size", "tile", "margin")}
+        opts = {k: v for k, v in info["settings"].items() if k in ("global_size", "tile", "margin", "band")}
         r = MaskRefiner(model, source=str(p), **opts)
         r.info = info
         return r
