@@ -94,15 +94,20 @@ def run_mask_demo(cfg: MaskDemoConfig | None = None, datasets: dict | None = Non
 
 
 def main(argv=None) -> int:
+    """``python -m spn.experiments.mask_demo [--out DIR] [--weights PATH] [--seed N] [--threads N]``
+    (until ``spn demo --task mask`` runs it); the options are :class:`MaskDemoConfig`'s fields."""
     import argparse
 
-    from spn.cli.options import add_config_options, given_options
+    from spn.utils.config import option_fields
 
     p = argparse.ArgumentParser(description="the shipped mask refiner, zero-shot on real photos")
-    add_config_options(p, MaskDemoConfig, config_file=False)
+    for f, spec in option_fields(MaskDemoConfig):
+        kind = int if f.name in ("seed", "threads") else str
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=argparse.SUPPRESS,
+                       metavar=spec.metavar, help=spec.help)
     args = p.parse_args(argv)
     try:
-        res = run_mask_demo(MaskDemoConfig(**given_options(args, MaskDemoConfig)))
+        res = run_mask_demo(MaskDemoConfig(**vars(args)))
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
