@@ -124,3 +124,10 @@ def test_mask_demo_writes_its_report(tmp_path, refiner):
     text = (tmp_path / "report.md").read_text()
     assert "toy (2 objects): SPN IoU" in text and "vs densecrf" in text
     assert set(res["sets"]["toy"]["perturbed"]["scores"]) == {"coarse", "spn", "densecrf"}
+
+
+def test_truth_as_coarse_scores_one(tmp_path):
+    cfg = ZeroShotConfig(out=str(tmp_path), sets=["toy"], coarse=["truth"], methods=["coarse"], figure_rows=0,
+                         threads=1)
+    s = run_zero_shot(cfg, datasets={"toy": _items()})["sets"]["toy"]["truth"]["scores"]["coarse"]
+    assert (s["iou"], s["boundary_iou"], s["mba"]) == (1.0, 1.0, 1.0)

