@@ -124,12 +124,15 @@ def grabcut(image: torch.Tensor, target: torch.Tensor, seed: int, iterations: in
 
 
 def selfie(image: torch.Tensor, target: torch.Tensor, _cache: dict = {}) -> torch.Tensor:  # noqa: B006
-    """mediapipe's selfie segmenter (general model) inside ``target``'s enlarged box: ``(H, W)``."""
-    key = (image.data_ptr(), tuple(image.shape))
+    """mediapipe's selfie segmenter (general model) inside ``target``'s enlarged box: ``(H, W)``.
+    The photo's mask is computed once per photo (cached by the photo's bytes)."""
+    import hashlib
+
+    rgb = np.ascontiguousarray((image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy())
+    key = hashlib.sha1(rgb.tobytes()).hexdigest()
     if key not in _cache:
         from mediapipe.python.solutions.selfie_segmentation import SelfieSegmentation
 
-        rgb = np.ascontiguousarray((image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy())
         with SelfieSegmentation(model_selection=0) as seg:
             _cache.clear()
             _cache[key] = torch.from_numpy(np.array(seg.process(rgb).segmentation_mask, np.float32))
