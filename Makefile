@@ -61,7 +61,7 @@ bench: install
 # the shipped mask refiner zero-shot on real photos against the dense CRF (seconds), then the
 # paper's protocol on synthetic:hard, short (`spn demo --task seg --family hard` without --quick: longer)
 demo: install
-	$(PY) -m spn.experiments.mask_demo --out runs/demo/mask
+	$(VENV)/bin/spn demo --task mask --out runs/demo/mask
 	$(VENV)/bin/spn demo --task seg --family hard --quick --out runs/demo/seg --force
 
 # the photo corpus of `--data photos:corpus` (photographs shipped in these packages: spn.data.corpus.SOURCES)

@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +37,7 @@ class MaskDemoConfig(ConfigBase):
     out: str = option("runs/demo/mask", help="output folder", metavar="DIR")
     weights: str | None = option(None, metavar="PATH", default_help="the shipped weights",
                                  help="the refiner: a .safetensors file or a run directory")
-    seed: int = option(0, help="seed of the coarse masks' perturbations")
+    seed: int = option(0, help="random seed")  # of the coarse masks' perturbations
     threads: int | None = option(2, help="torch CPU threads", metavar="N")
     sets: list = option(default_factory=lambda: list(MASKSETS), help="mask sets", cli=False)
     figure_rows: int = option(4, help="rows of the figure (0: none)", cli=False)
@@ -65,7 +64,8 @@ def _reading(results: dict) -> str:
 
 
 def run_mask_demo(cfg: MaskDemoConfig | None = None, datasets: dict | None = None, refiner=None) -> dict:
-    """Run the demo (see the module docstring); returns the zero-shot results plus ``"report"``."""
+    """Run the demo (see the module docstring); returns the zero-shot results plus ``"report"``, the
+    path of the report it wrote."""
     cfg = cfg or MaskDemoConfig()
     res = run_zero_shot(cfg.zero_shot_config(), datasets=datasets, refiner=refiner)
     report = "\n".join([
@@ -88,32 +88,8 @@ def run_mask_demo(cfg: MaskDemoConfig | None = None, datasets: dict | None = Non
         "`python benchmarks/mask_zero_shot.py`.",
         "",
     ])
-    atomic_write_text(Path(cfg.out) / "report.md", report)
-    res["report"] = report
+    path = Path(cfg.out) / "report.md"
+    atomic_write_text(path, report)
+    res["report"] = str(path)
     return res
 
-
-def main(argv=None) -> int:
-    """``python -m spn.experiments.mask_demo [--out DIR] [--weights PATH] [--seed N] [--threads N]``
-    (until ``spn demo --task mask`` runs it); the options are :class:`MaskDemoConfig`'s fields."""
-    import argparse
-
-    from spn.utils.config import option_fields
-
-    p = argparse.ArgumentParser(description="the shipped mask refiner, zero-shot on real photos")
-    for f, spec in option_fields(MaskDemoConfig):
-        kind = int if f.name in ("seed", "threads") else str
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=argparse.SUPPRESS,
-                       metavar=spec.metavar, help=spec.help)
-    args = p.parse_args(argv)
-    try:
-        res = run_mask_demo(MaskDemoConfig(**vars(args)))
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(res["report"])
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

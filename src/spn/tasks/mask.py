@@ -40,6 +40,7 @@ from spn.image.io import MASK_FORMATS
 from spn.image.mask import read_object_mask, write_object_mask
 from spn.data.composites import CompositePatches
 from spn.evaluation_mask import evaluate_masks
+from spn.experiments.mask_demo import MaskDemoConfig, run_mask_demo
 from spn.inference_mask import MaskRefiner, refine_tiled
 from spn.models import model_config_class
 from spn.models.mask_refiner import MaskRefinerConfig
@@ -115,7 +116,7 @@ class MaskTask(BaseTask):
     name = "mask"
     help = ("mask: refine one object's mask (binary or soft) on any photo, class-agnostic; trains on "
             "--data composites:skimage or composites:PATH")
-    options = {"refine": MaskRefineOptions}
+    options = {"refine": MaskRefineOptions, "demo": MaskDemoConfig}
     #: ``spn refine`` without ``--checkpoint`` uses the model shipped in the package
     ships_model = True
 
@@ -138,6 +139,9 @@ class MaskTask(BaseTask):
 
     def refine(self, cfg, opts: MaskRefineOptions) -> str:
         return refine_mask_files(cfg, opts)
+
+    def demo(self, opts: MaskDemoConfig) -> dict:
+        return run_mask_demo(opts)
 
     def data_info(self, ds) -> dict:
         info = dict(ds.info()) if hasattr(ds, "info") else {}
