@@ -248,13 +248,15 @@ def build_config(cls, args: argparse.Namespace, *, base=None, prefix: str = "", 
     return cfg.validate() if hasattr(cfg, "validate") else cfg
 
 
-def add_task_arguments(parser: argparse.ArgumentParser, command: str, groups: dict | None = None) -> None:
-    """``--task`` and the options of every registered task for ``command`` (:mod:`spn.tasks`)."""
+def add_task_arguments(parser: argparse.ArgumentParser, command: str, groups: dict | None = None,
+                       default_help: str | None = None) -> None:
+    """``--task`` and the options of every registered task for ``command`` (:mod:`spn.tasks`);
+    ``default_help`` says what the default is where it is not simply the default task."""
     from spn.tasks import DEFAULT_TASK, get_task, task_options
 
     classes = task_options(command)
-    add_task_options(parser, classes, default=DEFAULT_TASK, helps={n: get_task(n).help for n in classes},
-                     groups=groups)
+    add_task_options(parser, classes, default=default_help or DEFAULT_TASK,
+                     helps={n: get_task(n).help for n in classes}, groups=groups)
 
 
 def task_from_args(args: argparse.Namespace, command: str, *, stored: str | None = None, base=None):

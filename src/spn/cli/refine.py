@@ -77,7 +77,8 @@ def add_arguments(p) -> None:
     p.add_argument("image_arg", nargs="?", default=None, metavar="IMAGE",
                    help="an image file, or a folder of images (the same as --image)")
     add_config_options(p, RefineConfig)
-    add_task_arguments(p, "refine")
+    add_task_arguments(p, "refine", default_help="the checkpoint's task; without --checkpoint, the task whose "
+                                                 "model ships in the package")
 
 
 def _checkpoint_task(run) -> str | None:
