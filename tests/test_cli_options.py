@@ -53,11 +53,11 @@ def test_every_config_field_is_an_option_with_its_help(command):
             main_flag = _flags(spec, f.name, default)[0]
             want = spec.negative_help if main_flag == spec.negative else spec.help
             assert want in actions[main_flag].help
-    # and nothing but the fields, the generic options and the old spellings
+    # and nothing but the fields and the generic options
     fields = {flag for cls in COMMAND_CONFIGS[command] for f, spec in option_fields(cls)
               for flag in _flags(spec, f.name, f.default)}
     extra = set(actions) - fields - {"-h", "--help", "--config", "-q", "--quiet", "-v", "--verbose", "--debug"}
-    assert extra <= {"--width", "--depth", "--json", "--task"}, extra
+    assert extra <= {"--json", "--task"}, extra
     assert actions["--task"].choices == list_tasks()
 
 
@@ -123,12 +123,9 @@ def test_train_config_round_trips_through_config_json(tmp_path):
 
 
 @pytest.mark.parametrize("model, argv, want", [
-    ("spn_three_way", ["--width", "4", "--depth", "2"], {"guidance_width": 4, "guidance_depth": 2}),
-    ("baseline", ["--width", "4", "--depth", "2"], {"width": 4, "depth": 2}),
+    ("spn_three_way", ["--guidance-width", "4", "--guidance-depth", "2"], {"guidance_width": 4, "guidance_depth": 2}),
     ("spn_one_way", ["--guidance-width", "5", "--shared-gates"], {"guidance_width": 5, "shared_gates": True}),
     ("baseline", ["--baseline-width", "6", "--baseline-depth", "1"], {"width": 6, "depth": 1}),
-    # the new spelling wins over the old one
-    ("spn_one_way", ["--width", "4", "--guidance-width", "5"], {"guidance_width": 5}),
 ])
 def test_model_width_options_say_what_they_mean(model, argv, want):
     from spn.cli.train import add_arguments, config_from_args

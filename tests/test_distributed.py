@@ -13,8 +13,8 @@ from spn.training.distributed import DistContext, all_reduce_sum, env_world_size
 from spn.training import read_log
 
 COMMON = ["--data", "synthetic", "--data-option", "num_images=4", "--data-option", "size=48",
-          "--coarse", "gt-downsample:8", "--model", "spn_three_way", "--channels", "4", "--width", "4",
-          "--depth", "2", "--patch-size", "32", "--steps", "3", "--optimizer", "sgd", "--lr", "0.05",
+          "--coarse", "gt-downsample:8", "--model", "spn_three_way", "--channels", "4",
+          "--guidance-width", "4", "--guidance-depth", "2", "--patch-size", "32", "--steps", "3", "--optimizer", "sgd", "--lr", "0.05",
           "--seed", "3", "--no-val", "--no-progress", "--log-interval", "1", "--ckpt-interval", "2",
           "--cache"]
 

@@ -343,8 +343,8 @@ def test_spn_train_command(tmp_path, capsys):
 
     out = tmp_path / "cli"
     argv = ["train", "--data", "synthetic", "--data-option", "num_images=2", "--data-option", "size=48",
-            "--coarse", "gt-downsample:8", "--model", "spn_one_way", "--channels", "4", "--width", "4",
-            "--depth", "2", "--patch-size", "32", "--batch-size", "2", "--steps", "2", "--out", str(out),
+            "--coarse", "gt-downsample:8", "--model", "spn_one_way", "--channels", "4",
+            "--guidance-width", "4", "--guidance-depth", "2", "--patch-size", "32", "--batch-size", "2", "--steps", "2", "--out", str(out),
             "--no-progress", "--val-items", "1", "--threads", "1", "--lr", "0.01"]
     assert main(argv) == 0
     text = capsys.readouterr().out
@@ -413,13 +413,15 @@ def test_folder_dataset_end_to_end_baseline_then_spn(tmp_path, capsys):
         write_image(root / "images" / f"im{i}.png", item["image"])
         write_mask(root / "masks" / f"im{i}.png", item["mask"])
     common = ["--data", f"folder:{root}", "--patch-size", "24", "--batch-size", "2", "--steps", "2",
-              "--no-progress", "--threads", "1", "--width", "4", "--depth", "2"]
-    assert main(["train", *common, "--out", str(tmp_path / "spn0"), "--channels", "4"]) == 1
+              "--no-progress", "--threads", "1"]
+    spn_size = ["--guidance-width", "4", "--guidance-depth", "2"]
+    assert main(["train", *common, *spn_size, "--out", str(tmp_path / "spn0"), "--channels", "4"]) == 1
     err = capsys.readouterr().err
     assert "--model baseline" in err and "--coarse baseline:" in err and "gt-downsample:8" in err
-    assert main(["train", *common, "--model", "baseline", "--model-option", "factor=4",
+    assert main(["train", *common, "--baseline-width", "4", "--baseline-depth", "2", "--model", "baseline",
+                 "--model-option", "factor=4",
                  "--out", str(tmp_path / "base")]) == 0
-    assert main(["train", *common, "--channels", "4", "--coarse", f"baseline:{tmp_path / 'base'}",
+    assert main(["train", *common, *spn_size, "--channels", "4", "--coarse", f"baseline:{tmp_path / 'base'}",
                  "--out", str(tmp_path / "spn")]) == 0
     out = capsys.readouterr().out
     assert "coarse input mIoU" in out  # evaluated on the folder's val split with baseline coarse maps

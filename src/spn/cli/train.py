@@ -15,7 +15,7 @@ from spn.models import BaselineConfig, ChromaSPNConfig, SPNConfig
 from spn.tasks import get_task, train
 from spn.training import TrainConfig
 
-from .options import add_config_options, add_task_arguments, given_options, number, task_from_args
+from .options import add_config_options, add_task_arguments, given_options, task_from_args
 
 HELP = "train the baseline CNN or an SPN refiner (one-way / three-way) on a dataset"
 
@@ -48,12 +48,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_task_arguments(p, "train", groups=groups)
     for cls in _MODEL_CONFIGS:
         add_config_options(p, cls, prefix=MODEL, config_file=False, groups=groups)
-    g = groups["model"]
-    # the old spellings: one option for two different things, kept working
-    g.add_argument("--width", dest="legacy_width", type=number(int, minimum=1), metavar="N",
-                   help="old spelling of --guidance-width (SPN) / --baseline-width (baseline)")
-    g.add_argument("--depth", dest="legacy_depth", type=number(int, minimum=1), metavar="N",
-                   help="old spelling of --guidance-depth (SPN) / --baseline-depth (baseline)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -86,11 +80,6 @@ def config_from_args(args) -> TrainConfig:
     if model != changes.get("model", cfg.model):
         changes["model"] = model
     mcfg = dict(cfg.model_cfg) if model == cfg.model else {}
-    is_spn = model != "baseline"
-    if getattr(args, "legacy_width", None) is not None:
-        mcfg["guidance_width" if is_spn else "width"] = args.legacy_width
-    if getattr(args, "legacy_depth", None) is not None:
-        mcfg["guidance_depth" if is_spn else "depth"] = args.legacy_depth
     for cls in _MODEL_CONFIGS:
         mcfg.update(given_options(args, cls, prefix=MODEL))
     mcfg.update(given.get("model_cfg", {}))
