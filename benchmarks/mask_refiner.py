@@ -130,6 +130,7 @@ def _photo(H: int, W: int, source: str, seed: int):
 def cmd_speed(args) -> dict:
     torch.set_num_threads(args.threads)
     ref = _refiner(args)
+    ref.crop = not args.whole_photo
     out = {"threads": args.threads, "refiner": repr(ref), "sizes": {}}
     for spec in args.sizes:
         H, W = (int(v) for v in spec.lower().split("x"))
@@ -294,6 +295,7 @@ def main(argv=None) -> int:
     sp = sub.choices["speed"]
     sp.add_argument("--sizes", nargs="+", default=["1000x1000", "2160x3840"])
     sp.add_argument("--repeats", type=int, default=5)
+    sp.add_argument("--whole-photo", action="store_true", help="time the whole-photo path (crop=False)")
     args = ap.parse_args(argv)
     cmds = {"eval": cmd_eval, "speed": cmd_speed, "export": cmd_export, "tune-crf": cmd_tune_crf, "local": cmd_local,
             "small": cmd_small}
