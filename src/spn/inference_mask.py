@@ -6,12 +6,12 @@ How a photo of ``H x W`` pixels is refined:
 0. **object-centred crop** (``crop=True``, the default; CascadePSP's practice), once the mask
    is at the image's size (step 1): the photo and the mask are cut to the mask's bounding box
    (pixels >= 0.5) grown by ``context`` (0.5) times its longer side on each side (at least
-   ``min_context`` = 16 pixels), resized so that the crop's longer side is ``crop_size`` (320; up or down), refined in one pass, resized back and
-   pasted; outside the crop the result is the coarse mask (:func:`crop_box`,
-   :func:`refine_crop`). A small object in a large photo is then seen at the scale the network
-   was trained on (192-pixel composites whose object fills a good part of the frame). When the
-   crop is the whole photo, steps 2-3 (the whole-photo path, CascadePSP's global-then-local
-   scheme) run instead;
+   ``min_context`` = 16 pixels), resized so that the crop's longer side is ``crop_size`` (320;
+   up or down), refined in one pass, resized back and pasted; outside the crop the result is
+   the coarse mask (:func:`crop_box`, :func:`refine_crop`). A small object in a large photo is
+   then seen at the scale the network was trained on (192-pixel composites whose object fills a
+   good part of the frame). When the crop is the whole photo, steps 2-3 (the whole-photo path,
+   CascadePSP's global-then-local scheme) run instead;
 1. the mask (any resolution of the image's aspect ratio: binary 0/1 or 0/255, 8-bit soft, or a
    float probability map) is resized bilinearly to the image's size (:func:`as_mask_array`);
 2. **global pass**: when the longest side exceeds ``global_size`` (512), the image and the
