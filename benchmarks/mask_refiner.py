@@ -11,6 +11,8 @@ and its speed.
     /usr/bin/time -v python benchmarks/mask_refiner.py speed --sizes 2160x3840 --repeats 1
     # the global pass alone against local passes, on held-out composites upscaled 2.25 times
     python benchmarks/mask_refiner.py local --source /work/corpus --scale 2.25 --items 16
+    # whole-photo inference against object-centred crops, objects shrunk 1, 2 and 4 times
+    python benchmarks/mask_refiner.py small --source /work/corpus --items 24 --scales 1 0.5 0.25
 
 ``--checkpoint RUN`` scores a training run instead of the shipped weights. The shipped file is
 written from a run with
@@ -24,6 +26,7 @@ import json
 import statistics
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -127,6 +130,7 @@ def _photo(H: int, W: int, source: str, seed: int):
 def cmd_speed(args) -> dict:
     torch.set_num_threads(args.threads)
     ref = _refiner(args)
+    ref.crop = not args.whole_photo
     out = {"threads": args.threads, "refiner": repr(ref), "sizes": {}}
     for spec in args.sizes:
         H, W = (int(v) for v in spec.lower().split("x"))
@@ -180,6 +184,76 @@ def cmd_local(args) -> dict:
     return out
 
 
+def _small_object(item, bg_item, scale: float, rng) -> tuple:
+    """Held-out composite ``item`` shrunk by ``scale`` (image antialiased bilinear, coarse
+    bilinear, target by its
+    downscaled mask >= 0.5) and pasted at a random place into the image of
+    ``bg_item`` (another held-out composite); outside the paste the coarse mask and the target
+    are 0. ``scale == 1``: the composite itself."""
+    img, coarse, target = item["image"], item["coarse"][0], item["mask"]
+    if scale == 1:
+        return img, coarse, target
+    H, W = img.shape[-2:]
+    h, w = max(2, round(H * scale)), max(2, round(W * scale))
+
+    def down(t):
+        return F.interpolate(t[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
+
+    y, x = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
+    out_img = bg_item["image"].clone()
+    out_img[:, y:y + h, x:x + w] = down(img).clamp(0, 1)
+    out_c = torch.zeros(H, W)
+    out_c[y:y + h, x:x + w] = down(coarse[None])[0].clamp(0, 1)
+    out_t = torch.zeros(H, W, dtype=torch.long)
+    out_t[y:y + h, x:x + w] = (down(target[None].float())[0] >= 0.5).long()
+    return out_img, out_c, out_t
+
+
+def cmd_small(args) -> dict:
+    """Whole-photo inference against object-centred crops, on held-out composites whose object
+    is shrunk by each of ``--scales`` into a frame of the same size (small objects in a large
+    frame, as in real photos); ``--crop-sizes``: the crops' resized longer side."""
+    from spn.data.composites import CompositeDataset
+    from spn.evaluation_mask import mask_scores
+    from spn.inference_mask import MaskRefiner
+
+    torch.set_num_threads(args.threads)
+    net = _refiner(args).model
+    ds = CompositeDataset(args.source, split="val", length=args.items, seed=args.seed)
+    variants = {"whole_photo": MaskRefiner(net, crop=False)}
+    for cs in args.crop_sizes:
+        variants[f"crop{cs}"] = MaskRefiner(net, crop=True, crop_size=cs, context=args.context)
+    out = {"size": list(ds.size), "items": len(ds), "context": args.context, "scales": {}}
+    for scale in args.scales:
+        rng = np.random.default_rng([args.seed, round(scale * 1000)])
+        rows = {k: [] for k in ["coarse", *variants]}
+        secs = {k: 0.0 for k in variants}
+        for i in range(len(ds)):
+            img, c, gt = _small_object(ds[i], ds[(i + 1) % len(ds)], scale, rng)
+            if not bool((gt > 0).any()):
+                continue
+            rows["coarse"].append(mask_scores(c >= 0.5, gt))
+            for k, ref in variants.items():
+                t0 = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    p = torch.from_numpy(ref.refine_proba(img, c))
+                secs[k] += time.perf_counter() - t0
+                rows[k].append(mask_scores(p >= 0.5, gt))
+        res = {}
+        for k, r in rows.items():
+            res[k] = {m: sum(x[m] for x in r) / len(r) for m in ("iou", "boundary_iou", "mba")}
+            if k in secs:
+                res[k]["seconds_per_image"] = secs[k] / len(r)
+        res["n"] = len(rows["coarse"])
+        out["scales"][f"{scale:g}"] = res
+        for k, v in res.items():
+            if k != "n":
+                print(f"scale {scale:g} {k:12s} IoU {v['iou']:.3f} bIoU {v['boundary_iou']:.3f} "
+                      f"mBA {v['mba']:.3f}", file=sys.stderr)
+    return out
+
+
 def cmd_export(args) -> dict:
     """Write the weights of run ``--checkpoint`` (float16) with the default inference settings."""
     from spn.inference_mask import MaskRefiner, save_weights
@@ -195,7 +269,7 @@ def cmd_export(args) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("eval", "speed", "export", "tune-crf", "local"):
+    for name in ("eval", "speed", "export", "tune-crf", "local", "small"):
         p = sub.add_parser(name)
         p.add_argument("--source", default="skimage", help="photos: skimage or a folder with splits/")
         p.add_argument("--checkpoint", default=None, help="a run of spn train --task mask (default: shipped)")
@@ -212,11 +286,19 @@ def main(argv=None) -> int:
     lo.add_argument("--scale", type=float, default=2.25, help="upscaling of the 384 x 512 held-out composites")
     lo.add_argument("--items", type=int, default=16)
     lo.add_argument("--bands", type=float, nargs="*", default=[1.0, 2.0])
+    sm = sub.choices["small"]
+    sm.add_argument("--items", type=int, default=24, help="held-out composites (384 x 512)")
+    sm.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.5, 0.25],
+                    help="the object's shrink factor inside the frame")
+    sm.add_argument("--crop-sizes", type=int, nargs="+", default=[320], help="crops' resized longer side")
+    sm.add_argument("--context", type=float, default=0.5, help="context on each side, times the box's side")
     sp = sub.choices["speed"]
     sp.add_argument("--sizes", nargs="+", default=["1000x1000", "2160x3840"])
     sp.add_argument("--repeats", type=int, default=5)
+    sp.add_argument("--whole-photo", action="store_true", help="time the whole-photo path (crop=False)")
     args = ap.parse_args(argv)
-    cmds = {"eval": cmd_eval, "speed": cmd_speed, "export": cmd_export, "tune-crf": cmd_tune_crf, "local": cmd_local}
+    cmds = {"eval": cmd_eval, "speed": cmd_speed, "export": cmd_export, "tune-crf": cmd_tune_crf, "local": cmd_local,
+            "small": cmd_small}
     res = cmds[args.cmd](args)
     text = json.dumps(res, indent=2, default=str)
     if args.out and args.cmd != "export":

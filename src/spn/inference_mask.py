@@ -1,8 +1,17 @@
 """The class-agnostic mask refiner applied to photos: ``MaskRefiner.pretrained().refine(image,
 mask) -> mask`` at any size, in bounded memory, with the weights shipped in the package.
 
-How a photo of ``H x W`` pixels is refined (CascadePSP's global-then-local scheme):
+How a photo of ``H x W`` pixels is refined:
 
+0. **object-centred crop** (``crop=True``, the default; CascadePSP's practice), once the mask
+   is at the image's size (step 1): the photo and the mask are cut to the mask's bounding box
+   (pixels >= 0.5) grown by ``context`` (0.5) times its longer side on each side (at least
+   ``min_context`` = 16 pixels), resized so that the crop's longer side is ``crop_size`` (320;
+   up or down), refined in one pass, resized back and pasted; outside the crop the result is
+   the coarse mask (:func:`crop_box`, :func:`refine_crop`). A small object in a large photo is
+   then seen at the scale the network was trained on (192-pixel composites whose object fills a
+   good part of the frame). When the crop is the whole photo, steps 2-3 (the whole-photo path,
+   CascadePSP's global-then-local scheme) run instead;
 1. the mask (any resolution of the image's aspect ratio: binary 0/1 or 0/255, 8-bit soft, or a
    float probability map) is resized bilinearly to the image's size (:func:`as_mask_array`);
 2. **global pass**: when the longest side exceeds ``global_size`` (512), the image and the
@@ -54,8 +63,8 @@ from spn.image.io import image_from_pil
 from spn.models import create_model
 from spn.models.mask_refiner import MaskRefinerNet
 
-__all__ = ["MaskRefiner", "WEIGHTS_FILE", "as_mask_array", "as_photo_tensor", "load_weights", "refine",
-           "refine_tiled", "save_weights", "shipped_weights"]
+__all__ = ["MaskRefiner", "WEIGHTS_FILE", "as_mask_array", "as_photo_tensor", "crop_box", "load_weights",
+           "refine", "refine_crop", "refine_tiled", "save_weights", "shipped_weights"]
 
 #: the shipped weights, inside the package (``spn/weights/``)
 WEIGHTS_FILE = "mask_refiner.safetensors"
@@ -236,6 +245,61 @@ def refine_tiled(model, image: torch.Tensor, coarse: torch.Tensor, *, global_siz
 
 
 # ----------------------------------------------------------------------------------------------
+# object-centred inference
+def crop_box(fg: torch.Tensor, context: float = 0.5, min_context: int = 16) -> tuple[int, int, int, int] | None:
+    """The crop ``(y0, y1, x0, x1)`` (half-open) around the bounding box of the True pixels of
+    ``fg (H, W)``, grown on each side by ``max(min_context, ceil(context * s))`` pixels, ``s`` the
+    box's longer side, and clamped to the photo; None when ``fg`` is empty.
+
+    Shape:
+        - fg: ``(H, W)`` bool; output: four ints, ``0 <= y0 < y1 <= H``, ``0 <= x0 < x1 <= W``
+
+    Example:
+        >>> import torch
+        >>> from spn.inference_mask import crop_box
+        >>> fg = torch.zeros(100, 200, dtype=torch.bool); fg[40:60, 10:50] = True
+        >>> crop_box(fg, context=0.5, min_context=4)
+        (20, 80, 0, 70)
+    """
+    ys = torch.nonzero(fg.any(dim=1)).flatten()
+    xs = torch.nonzero(fg.any(dim=0)).flatten()
+    if len(ys) == 0:
+        return None
+    y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+    m = max(int(min_context), int(math.ceil(context * max(y1 - y0, x1 - x0))))
+    H, W = fg.shape
+    return max(0, y0 - m), min(H, y1 + m), max(0, x0 - m), min(W, x1 + m)
+
+
+def _resize(t: torch.Tensor, size) -> torch.Tensor:
+    """Bilinear resize of ``(C, h, w)`` to ``size`` (antialiased when shrinking), clamped to [0, 1]."""
+    if tuple(t.shape[-2:]) == tuple(size):
+        return t
+    shrink = size[0] < t.shape[-2] or size[1] < t.shape[-1]
+    return F.interpolate(t[None], size=tuple(size), mode="bilinear", align_corners=False,
+                         antialias=shrink)[0].clamp(0, 1)
+
+
+def refine_crop(model, image: torch.Tensor, coarse: torch.Tensor, box, crop_size: int = 320) -> torch.Tensor:
+    """The refined probability ``(H, W)`` of ``image (3, H, W)`` and ``coarse (H, W)`` by one
+    pass on the crop ``box = (y0, y1, x0, x1)`` resized so that its longer side is ``crop_size``
+    (up or down; bilinear); the result is resized back and pasted into ``coarse``: outside the
+    crop the output is the coarse mask itself."""
+    y0, y1, x0, x1 = box
+    h, w = y1 - y0, x1 - x0
+    s = crop_size / max(h, w)
+    size = (max(1, round(h * s)), max(1, round(w * s)))
+    img = _resize(image[:, y0:y1, x0:x1], size)
+    c = _resize(coarse[None, y0:y1, x0:x1], size)[0]
+    q = _run(model, img, c)
+    if tuple(q.shape) != (h, w):
+        q = F.interpolate(q[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+    out = coarse.clone()
+    out[y0:y1, x0:x1] = q
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
 # weights
 def _read_safetensors(data: bytes, where: str) -> tuple[dict, dict]:
     """``(tensors as float32, metadata)`` of a safetensors file's bytes."""
@@ -291,6 +355,19 @@ def shipped_weights() -> tuple[bytes, str]:
         raise FileNotFoundError(f"the shipped mask refiner weights are missing ({ref}): {exc}") from None
 
 
+def _check_crop(crop, crop_size, context, min_context) -> None:
+    """One clear error for a bad object-centred inference setting."""
+    if not isinstance(crop, bool):
+        raise ValueError(f"crop must be True or False, got {crop!r}")
+    if isinstance(crop_size, bool) or not isinstance(crop_size, int) or crop_size < 16:
+        raise ValueError(f"crop_size must be an int >= 16, got {crop_size!r}")
+    if isinstance(min_context, bool) or not isinstance(min_context, int) or min_context < 0:
+        raise ValueError(f"min_context must be an int >= 0, got {min_context!r}")
+    if (isinstance(context, bool) or not isinstance(context, (int, float)) or not math.isfinite(context)
+            or context < 0):
+        raise ValueError(f"context must be a number >= 0, got {context!r}")
+
+
 class MaskRefiner:
     """Refine anyone's mask on anyone's photo (see the module docstring).
 
@@ -300,10 +377,22 @@ class MaskRefiner:
         tile, margin: the local passes' tile side and context, in full-resolution pixels.
         band: local passes change the pixels within this many low-resolution pixels of the global
             contour; None (the default): no local passes.
+        crop: object-centred inference (the default): the photo and the mask are cut to the
+            bounding box of the mask's pixels ``>= 0.5``, grown by ``context`` times the box's
+            longer side on each side (at least ``min_context`` pixels; clamped to the photo), and
+            that crop is refined with its longer side resized to ``crop_size`` (up or down) and
+            pasted back; outside the crop the result is the coarse mask itself (below 0.5 there).
+            When the crop is the whole photo, the whole-photo path above runs (global pass, local
+            passes with ``band``). False: always the whole-photo path.
+        crop_size, context, min_context: see ``crop``. The defaults put the object at the scale
+            the network was trained on: 192 x 192 composites whose object spans about a third to
+            four fifths of the side (centred in the middle half), i.e. a box with half its side
+            of context on each side, resized to 192.
     """
 
     def __init__(self, model: torch.nn.Module, *, global_size: int = 512, tile: int = 256, margin: int = 16,
-                 band: float | None = None, source: str | None = None):
+                 band: float | None = None, crop: bool = True, crop_size: int = 320, context: float = 0.5,
+                 min_context: int = 16, source: str | None = None):
         if not isinstance(model, MaskRefinerNet):
             raise TypeError(f"MaskRefiner needs a mask_refiner model, got {type(model).__name__} "
                             "(train one with spn train --task mask, or use MaskRefiner.pretrained())")
@@ -315,12 +404,15 @@ class MaskRefiner:
                                  or not math.isfinite(band) or band <= 0):
             raise ValueError(f"band must be a number > 0 or None, got {band!r}")
         self.global_size, self.tile, self.margin, self.band = global_size, tile, margin, band
+        _check_crop(crop, crop_size, context, min_context)
+        self.crop, self.crop_size, self.context, self.min_context = crop, crop_size, float(context), min_context
         self.source = source or "model"
         self.info: dict = {}
 
     def __repr__(self) -> str:
         return (f"MaskRefiner({self.source}, global_size={self.global_size}, tile={self.tile}, "
-                f"margin={self.margin}, band={self.band})")
+                f"margin={self.margin}, band={self.band}, crop={self.crop}, crop_size={self.crop_size}, "
+                f"context={self.context:g}, min_context={self.min_context})")
 
     @classmethod
     def pretrained(cls, **kw) -> "MaskRefiner":
@@ -328,6 +420,7 @@ class MaskRefiner:
         data, where = shipped_weights()
         model, info = load_weights(data, where)
         opts = {k: v for k, v in info["settings"].items() if k in ("global_size", "tile", "margin", "band")}
+        # the weights' stored settings predate object-centred inference: its defaults are the class's
         opts.update(kw)
         r = cls(model, source="pretrained", **opts)
         r.info = info
@@ -356,9 +449,14 @@ class MaskRefiner:
             warnings.warn("the mask is " + ("empty" if not bool(fg.any()) else "all ones") +
                           ": nothing to refine, returned unchanged", stacklevel=2)
             return p.numpy()
+        H, W = p.shape
+        box = crop_box(fg, self.context, self.min_context) if self.crop else None
         with torch.no_grad():
-            out = refine_tiled(self.model, img, p, global_size=self.global_size, tile=self.tile,
-                               margin=self.margin, band=self.band)
+            if box is not None and box != (0, H, 0, W):
+                out = refine_crop(self.model, img, p, box, self.crop_size)
+            else:
+                out = refine_tiled(self.model, img, p, global_size=self.global_size, tile=self.tile,
+                                   margin=self.margin, band=self.band)
         return out.numpy()
 
     def refine(self, image, mask, threshold: float = 0.5) -> np.ndarray:
