@@ -126,3 +126,15 @@ class UNet(nn.Module):
         y = self.head(self.features(x))
         f = self.stem_stride * 2 ** self.out_level
         return y[..., : math.ceil(H / f), : math.ceil(W / f)]
+
+
+def check_maps(**named: tuple[torch.Tensor, int]) -> None:
+    """Clear errors for model inputs that are not floating ``(B, C, H, W)`` tensors with the
+    given channel counts: ``check_maps(image=(image, 3), coarse=(coarse, 1))``."""
+    for name, (t, c) in named.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4 or t.shape[1] != c:
+            raise ValueError(f"{name} must be (B, {c}, H, W), got shape {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating tensor, got {t.dtype}")

@@ -42,7 +42,7 @@ from torch import nn
 
 from ..nn import CONNECTIONS, SpatialPropagation
 from ..utils.config import option
-from .blocks import UNet
+from .blocks import UNet, check_maps
 from .chroma import gate_slots as _slots, similarity_planes
 from .registry import register_model
 from ..image.resample import area_downsample, bilinear_upsample
@@ -90,13 +90,7 @@ class MaskRefinerConfig:
 def check_mask_inputs(image, coarse) -> None:
     """Clear errors for inputs that are not ``image (B, 3, H, W)`` and ``coarse (B, 1, H, W)``
     floating tensors."""
-    for name, t, c in (("image", image, 3), ("coarse", coarse, 1)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 4 or t.shape[1] != c:
-            raise ValueError(f"{name} must be (B, {c}, H, W), got shape {tuple(t.shape)}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating tensor, got {t.dtype}")
+    check_maps(image=(image, 3), coarse=(coarse, 1))
     if image.shape[0] != coarse.shape[0] or image.shape[-2:] != coarse.shape[-2:]:
         raise ValueError(f"image {tuple(image.shape)} and coarse {tuple(coarse.shape)} differ in batch or size")
 

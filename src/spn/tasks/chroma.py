@@ -42,6 +42,7 @@ from spn.training.losses import regression_loss_sum
 from spn.utils.config import ConfigBase, option
 
 from . import BaseTask, register_task
+from .datasets import train_val_datasets
 from .jobs import plan_jobs, run_jobs
 
 __all__ = ["CHROMA_MODEL_ALIASES", "ChromaCompareOptions", "ChromaEvalOptions", "ChromaRefineOptions", "ChromaTask",
@@ -147,18 +148,7 @@ class ChromaTask(BaseTask):
         kw = dict(cfg.data_options)
         kw.setdefault("factor", opts.factor)
         kw.setdefault("on_corrupt", cfg.on_corrupt)
-        train = train_dataset if train_dataset is not None else build_dataset(cfg.data, split="train", **kw)
-        val, note = val_dataset, None
-        if val is None and need_val and cfg.val_split and train_dataset is None:
-            try:
-                val = build_dataset(cfg.data, split=cfg.val_split, **kw)
-            except (ValueError, FileNotFoundError) as exc:
-                note, val = f"no validation split {cfg.val_split!r}: {exc}", None
-        if len(train) == 0:
-            raise ValueError(f"the training dataset {cfg.data!r} is empty")
-        if val is not None and len(val) == 0:
-            note, val = (f"no final evaluation: the validation split {cfg.val_split!r} of {cfg.data} is empty"), None
-        return train, val, note
+        return train_val_datasets(cfg, kw, train_dataset, val_dataset, need_val)
 
     def data_info(self, ds) -> dict:
         info = dict(ds.info()) if hasattr(ds, "info") else {}

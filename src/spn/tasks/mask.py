@@ -34,7 +34,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spn.data import build_dataset
 from spn.image import read_image, write_image, write_mask
 from spn.image.io import MASK_FORMATS
 from spn.image.mask import read_object_mask, write_object_mask
@@ -50,6 +49,7 @@ from spn.utils.config import ConfigBase, option
 from spn.viz import overlay
 
 from . import BaseTask, register_task
+from .datasets import train_val_datasets
 from .jobs import plan_jobs, run_jobs, write_together
 
 __all__ = ["BOUNDARY_WEIGHT", "MASK_DATA", "MaskRefineOptions", "MaskTask", "mask_loss_sum", "mask_model_name",
@@ -126,16 +126,7 @@ class MaskTask(BaseTask):
             raise ValueError(f"--task mask trains on composites of photos: --data composites:skimage or "
                              f"composites:PATH, got {cfg.data!r}")
         kw = dict(cfg.data_options)
-        train = train_dataset if train_dataset is not None else build_dataset(cfg.data, split="train", **kw)
-        val, note = val_dataset, None
-        if val is None and need_val and cfg.val_split and train_dataset is None:
-            try:
-                val = build_dataset(cfg.data, split=cfg.val_split, **kw)
-            except (ValueError, FileNotFoundError) as exc:
-                note, val = f"no validation split {cfg.val_split!r}: {exc}", None
-        if len(train) == 0:
-            raise ValueError(f"the training dataset {cfg.data!r} is empty")
-        return train, val, note
+        return train_val_datasets(cfg, kw, train_dataset, val_dataset, need_val)
 
     def refine(self, cfg, opts: MaskRefineOptions) -> str:
         return refine_mask_files(cfg, opts)

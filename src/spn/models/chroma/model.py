@@ -12,7 +12,7 @@ from ...image.resample import area_downsample, bilinear_upsample, check_factor, 
 from ...nn import CONNECTIONS, SpatialPropagation
 from ...ops import DIRECTIONS, propagate
 from ...utils.config import option
-from ..blocks import UNet
+from ..blocks import UNet, check_maps
 from ..registry import register_model
 from .fast import forward_fast
 from .similarity import gate_slots, luma_similarity, similarity_planes
@@ -89,13 +89,7 @@ class ChromaSPNConfig:
 def check_chroma_inputs(luma, chroma_low, factor: int) -> None:
     """Clear errors for inputs that are not ``luma (B, 1, H, W)`` and ``chroma_low (B, 2,
     ceil(H/F), ceil(W/F))`` floating tensors."""
-    for name, t, c in (("luma", luma, 1), ("chroma_low", chroma_low, 2)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 4 or t.shape[1] != c:
-            raise ValueError(f"{name} must be (B, {c}, H, W), got shape {tuple(t.shape)}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating tensor, got {t.dtype}")
+    check_maps(luma=(luma, 1), chroma_low=(chroma_low, 2))
     if chroma_low.shape[0] != luma.shape[0]:
         raise ValueError(f"luma and chroma_low differ in batch size: {luma.shape[0]} vs {chroma_low.shape[0]}")
     want = low_size(luma.shape[-2:], factor)
