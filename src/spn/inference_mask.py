@@ -189,6 +189,21 @@ def _run(model, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(out[0, 0].float()).cpu()
 
 
+def _pass(model, image: torch.Tensor, coarse: torch.Tensor, reach: float | None = None,
+          flip: bool = False) -> torch.Tensor:
+    """One pass of the network on ``image (3, h, w)`` and ``coarse (h, w)`` -> probability
+    ``(h, w)``. ``flip``: the mean of the pass and of the pass on the left-right mirrored inputs.
+    ``reach``: only pixels within ``reach`` times the longer side (chessboard distance) of the
+    coarse mask's 0.5 contour may change; farther ones keep the coarse value."""
+    q = _run(model, image, coarse)
+    if flip:
+        q = 0.5 * (q + _run(model, image.flip(-1), coarse.flip(-1)).flip(-1))
+    if reach is not None:
+        r = max(1, int(math.ceil(reach * max(coarse.shape))))
+        q = torch.where(_near_contour(coarse, r), q, coarse)
+    return q
+
+
 def _band_low(q: torch.Tensor) -> torch.Tensor:
     """Uncertain pixels of a low-resolution probability map (see the module docstring)."""
     band = (q > BAND_LOW) & (q < 1 - BAND_LOW)
@@ -205,23 +220,25 @@ def _near_contour(q: torch.Tensor, r: int) -> torch.Tensor:
 
 
 def refine_tiled(model, image: torch.Tensor, coarse: torch.Tensor, *, global_size: int = 512, tile: int = 256,
-                 margin: int = 16, band: float | None = None) -> torch.Tensor:
+                 margin: int = 16, band: float | None = None, reach: float | None = None,
+                 flip: bool = False) -> torch.Tensor:
     """The refined probability ``(H, W)`` of ``image (3, H, W)`` and ``coarse (H, W)`` by the
     global pass and the local passes of the module docstring (``model``: a
     :class:`~spn.models.mask_refiner.MaskRefinerNet`, in eval mode, called without autograd).
 
     ``band``: a local pass changes only the pixels within ``band`` low-resolution pixels of the
-    global result's 0.5 contour (None: no local passes, the upsampled global result)."""
+    global result's 0.5 contour (None: no local passes, the upsampled global result).
+    ``reach``, ``flip``: of the global pass (:class:`MaskRefiner`)."""
     H, W = coarse.shape
     L = max(H, W)
     if L <= global_size:
-        return _run(model, image, coarse)
+        return _pass(model, image, coarse, reach, flip)
     s = global_size / L
     h, w = max(1, round(H * s)), max(1, round(W * s))
     small = F.interpolate(image[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
     c_small = F.interpolate(coarse[None, None], size=(h, w), mode="bilinear", align_corners=False,
                             antialias=True)[0, 0]
-    q_low = _run(model, small.clamp(0, 1), c_small.clamp(0, 1))
+    q_low = _pass(model, small.clamp(0, 1), c_small.clamp(0, 1), reach, flip)
     out = F.interpolate(q_low[None, None], size=(H, W), mode="bilinear", align_corners=False)[0, 0]
     if band is None:
         return out
@@ -280,18 +297,19 @@ def _resize(t: torch.Tensor, size) -> torch.Tensor:
                          antialias=shrink)[0].clamp(0, 1)
 
 
-def refine_crop(model, image: torch.Tensor, coarse: torch.Tensor, box, crop_size: int = 320) -> torch.Tensor:
+def refine_crop(model, image: torch.Tensor, coarse: torch.Tensor, box, crop_size: int = 320,
+                reach: float | None = None, flip: bool = False) -> torch.Tensor:
     """The refined probability ``(H, W)`` of ``image (3, H, W)`` and ``coarse (H, W)`` by one
     pass on the crop ``box = (y0, y1, x0, x1)`` resized so that its longer side is ``crop_size``
     (up or down; bilinear); the result is resized back and pasted into ``coarse``: outside the
-    crop the output is the coarse mask itself."""
+    crop the output is the coarse mask itself. ``reach``, ``flip``: see :class:`MaskRefiner`."""
     y0, y1, x0, x1 = box
     h, w = y1 - y0, x1 - x0
     s = crop_size / max(h, w)
     size = (max(1, round(h * s)), max(1, round(w * s)))
     img = _resize(image[:, y0:y1, x0:x1], size)
     c = _resize(coarse[None, y0:y1, x0:x1], size)[0]
-    q = _run(model, img, c)
+    q = _pass(model, img, c, reach, flip)
     if tuple(q.shape) != (h, w):
         q = F.interpolate(q[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
     out = coarse.clone()
@@ -388,11 +406,15 @@ class MaskRefiner:
             the network was trained on: 192 x 192 composites whose object spans about a third to
             four fifths of the side (centred in the middle half), i.e. a box with half its side
             of context on each side, resized to 192.
+        reach: only pixels within ``reach`` times the pass's longer side of the coarse mask's
+            0.5 contour may change (None: any pixel may).
+        flip: average the pass with the pass on the mirrored photo and mask (twice the time).
     """
 
     def __init__(self, model: torch.nn.Module, *, global_size: int = 512, tile: int = 256, margin: int = 16,
                  band: float | None = None, crop: bool = True, crop_size: int = 320, context: float = 0.5,
-                 min_context: int = 16, source: str | None = None):
+                 min_context: int = 16, reach: float | None = None, flip: bool = False,
+                 source: str | None = None):
         if not isinstance(model, MaskRefinerNet):
             raise TypeError(f"MaskRefiner needs a mask_refiner model, got {type(model).__name__} "
                             "(train one with spn train --task mask, or use MaskRefiner.pretrained())")
@@ -406,21 +428,27 @@ class MaskRefiner:
         self.global_size, self.tile, self.margin, self.band = global_size, tile, margin, band
         _check_crop(crop, crop_size, context, min_context)
         self.crop, self.crop_size, self.context, self.min_context = crop, crop_size, float(context), min_context
+        if reach is not None and (isinstance(reach, bool) or not isinstance(reach, (int, float))
+                                  or not math.isfinite(reach) or reach <= 0):
+            raise ValueError(f"reach must be a number > 0 or None, got {reach!r}")
+        if not isinstance(flip, bool):
+            raise ValueError(f"flip must be True or False, got {flip!r}")
+        self.reach, self.flip = reach, flip
         self.source = source or "model"
         self.info: dict = {}
 
     def __repr__(self) -> str:
         return (f"MaskRefiner({self.source}, global_size={self.global_size}, tile={self.tile}, "
                 f"margin={self.margin}, band={self.band}, crop={self.crop}, crop_size={self.crop_size}, "
-                f"context={self.context:g}, min_context={self.min_context})")
+                f"context={self.context:g}, min_context={self.min_context}, reach={self.reach}, flip={self.flip})")
 
     @classmethod
     def pretrained(cls, **kw) -> "MaskRefiner":
         """The refiner shipped in the package (``spn/weights/mask_refiner.safetensors``; no network)."""
         data, where = shipped_weights()
         model, info = load_weights(data, where)
-        opts = {k: v for k, v in info["settings"].items() if k in ("global_size", "tile", "margin", "band")}
-        # the weights' stored settings predate object-centred inference: its defaults are the class's
+        opts = {k: v for k, v in info["settings"].items()
+                if k in ("global_size", "tile", "margin", "band", "crop_size", "context", "reach", "flip")}
         opts.update(kw)
         r = cls(model, source="pretrained", **opts)
         r.info = info
@@ -453,10 +481,10 @@ class MaskRefiner:
         box = crop_box(fg, self.context, self.min_context) if self.crop else None
         with torch.no_grad():
             if box is not None and box != (0, H, 0, W):
-                out = refine_crop(self.model, img, p, box, self.crop_size)
+                out = refine_crop(self.model, img, p, box, self.crop_size, self.reach, self.flip)
             else:
                 out = refine_tiled(self.model, img, p, global_size=self.global_size, tile=self.tile,
-                                   margin=self.margin, band=self.band)
+                                   margin=self.margin, band=self.band, reach=self.reach, flip=self.flip)
         return out.numpy()
 
     def refine(self, image, mask, threshold: float = 0.5) -> np.ndarray:

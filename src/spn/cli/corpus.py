@@ -28,6 +28,9 @@ class CorpusConfig(ConfigBase):
     missing: str = option("error", choices=("error", "skip"),
                           help="a source package that is not installed: stop, or build without it")
     force: bool = option(False, help="replace the corpus already in --out")
+    cutouts: bool = option(True, help="", negative="--no-cutouts", negative_value=False,
+                           negative_help="leave out the hand-cut photographic stamps of tuxpaint-stamps-default "
+                                         "(the composites' real objects)")
     json: bool = option(False, help="print the manifest's per-package counts as JSON")
 
 
@@ -64,13 +67,15 @@ def run(args) -> int:
         return _list(cfg)
     out = Path(cfg.out).expanduser() if cfg.out else default_corpus_dir()
     manifest = build_corpus(out, max_side=cfg.max_side, missing=cfg.missing, force=cfg.force,
-                            progress=log.debug)
-    counts = {k: {"version": v["version"], "train": v["train"], "val": v["val"]}
-              for k, v in manifest["packages"].items()}
+                            progress=log.debug, cutouts=cfg.cutouts)
+    counts = {k: {"version": v["version"], "train": v.get("train", v.get("cutouts_train", 0)),
+                  "val": v.get("val", v.get("cutouts_val", 0))} for k, v in manifest["packages"].items()}
     if cfg.json:
         print(json.dumps({"out": str(out), "count": manifest["count"], "packages": counts}, indent=2))
     else:
         for k, v in counts.items():
             print(f"{k:30s} {v['version']:16s} train {v['train']:3d}  val {v['val']:3d}")
-        print(f"{manifest['count']} photos in {out} (read it as --data photos:{out})")
+        n_cut = len(manifest.get("cutouts", []))
+        print(f"{manifest['count']} photos" + (f" and {n_cut} cut-out objects" if n_cut else "")
+              + f" in {out} (read it as --data photos:{out})")
     return 0

@@ -5,6 +5,11 @@ Every sample is made, deterministically from a seed, out of real photographs (a
 ``photos:SOURCE``):
 
 - **background**: a random crop of one photo, at a random scale, randomly flipped;
+- **object**: when the photos' folder holds cut-outs (a corpus built with the stamps of
+  ``tuxpaint-stamps-default``, :mod:`spn.data.cutouts`), one time in two a real object cut out
+  by hand (:func:`place_cutout`: its own texture and its human-made alpha, scaled to cover 3 to
+  45 % of the frame, flipped, placed anywhere with its centre inside, so it may leave the
+  frame); otherwise a procedural shape, as follows;
 - **object shape** (:func:`object_alpha`): a smooth star-shaped blob, a polygon with sharp
   corners, a union of two or three of them, or a region of another photo (its blurred luminance
   above a random level, inside a random ellipse); then thin parts (lines 1-5 pixels wide, bent
@@ -12,13 +17,17 @@ Every sample is made, deterministically from a seed, out of real photographs (a
 - **object texture**: a crop of another photo, or (camouflage) of the same photo elsewhere;
   optional colour gain, shading ramp and, in the low-contrast case, its mean colour moved
   towards the background's;
+- **other objects** (with cut-outs, one time in two): one to three other cut-outs pasted next
+  to the object, behind it or (one time in three) in front of it, occluding it; the target is
+  then the visible part;
 - **composite**: ``alpha * object + (1 - alpha) * background``, ``alpha`` optionally blurred
   (defocus, sigma <= 1.5 px), plus optional sensor noise. The target is ``alpha >= 0.5`` of the
   unblurred coverage;
 - **coarse mask** (:func:`perturb_mask`, after CascadePSP's perturbations): dilation or erosion,
   boundary noise (a smooth random field added before thresholding), downsampling by 4 to 16 and
   upsampling back (bilinear: soft, or nearest: blocky), false blobs and holes near the
-  boundary; then a hard (0/1) or soft (blurred, possibly under-confident) version.
+  boundary; then a hard (0/1) or soft (blurred, possibly under-confident) version. One
+  composite in six gets a mild version (a nearly right mask).
 
 Items: ``{"image": (3, H, W) float32 in [0, 1], "coarse": (1, H, W) float32 in [0, 1], "mask":
 (H, W) int64 in {0, 1}, "name": str}``. Item ``i`` of a dataset depends only on ``(seed,
@@ -52,7 +61,7 @@ from .coarse import gaussian_blur
 from .patches import CropSampler
 
 __all__ = ["CompositeDataset", "CompositePatches", "compose", "dilate", "erode", "object_alpha",
-           "mask_iou", "perturb_mask", "resample_blocky", "SPLIT_CODES"]
+           "mask_iou", "perturb_mask", "place_cutout", "resample_blocky", "SPLIT_CODES"]
 
 #: the split's number in the seed of its items (train and val never share a stream)
 SPLIT_CODES = {"train": 1, "val": 2, "test": 3, "all": 4}
@@ -148,7 +157,7 @@ def _draw_shapes(rng: np.random.Generator, size) -> Image.Image:
             end = (mid[0] + math.cos(b) * length * 0.6, mid[1] + math.sin(b) * length * 0.6)
             width = int(round(rng.uniform(1, 5) * q))
             d.line([(cx, cy), mid, end], fill=255, width=width, joint="curve")
-    if rng.random() < 0.35:  # holes
+    if rng.random() < 0.2:  # holes
         for _ in range(int(rng.integers(1, 3))):
             cx, cy, r0 = centres[int(rng.integers(len(centres)))]
             hx = cx + rng.uniform(-0.4, 0.4) * r0
@@ -188,6 +197,66 @@ def object_alpha(rng: np.random.Generator, size, photo: torch.Tensor | None = No
     img = _draw_shapes(rng, (H, W))
     a = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
     return F.avg_pool2d(a[None, None], SUPERSAMPLE)[0, 0]
+
+
+def place_cutout(rng: np.random.Generator, cutouts, size, centre=None, cover=(0.03, 0.45)):
+    """One cut-out ``(4, h, w)`` uint8 RGBA (of the list ``cutouts``) scaled so that its alpha
+    covers a random fraction in ``cover`` of the ``size = (H, W)`` frame (at most 1.3 times the
+    frame's side), flipped at random and placed with its centre at ``centre = (y, x)`` (default:
+    anywhere inside the frame). Returns ``(texture (3, H, W), alpha (H, W))`` in [0, 1]; the
+    texture is zero where alpha is.
+
+    Example:
+        >>> import numpy as np, torch
+        >>> c = torch.zeros(4, 20, 30, dtype=torch.uint8); c[:, 5:15, 5:25] = 255
+        >>> fg, a = place_cutout(np.random.default_rng(0), [c], (64, 64))
+        >>> fg.shape, a.shape, 0.02 < float((a >= 0.5).float().mean()) < 0.5
+        (torch.Size([3, 64, 64]), torch.Size([64, 64]), True)
+    """
+    H, W = size
+    c = cutouts[int(rng.integers(len(cutouts)))].float() / 255.0
+    area = float(c[3].sum())
+    h, w = c.shape[-2:]
+    s = math.sqrt(rng.uniform(*cover) * H * W / max(area, 1.0))
+    s = min(s, 1.3 * H / h, 1.3 * W / w)
+    nh, nw = max(2, int(round(h * s))), max(2, int(round(w * s)))
+    pre = torch.cat([c[:3] * c[3:], c[3:]])[None]  # premultiplied: no fringe of hidden colour
+    pre = F.interpolate(pre, size=(nh, nw), mode="bilinear", align_corners=False, antialias=(s < 1))[0].clamp(0, 1)
+    if rng.random() < 0.5:
+        pre = torch.flip(pre, dims=[-1])
+    cy, cx = (rng.uniform(0, H), rng.uniform(0, W)) if centre is None else centre
+    y0, x0 = int(round(cy - nh / 2)), int(round(cx - nw / 2))
+    fg, alpha = torch.zeros(3, H, W), torch.zeros(H, W)
+    ys, xs = max(0, y0), max(0, x0)
+    ye, xe = min(H, y0 + nh), min(W, x0 + nw)
+    if ye > ys and xe > xs:
+        part = pre[:, ys - y0:ye - y0, xs - x0:xe - x0]
+        alpha[ys:ye, xs:xe] = part[3]
+        fg[:, ys:ye, xs:xe] = part[:3] / part[3:].clamp_min(1e-3)
+    return fg.clamp(0, 1), alpha
+
+
+def _near(rng: np.random.Generator, alpha: torch.Tensor) -> tuple[float, float]:
+    """A point near the boundary of ``alpha`` (a random pixel of its edge, moved a little)."""
+    m = (alpha >= 0.5).float()
+    pts = ((dilate(m, 1) - erode(m, 1)) > 0).nonzero()
+    H, W = alpha.shape
+    if len(pts) == 0:
+        return rng.uniform(0, H), rng.uniform(0, W)
+    py, px = pts[int(rng.integers(len(pts)))].tolist()
+    r = 0.15 * min(H, W)
+    return py + rng.uniform(-r, r), px + rng.uniform(-r, r)
+
+
+def _others(rng: np.random.Generator, cutouts, target: torch.Tensor, bg: torch.Tensor):
+    """One to three other cut-outs next to the target: ``(behind, front)`` lists of ``(texture,
+    alpha)``."""
+    behind, front = [], []
+    for _ in range(int(rng.integers(1, 4))):
+        fg, a = place_cutout(rng, cutouts, target.shape, centre=_near(rng, target), cover=(0.03, 0.3))
+        fg = _texture(rng, fg, bg, a) if rng.random() < 0.3 else fg
+        (front if rng.random() < 1 / 3 else behind).append((fg, a))
+    return behind, front
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,12 +315,15 @@ def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a & b).sum()) / u if u else 1.0
 
 
-def perturb_mask(target: torch.Tensor, rng: np.random.Generator, min_iou: float = 0.4) -> torch.Tensor:
+def perturb_mask(target: torch.Tensor, rng: np.random.Generator, min_iou: float = 0.4,
+                 strength: float = 1.0) -> torch.Tensor:
     """A coarse mask ``(H, W)`` in [0, 1] from a binary target ``(H, W)`` (float 0/1), by a random
     subset of CascadePSP-style perturbations (see the module docstring); a draw whose IoU with
-    the target (at 0.5) is below ``min_iou`` is redrawn with milder perturbations."""
+    the target (at 0.5) is below ``min_iou`` is redrawn with milder perturbations. ``strength``
+    (0, 1] scales the damage (the training composites draw a mild one, 0.1 to 0.4, one time in
+    six, so that a nearly right mask is kept nearly as it is)."""
     m = target.float()
-    strength, out = 1.0, m
+    out = m
     for _ in range(4):
         out = _perturb_once(m, rng, strength)
         if mask_iou(out >= 0.5, m >= 0.5) >= min_iou:
@@ -315,17 +387,22 @@ class _OneThread:
             torch.set_num_threads(self.n)
 
 
-def compose(rng: np.random.Generator, photos, size) -> dict:
-    """One composite of size ``size = (H, W)`` from the list of photos ``(3, h, w)``: ``{"image",
-    "coarse" (1, H, W), "mask" (H, W) int64, "alpha" (H, W)}`` (see the module docstring)."""
+def compose(rng: np.random.Generator, photos, size, cutouts=()) -> dict:
+    """One composite of size ``size = (H, W)`` from the list of photos ``(3, h, w)`` (and of
+    cut-outs ``(4, h, w)``, :func:`place_cutout`): ``{"image", "coarse" (1, H, W), "mask" (H, W)
+    int64, "alpha" (H, W)}`` (see the module docstring)."""
     with _OneThread():
-        return _compose(rng, photos, size)
+        return _compose(rng, photos, size, cutouts)
 
 
-def _compose(rng: np.random.Generator, photos, size) -> dict:
+def _object(rng: np.random.Generator, photos, size, i: int, cutouts) -> tuple[torch.Tensor, torch.Tensor]:
+    """The object's ``(texture (3, H, W), alpha (H, W))``: a cut-out or a procedural shape."""
     n = len(photos)
-    i = int(rng.integers(n))
-    bg = _crop(rng, photos[i], size)
+    if len(cutouts) and rng.random() < 0.5:
+        for _ in range(6):
+            fg, alpha = place_cutout(rng, cutouts, size)
+            if float((alpha >= 0.5).float().mean()) >= 0.02:
+                return fg, alpha
     alpha = None
     for _ in range(6):  # an object of a sensible size
         region = _crop(rng, photos[int(rng.integers(n))], size)
@@ -334,19 +411,34 @@ def _compose(rng: np.random.Generator, photos, size) -> dict:
         if 0.02 <= frac <= 0.8:
             break
     if rng.random() < 0.15:  # camouflage: the texture of the same photo
-        fg = _crop(rng, photos[i], size)
-    else:
-        fg = _crop(rng, photos[int(rng.integers(n))], size)
+        return _crop(rng, photos[i], size), alpha
+    return _crop(rng, photos[int(rng.integers(n))], size), alpha
+
+
+def _compose(rng: np.random.Generator, photos, size, cutouts=()) -> dict:
+    n = len(photos)
+    i = int(rng.integers(n))
+    bg = _crop(rng, photos[i], size)
+    fg, alpha = _object(rng, photos, size, i, cutouts)
     fg = _texture(rng, fg, bg, alpha)
+    behind, front = _others(rng, cutouts, alpha, bg) if len(cutouts) and rng.random() < 0.5 else ([], [])
+    for ofg, oa in behind:
+        bg = oa[None] * ofg + (1 - oa[None]) * bg
     a = alpha
     if rng.random() < 0.4:  # defocus of the boundary
         a = gaussian_blur(alpha[None], float(rng.uniform(0.3, 1.5)))[0]
     image = a[None] * fg + (1 - a[None]) * bg
+    for ofg, oa in front:  # occluders: the target is what stays visible
+        visible = alpha * (1 - oa)
+        if float((visible >= 0.5).float().mean()) < 0.01:
+            continue
+        image = oa[None] * ofg + (1 - oa[None]) * image
+        alpha = visible
     if rng.random() < 0.5:
         image = image + float(rng.uniform(0.002, 0.02)) * torch.from_numpy(
             rng.standard_normal(image.shape).astype(np.float32))
     target = (alpha >= 0.5).float()
-    coarse = perturb_mask(target, rng)
+    coarse = perturb_mask(target, rng, strength=float(rng.uniform(0.1, 0.4)) if rng.random() < 1 / 6 else 1.0)
     return {"image": image.clamp(0, 1).contiguous(), "coarse": coarse[None], "mask": target.long(),
             "alpha": alpha}
 
@@ -374,6 +466,17 @@ def _photos_of(source: str, split: str, on_corrupt: str = "error",
     return [_stored(it["image"], max_side) for it in items], [str(it["name"]) for it in items]
 
 
+def _cutouts_of(source, split: str, photos) -> list[torch.Tensor]:
+    """The cut-outs of a corpus folder (``source`` a folder, or ``corpus``)."""
+    from pathlib import Path
+
+    from .cutouts import load_cutouts
+
+    if photos is not None or str(source) == "skimage":
+        return []
+    return load_cutouts(Path(source), split) if Path(source).is_dir() else []
+
+
 def _check_size(size) -> tuple[int, int]:
     if isinstance(size, int) and not isinstance(size, bool):
         size = (size, size)
@@ -390,12 +493,14 @@ class CompositeDataset(Dataset):
     """``length`` composites of ``size`` from the photos of ``source``'s ``split`` (see the module).
 
     Args:
-        source: ``"skimage"`` or a folder of photos (what ``photos:SOURCE`` reads).
+        source: ``"skimage"``, ``"corpus"`` (the folder of ``spn corpus build``) or a folder of photos.
         split: the photos' split (``"train"``, ``"val"``, ...).
         size: ``(H, W)`` or an int.
         length: number of items (default: 48 for validation splits, 64 per photo for ``train``).
         seed: item ``i`` is drawn with ``numpy.random.default_rng([seed, split code, epoch, i])``.
         photos: a list of ``(3, h, w)`` tensors (float in [0, 1] or uint8) instead of a source.
+        cutouts: a list of ``(4, h, w)`` uint8 RGBA objects; default: the cut-outs of ``source``'s
+            split when it is a corpus folder holding some (:func:`spn.data.cutouts.load_cutouts`).
         max_side: photos of a source are stored as uint8, shrunk to at most this many pixels.
 
     Shape:
@@ -408,16 +513,22 @@ class CompositeDataset(Dataset):
     ignore_index = 255
 
     def __init__(self, source="skimage", split: str = "train", size=(384, 512), length: int | None = None,
-                 seed: int = 0, photos=None, on_corrupt: str = "error", coarse=None, max_side: int = 1024):
+                 seed: int = 0, photos=None, on_corrupt: str = "error", coarse=None, max_side: int = 1024,
+                 cutouts=None):
         if coarse not in (None, "none"):
             raise ValueError(f"composites make their own coarse masks; got coarse source {coarse!r}")
         self.size = _check_size(size)
+        if photos is None and str(source) == "corpus":  # `spn corpus build`'s folder ($SPN_CORPUS)
+            from .corpus import corpus_root
+
+            source = str(corpus_root())
         if photos is not None:
             self.photos, self.names = list(photos), [f"photo{i}" for i in range(len(photos))]
         else:
             self.photos, self.names = _photos_of(str(source), split, on_corrupt, int(max_side))
         if not self.photos:
             raise ValueError("CompositeDataset needs at least one photo")
+        self.cutouts = list(cutouts) if cutouts is not None else _cutouts_of(source, split, photos)
         self.source = "custom" if photos is not None else str(source)
         self.split = split
         default = 64 * len(self.photos) if split == "train" else 48
@@ -433,7 +544,7 @@ class CompositeDataset(Dataset):
     def info(self) -> dict:
         return {"dataset": type(self).__name__, "source": self.source, "split": self.split,
                 "size": self.length, "item_size": list(self.size), "photos": len(self.photos),
-                "photo_names": list(self.names), "seed": self.seed, "num_classes": 2}
+                "photo_names": list(self.names), "cutouts": len(self.cutouts), "seed": self.seed, "num_classes": 2}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -441,7 +552,7 @@ class CompositeDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         index = check_index(index, self.length, "composites")
         rng = np.random.default_rng([self.seed, SPLIT_CODES.get(self.split, 9), self.epoch, index])
-        item = compose(rng, self.photos, self.size)
+        item = compose(rng, self.photos, self.size, self.cutouts)
         item.pop("alpha")
         item["name"] = f"composite-{self.split}-{index:05d}"
         return item
@@ -476,7 +587,7 @@ class CompositePatches(CropSampler):
     def __getitem__(self, index: int) -> dict:
         index = check_index(index, len(self), "patches")
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        item = compose(rng, self.base.photos, (self.size, self.size))
+        item = compose(rng, self.base.photos, (self.size, self.size), self.base.cutouts)
         item.pop("alpha")
         item["name"] = f"composite-e{self.epoch}-{index}"
         return item

@@ -326,7 +326,7 @@ def _swap_in(stage: Path, out: Path) -> None:
 
 
 def build_corpus(out, max_side: int = 1600, missing: str = "error", force: bool = False,
-                 sources=None, progress=None) -> dict:
+                 sources=None, progress=None, cutouts: bool | None = None) -> dict:
     """Write the corpus of :data:`SOURCES` to ``out`` (see the module docstring); returns the manifest.
 
     Args:
@@ -336,6 +336,9 @@ def build_corpus(out, max_side: int = 1600, missing: str = "error", force: bool 
             whose package is not installed.
         sources: the :class:`Source` table (default :data:`SOURCES`).
         progress: optional ``callable(str)`` called once per photo.
+        cutouts: also store the hand-cut photographic stamps of ``tuxpaint-stamps-default``
+            (:mod:`spn.data.cutouts`; ``missing`` applies to that package too). Default: with
+            the default ``sources``.
     """
     if missing not in ("error", "skip"):
         raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
@@ -364,7 +367,7 @@ def build_corpus(out, max_side: int = 1600, missing: str = "error", force: bool 
     (stage / "images").mkdir(parents=True)
     (stage / "splits").mkdir()
     try:
-        manifest = _write(stage, plan, max_side, found, progress)
+        manifest = _write(stage, plan, max_side, found, progress, _cutout_source(sources is None if cutouts is None else cutouts, missing))
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -372,8 +375,28 @@ def build_corpus(out, max_side: int = 1600, missing: str = "error", force: bool 
     return manifest
 
 
-def _write(out: Path, plan, max_side: int, found, progress) -> dict:
-    """Write the photos, the splits and (last) the manifest into ``out``."""
+def _cutout_source(wanted: bool, missing: str) -> tuple[str, str] | None:
+    """``(version, licence)`` of the stamps package when cut-outs are wanted and it is installed."""
+    from .cutouts import STAMPS_PACKAGE, STAMPS_ROOT
+
+    if not wanted:
+        return None
+    src = Source(STAMPS_PACKAGE, "deb", STAMPS_ROOT, "dep5:", ())
+    try:
+        version = _package_info(src)[0]
+    except FileNotFoundError:
+        if missing == "skip":
+            return None
+        raise FileNotFoundError(f"package {STAMPS_PACKAGE!r} (the cut-out objects) is not installed: apt-get "
+                                f"install {STAMPS_PACKAGE} (or `make corpus`, or --missing skip)") from None
+    copyright_file = Path("/usr/share/doc") / STAMPS_PACKAGE / "copyright"
+    text = copyright_file.read_text(encoding="utf-8", errors="replace") if copyright_file.is_file() else ""
+    return version, _dep5_licence(text, "stamps/x.png") or f"see {copyright_file}"
+
+
+def _write(out: Path, plan, max_side: int, found, progress, cutouts=None) -> dict:
+    """Write the photos, the splits, the cut-outs (``cutouts = (version, licence)``) and (last)
+    the manifest into ``out``."""
     side: dict[str, str] = {}
     for pkg in dict.fromkeys(p[0].package for p in plan):
         side.update(split_groups([(p[3].group or p[3].name) for p in plan if p[0].package == pkg]))
@@ -401,6 +424,14 @@ def _write(out: Path, plan, max_side: int, found, progress) -> dict:
             if src.notes and (root / src.notes).is_file():
                 packages[src.package]["notes"] = (root / src.notes).read_text(encoding="utf-8", errors="replace")
     manifest = {"format": 1, "max_side": max_side, "count": len(images), "packages": packages, "images": images}
+    if cutouts is not None:
+        from .cutouts import STAMPS_PACKAGE, write_cutouts
+
+        entries = write_cutouts(out, cutouts[0], cutouts[1], progress=progress)
+        packages[STAMPS_PACKAGE] = {"kind": "deb", "version": cutouts[0], "licence": cutouts[1],
+                                    "cutouts_train": sum(e["split"] == "train" for e in entries),
+                                    "cutouts_val": sum(e["split"] == "val" for e in entries)}
+        manifest["cutouts"] = entries
     tmp = out / "manifest.json.part"
     tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, out / "manifest.json")  # last: its presence means the corpus is complete

@@ -189,4 +189,4 @@ def _masksets(arg, split="val", coarse=None, **kw):
 
 
 from .composites import build_composites  # noqa: E402  (the mask task's composites:SOURCE)
-register_dataset("composites", build_composites, coarse_files=False, names=("skimage",))
+register_dataset("composites", build_composites, coarse_files=False, names=("skimage", "corpus"))
