@@ -269,9 +269,8 @@ def cmd_variants(args) -> dict:
     variants = {"coarse": None}
     for reach in args.reaches:
         for flip in (False, True) if args.flips else (False,):
-            variants[f"reach={reach:g}" if reach > 0 else "reach=none" + (",flip" if flip else "")] = (
-                reach if reach > 0 else None, flip)
-    variants = {(k + ",flip" if v and v[1] and ",flip" not in k else k): v for k, v in variants.items()}
+            name = (f"reach={reach:g}" if reach > 0 else "reach=none") + (",flip" if flip else "")
+            variants[name] = (reach if reach > 0 else None, flip)
     rows = {k: [] for k in variants}
     for i in range(len(held)):
         it = held[i]

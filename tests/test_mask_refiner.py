@@ -253,6 +253,17 @@ def test_weights_round_trip(tmp_path):
         load_weights(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
 
 
+def test_stored_inference_settings_are_applied_and_can_be_overridden(tmp_path):
+    net = create_model("mask_refiner", guidance_width=4)
+    settings = {"global_size": 256, "crop_size": 192, "context": 0.25, "reach": 0.1, "flip": True}
+    save_weights(net, tmp_path / "w.safetensors", settings)
+    data = (tmp_path / "w.safetensors").read_bytes()
+    r = MaskRefiner.from_weights(data, "w")
+    assert (r.global_size, r.crop_size, r.context, r.reach, r.flip) == (256, 192, 0.25, 0.1, True)
+    r = MaskRefiner.from_weights(data, "w", flip=False, reach=None)
+    assert (r.reach, r.flip, r.crop_size) == (None, False, 192)
+
+
 def test_shipped_weights_are_small_and_float16():
     from importlib import resources
 

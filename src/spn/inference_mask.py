@@ -68,6 +68,8 @@ __all__ = ["MaskRefiner", "WEIGHTS_FILE", "as_mask_array", "as_photo_tensor", "c
 
 #: the shipped weights, inside the package (``spn/weights/``)
 WEIGHTS_FILE = "mask_refiner.safetensors"
+#: the inference settings stored beside the weights (:func:`save_weights`) that loading applies
+STORED_SETTINGS = ("global_size", "tile", "margin", "band", "crop_size", "context", "reach", "flip")
 #: uncertain band of the global result: probabilities strictly inside (LOW, 1 - LOW)
 BAND_LOW = 0.2
 
@@ -444,13 +446,19 @@ class MaskRefiner:
 
     @classmethod
     def pretrained(cls, **kw) -> "MaskRefiner":
-        """The refiner shipped in the package (``spn/weights/mask_refiner.safetensors``; no network)."""
+        """The refiner shipped in the package (``spn/weights/mask_refiner.safetensors``; no network),
+        with the inference settings stored beside its weights (keywords override them)."""
         data, where = shipped_weights()
+        return cls.from_weights(data, where, source="pretrained", **kw)
+
+    @classmethod
+    def from_weights(cls, data: bytes, where: str = "weights", source: str | None = None, **kw) -> "MaskRefiner":
+        """The refiner of safetensors bytes written by :func:`save_weights`, with the inference
+        settings stored in them (keywords override them)."""
         model, info = load_weights(data, where)
-        opts = {k: v for k, v in info["settings"].items()
-                if k in ("global_size", "tile", "margin", "band", "crop_size", "context", "reach", "flip")}
+        opts = {k: v for k, v in info["settings"].items() if k in STORED_SETTINGS}
         opts.update(kw)
-        r = cls(model, source="pretrained", **opts)
+        r = cls(model, source=source or where, **opts)
         r.info = info
         return r
 
