@@ -1,6 +1,11 @@
 """``spn demo``: the paper's refinement protocol end to end on the procedural scenes.
 
-:func:`run_demo` (``DemoConfig``):
+:func:`run_demo` (``DemoConfig``), with the models of ``spn/weights/demo_FAMILY/`` when the
+package ships them for the demo's training settings (``--family hard`` with the default settings;
+:mod:`spn.experiments.demo_weights`): then steps 1 and 3 load them instead of training, and the
+dense CRF takes the parameters tuned for them instead of being tuned again. ``--quick`` (short
+training), any other training setting, or ``--train`` trains them here, and the demo writes their
+float16 files into ``out/weights/`` (what ``spn/weights/demo_FAMILY/`` would hold). The demo:
 
 1. trains the baseline CNN (a U-Net working at 1/8 resolution, bilinearly upsampled) on the
    synthetic training split;
@@ -17,7 +22,8 @@
    - ``metrics.json``: every number of the report (strict JSON, NaN -> null);
    - ``figure.png``: image | coarse | one-way | three-way | ground truth for a few val images;
    - ``runs/{baseline,spn_one_way,spn_three_way}/``: the checkpoints and resolved configs
-     (``config.json``, ``log.jsonl``) of the three training runs; ``demo_config.json``;
+     (``config.json``, ``log.jsonl``) of the three training runs (the shipped models' checkpoints
+     when they are shipped); ``demo_config.json``;
 5. appends the comparison with the classical refiners (bilinear, guided filter, domain
    transform, dense CRF when installed) on the same validation images (``compare/``,
    :mod:`spn.experiments.compare`), unless ``compare=False``. The dense CRF is first tuned on 8
@@ -77,14 +83,15 @@ class DemoConfig(ConfigBase):
     preset, :data:`spn.models.SPN_PRESETS`). ``compare``: run
     :func:`spn.experiments.compare.run_compare` on ``compare_limit`` val images with
     ``compare_peers`` (dense CRF only when installed); ``compare_time_512`` also times every
-    method on a 512 x 512 image. The demo's ``metrics.json`` holds this config under ``"config"``
+    method on a 512 x 512 image. ``train``: train even when the package ships the models of these
+    training settings (:mod:`spn.experiments.demo_weights`). The demo's ``metrics.json`` holds this config under ``"config"``
     (``spn demo --config metrics.json`` reads it back).
     """
 
     section = "config"
 
     out: str = option("runs/demo", help="output folder", metavar="DIR")
-    quick: bool = option(False, help="train short models here (the quick preset) instead of using the shipped ones")
+    quick: bool = option(False, help="the short version (seg: short training runs here instead of the shipped models)")
     train: bool = option(False, help="train the models here even where shipped weights fit the settings "
                                      "(--family hard; what reproduces spn/weights/demo_hard)")
     seed: int = option(0, help="random seed")
@@ -127,14 +134,18 @@ class DemoConfig(ConfigBase):
     compare_peers: list = option(default_factory=lambda: ["bilinear", "guided_filter", "domain_transform",
                                                           "densecrf"], help="peers compared", cli=False)
     compare_limit: int | None = option(None, help="val images compared (None: all)", cli=False)
-    compare_time_512: bool = option(True, help="time every method on a 512 x 512 image", cli=False)
+    # off by default: on 2 cores the 512 x 512 timing (every method, 4 calls) costs more than the rest of
+    # the demo with shipped weights
+    compare_time_512: bool = option(False, flags=("--time-512",),
+                                    help="also time every method on a 512 x 512 image (about a minute on 2 cores)")
     progress: bool | None = option(None, help="progress bars", negative="--no-progress",
                                    negative_help="no progress bars", default_help="when stderr is a terminal")
     force: bool = option(False, help="replace the runs of an earlier demo in --out")
 
     @classmethod
     def preset(cls, quick: bool = False, **overrides) -> "DemoConfig":
-        """The full demo (about 4 minutes on 2 idle CPU cores) or ``quick`` (about 2 minutes)."""
+        """The full demo (its models shipped for ``family="hard"``; training them takes about 10
+        minutes on 2 idle CPU cores) or ``quick`` (short training runs)."""
         base = {}
         if quick:
             base = dict(quick=True, train_images=32, val_images=8, baseline_steps=600, spn_steps=400,
