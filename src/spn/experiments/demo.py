@@ -84,8 +84,8 @@ class DemoConfig(ConfigBase):
     :func:`spn.experiments.compare.run_compare` on ``compare_limit`` val images with
     ``compare_peers`` (dense CRF only when installed); ``compare_time_512`` also times every
     method on a 512 x 512 image. ``train``: train even when the package ships the models of these
-    training settings (:mod:`spn.experiments.demo_weights`). The demo's ``metrics.json`` holds this config under ``"config"``
-    (``spn demo --config metrics.json`` reads it back).
+    training settings (:mod:`spn.experiments.demo_weights`). The demo's ``metrics.json`` holds
+    this config under ``"config"`` (``spn demo --config metrics.json`` reads it back).
     """
 
     section = "config"
@@ -134,18 +134,18 @@ class DemoConfig(ConfigBase):
     compare_peers: list = option(default_factory=lambda: ["bilinear", "guided_filter", "domain_transform",
                                                           "densecrf"], help="peers compared", cli=False)
     compare_limit: int | None = option(None, help="val images compared (None: all)", cli=False)
-    # off by default: on 2 cores the 512 x 512 timing (every method, 4 calls) costs more than the rest of
-    # the demo with shipped weights
+    # off by default: the 512 x 512 timing (every method, 4 calls; the dense CRF and the guided filter
+    # are slow there) costs more than the rest of the demo with shipped weights
     compare_time_512: bool = option(False, flags=("--time-512",),
-                                    help="also time every method on a 512 x 512 image (about a minute on 2 cores)")
+                                    help="also time every method on a 512 x 512 image (4 calls each)")
     progress: bool | None = option(None, help="progress bars", negative="--no-progress",
                                    negative_help="no progress bars", default_help="when stderr is a terminal")
     force: bool = option(False, help="replace the runs of an earlier demo in --out")
 
     @classmethod
     def preset(cls, quick: bool = False, **overrides) -> "DemoConfig":
-        """The full demo (its models shipped for ``family="hard"``; training them takes about 10
-        minutes on 2 idle CPU cores) or ``quick`` (short training runs)."""
+        """The full demo (its models shipped for ``family="hard"``; training them took 25 minutes
+        on 2 shared CPU cores) or ``quick`` (short training runs)."""
         base = {}
         if quick:
             base = dict(quick=True, train_images=32, val_images=8, baseline_steps=600, spn_steps=400,
@@ -344,8 +344,7 @@ def run_demo(cfg: DemoConfig | None, task: TrainingTask) -> dict:
 
     metrics = _metrics(cfg, st, results, run_dirs, figure, compare_res, compare_note)
     metrics["weights"] = {"source": "shipped" if shipped else "trained", "why": why, "exported": exported,
-                          "crf": "shipped" if compare_note.startswith("ran") and shipped_crf and cfg.crf_tune
-                          else None}
+                          "crf": "shipped" if "shipped tuned parameters" in compare_note else None}
     metrics["elapsed_s"] = time.perf_counter() - t_start
     write_json(out / "metrics.json", metrics)
     text = _report(cfg, metrics, results, st["class_names"], compare_res)
