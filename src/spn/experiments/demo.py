@@ -1,6 +1,11 @@
 """``spn demo``: the paper's refinement protocol end to end on the procedural scenes.
 
-:func:`run_demo` (``DemoConfig``):
+:func:`run_demo` (``DemoConfig``), with the models of ``spn/weights/demo_FAMILY/`` when the
+package ships them for the demo's training settings (``--family hard`` with the default settings;
+:mod:`spn.experiments.demo_weights`): then steps 1 and 3 load them instead of training, and the
+dense CRF takes the parameters tuned for them instead of being tuned again. ``--quick`` (short
+training), any other training setting, or ``--train`` trains them here, and the demo writes their
+float16 files into ``out/weights/`` (what ``spn/weights/demo_FAMILY/`` would hold). The demo:
 
 1. trains the baseline CNN (a U-Net working at 1/8 resolution, bilinearly upsampled) on the
    synthetic training split;
@@ -17,7 +22,8 @@
    - ``metrics.json``: every number of the report (strict JSON, NaN -> null);
    - ``figure.png``: image | coarse | one-way | three-way | ground truth for a few val images;
    - ``runs/{baseline,spn_one_way,spn_three_way}/``: the checkpoints and resolved configs
-     (``config.json``, ``log.jsonl``) of the three training runs; ``demo_config.json``;
+     (``config.json``, ``log.jsonl``) of the three training runs (the shipped models' checkpoints
+     when they are shipped); ``demo_config.json``;
 5. appends the comparison with the classical refiners (bilinear, guided filter, domain
    transform, dense CRF when installed) on the same validation images (``compare/``,
    :mod:`spn.experiments.compare`), unless ``compare=False``. The dense CRF is first tuned on 8
@@ -60,6 +66,7 @@ from spn.viz import (figure_grid, fmt_percent, fmt_seconds, markdown_table, per_
                      table3_markdown)
 
 from .compare import crf_search_note, run_compare, tune_densecrf
+from .demo_weights import CRF_FILE, export_demo_weights, materialise, shipped_demo_weights
 
 RUN_NAMES = ("baseline", "spn_one_way", "spn_three_way")
 TITLES = {"spn_one_way": "+1 way SPN", "spn_three_way": "+3 way SPN"}
@@ -76,14 +83,17 @@ class DemoConfig(ConfigBase):
     preset, :data:`spn.models.SPN_PRESETS`). ``compare``: run
     :func:`spn.experiments.compare.run_compare` on ``compare_limit`` val images with
     ``compare_peers`` (dense CRF only when installed); ``compare_time_512`` also times every
-    method on a 512 x 512 image. The demo's ``metrics.json`` holds this config under ``"config"``
-    (``spn demo --config metrics.json`` reads it back).
+    method on a 512 x 512 image. ``train``: train even when the package ships the models of these
+    training settings (:mod:`spn.experiments.demo_weights`). The demo's ``metrics.json`` holds
+    this config under ``"config"`` (``spn demo --config metrics.json`` reads it back).
     """
 
     section = "config"
 
     out: str = option("runs/demo", help="output folder", metavar="DIR")
-    quick: bool = option(False, help="the short version (about 2 minutes on 2 cores; full: about 4)")
+    quick: bool = option(False, help="the short version (seg: short training runs here instead of the shipped models)")
+    train: bool = option(False, help="train the models here even where shipped weights fit the settings "
+                                     "(--family hard; what reproduces spn/weights/demo_hard)")
     seed: int = option(0, help="random seed")
     threads: int | None = option(None, help="torch CPU threads", metavar="N", default_help="torch's")
     size: int = option(256, help="side of the synthetic scenes", cli=False)
@@ -124,14 +134,18 @@ class DemoConfig(ConfigBase):
     compare_peers: list = option(default_factory=lambda: ["bilinear", "guided_filter", "domain_transform",
                                                           "densecrf"], help="peers compared", cli=False)
     compare_limit: int | None = option(None, help="val images compared (None: all)", cli=False)
-    compare_time_512: bool = option(True, help="time every method on a 512 x 512 image", cli=False)
+    # off by default: the 512 x 512 timing (every method, 4 calls; the dense CRF and the guided filter
+    # are slow there) costs more than the rest of the demo with shipped weights
+    compare_time_512: bool = option(False, flags=("--time-512",),
+                                    help="also time every method on a 512 x 512 image (4 calls each)")
     progress: bool | None = option(None, help="progress bars", negative="--no-progress",
                                    negative_help="no progress bars", default_help="when stderr is a terminal")
     force: bool = option(False, help="replace the runs of an earlier demo in --out")
 
     @classmethod
     def preset(cls, quick: bool = False, **overrides) -> "DemoConfig":
-        """The full demo (about 4 minutes on 2 idle CPU cores) or ``quick`` (about 2 minutes)."""
+        """The full demo (its models shipped for ``family="hard"``; training them took 25 minutes
+        on 2 shared CPU cores) or ``quick`` (short training runs)."""
         base = {}
         if quick:
             base = dict(quick=True, train_images=32, val_images=8, baseline_steps=600, spn_steps=400,
@@ -191,7 +205,10 @@ def prepare_demo_out(out, run_names, force: bool, what: str = "demo") -> Path:
 
 
 def _prepare_out(cfg: DemoConfig) -> Path:
-    return prepare_demo_out(cfg.out, RUN_NAMES, cfg.force)
+    out = prepare_demo_out(cfg.out, RUN_NAMES, cfg.force)
+    if cfg.force and (out / "weights").is_dir():  # an earlier demo's exported weights
+        shutil.rmtree(out / "weights")
+    return out
 
 
 def _data(cfg: DemoConfig) -> str:
@@ -229,20 +246,29 @@ def _figure_rows(cfg, val_coarse, models: dict) -> tuple[list, list[str]]:
     return rows, names
 
 
-def _run_compare(cfg: DemoConfig, val_coarse, run_dirs: dict, out: Path, train_coarse=None) -> tuple[dict | None, str]:
+def _run_compare(cfg: DemoConfig, val_coarse, run_dirs: dict, out: Path, train_coarse=None,
+                 shipped_crf: dict | None = None) -> tuple[dict | None, str, dict | None]:
     """The comparison with the classical refiners (:func:`spn.experiments.compare.run_compare`);
-    the dense CRF is first tuned on ``train_coarse`` (the training split with the same coarse
-    source) when ``cfg.crf_tune``."""
+    ``(results, note, the dense CRF search or None)``. With ``cfg.crf_tune`` the dense CRF takes the
+    parameters of ``shipped_crf`` (tuned for the shipped models) when given, else it is first
+    tuned on ``train_coarse`` (the training split with the same coarse source)."""
     if not cfg.compare:
-        return None, "skipped (compare disabled)"
+        return None, "skipped (compare disabled)", None
     peers = list(cfg.compare_peers)
     note = ""
     if "densecrf" in peers:
         if not densecrf_available():
             peers.remove("densecrf")
             note = " (dense CRF left out: pydensecrf2 is not installed; `pip install pydensecrf2`)"
-    crf_params, notes = None, []
-    if "densecrf" in peers and cfg.crf_tune and train_coarse is not None:
+    crf_params, notes, grid = None, [], None
+    if "densecrf" in peers and cfg.crf_tune and shipped_crf:
+        crf_params = dict(shipped_crf["best"])
+        notes.append(f"Dense CRF: the parameters tuned for the shipped models on {shipped_crf.get('images')} "
+                     f"training images (`spn/weights/demo_{cfg.family}/{CRF_FILE}`; mean IoU "
+                     f"{fmt_percent(shipped_crf.get('best_mean_iou'))} there, input "
+                     f"{fmt_percent(shipped_crf.get('input_mean_iou'))}).")
+        note += "; dense CRF with the shipped tuned parameters"
+    elif "densecrf" in peers and cfg.crf_tune and train_coarse is not None:
         grid = tune_densecrf(train_coarse, limit=8)
         (out / "compare").mkdir(parents=True, exist_ok=True)
         write_json(out / "compare" / "crf_grid.json", grid)
@@ -253,7 +279,7 @@ def _run_compare(cfg: DemoConfig, val_coarse, run_dirs: dict, out: Path, train_c
                       peers, out / "compare", limit=cfg.compare_limit, protocol="plain", crf_params=crf_params,
                       figure_rows=min(cfg.figure_rows, 4), time_512=cfg.compare_time_512,
                       title=f"spn demo: SPN vs classical refiners ({_data(cfg)} val)", notes=notes)
-    return res, "ran" + note
+    return res, "ran" + note, grid
 
 
 def _run_both(cfg: DemoConfig, task: TrainingTask) -> dict:
@@ -280,7 +306,7 @@ def _run_both(cfg: DemoConfig, task: TrainingTask) -> dict:
 
 def run_demo(cfg: DemoConfig | None, task: TrainingTask) -> dict:
     """Run the demo (see the module docstring), training with ``task`` (the segmentation task of
-    :mod:`spn.tasks`); returns the content of ``metrics.json``."""
+    :mod:`spn.tasks`) unless shipped weights fit ``cfg``; returns the content of ``metrics.json``."""
     cfg = (cfg or DemoConfig()).validate()
     if cfg.family == "both":
         return _run_both(cfg, task)
@@ -288,77 +314,101 @@ def run_demo(cfg: DemoConfig | None, task: TrainingTask) -> dict:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     out = _prepare_out(cfg)
-    runs = out / "runs"
-    run_dirs = {n: runs / n for n in RUN_NAMES}
+    run_dirs = {n: out / "runs" / n for n in RUN_NAMES}
     write_json(out / "demo_config.json", cfg.to_dict())
+    shipped, why = shipped_demo_weights(cfg)
+    log.info(f"models: {why}")
 
-    # 1. the baseline -------------------------------------------------------------------------
-    log.info(f"training the baseline ({cfg.baseline_steps} steps) -> {run_dirs['baseline']}")
-    summaries = {"baseline": _train(cfg, task, "baseline", cfg.baseline_cfg, cfg.baseline_steps, None,
-                                    run_dirs["baseline"])}
+    # 1-3. the baseline, the coarse source, the two SPNs (trained here or shipped) -------------
+    st = _models(cfg, task, run_dirs, out, shipped)
+
+    # 4. tables, figure, JSON -------------------------------------------------------------------
+    results = _results(st["ev_base"], st["evals"], st["coarse_src"])
+    figure = None
+    if cfg.figure_rows:
+        rows, names = _figure_rows(cfg, st["val_coarse"], st["models"])
+        figure = figure_grid(rows, ["image", "coarse", "one-way", "three-way", "ground truth"], out / "figure.png",
+                             row_labels=None, title=f"{_data(cfg)} val, coarse: {_short(st['coarse_src'])}")
+
+    log.info("comparison with the classical refiners")
+    shipped_crf = (shipped or {}).get("crf")
+    try:
+        compare_res, compare_note, grid = _run_compare(cfg, st["val_coarse"], run_dirs, out, st["train_coarse"],
+                                                       shipped_crf)
+    except (ImportError, RuntimeError, ValueError, TypeError) as exc:
+        compare_res, compare_note, grid = None, f"failed: {exc}", None
+        log.info(f"comparison failed: {exc}")
+    exported = None
+    if shipped is None:  # the files `spn/weights/demo_FAMILY/` would hold for these models
+        exported = str(export_demo_weights(run_dirs, cfg, out / "weights", st["summaries"], grid))
+
+    metrics = _metrics(cfg, st, results, run_dirs, figure, compare_res, compare_note)
+    metrics["weights"] = {"source": "shipped" if shipped else "trained", "why": why, "exported": exported,
+                          "crf": "shipped" if "shipped tuned parameters" in compare_note else None}
+    metrics["elapsed_s"] = time.perf_counter() - t_start
+    write_json(out / "metrics.json", metrics)
+    text = _report(cfg, metrics, results, st["class_names"], compare_res)
+    write_markdown(out / "report.md", text)
+    log.info(f"done in {metrics['elapsed_s']:.0f} s: {out / 'report.md'}, {out / 'metrics.json'}"
+             + (f", {out / 'figure.png'}" if figure else ""))
+    metrics["report"] = str(out / "report.md")
+    return metrics
+
+
+def _models(cfg: DemoConfig, task: TrainingTask, run_dirs: dict, out: Path, shipped: dict | None) -> dict:
+    """Train (or take from ``shipped``) the baseline, pick the coarse source, train (or take) the
+    two SPNs, and evaluate all on the validation split."""
+    if shipped is not None:  # the shipped models become the runs' checkpoints, as trained ones would
+        materialise(shipped, run_dirs, run_dirs["baseline"])
+        summaries = {n: dict(shipped[n]["meta"]["summary"], source="shipped") for n in RUN_NAMES}
+    else:
+        log.info(f"training the baseline ({cfg.baseline_steps} steps) -> {run_dirs['baseline']}")
+        summaries = {"baseline": _train(cfg, task, "baseline", cfg.baseline_cfg, cfg.baseline_steps, None,
+                                        run_dirs["baseline"])}
     baseline, _ = load_checkpoint(run_dirs["baseline"])
     val_plain = build_dataset(_data(cfg), split="val", coarse="none", num_images=cfg.val_images, size=cfg.size)
     log.info(f"evaluating the baseline on {len(val_plain)} val images")
     ev_base = evaluate(baseline, val_plain)
 
-    # 2. the coarse source --------------------------------------------------------------------
     coarse_src, fallback = _coarse_source(cfg, ev_base["refined"]["mean_iou"], run_dirs["baseline"])
-    val_coarse, train_coarse = _coarse_datasets(cfg, coarse_src, val_plain, run_dirs["baseline"], out)
+    need_train = cfg.compare and cfg.crf_tune and not (shipped or {}).get("crf")
+    val_coarse, train_coarse = _coarse_datasets(cfg, coarse_src, val_plain, run_dirs["baseline"], out, need_train)
 
-    # 3. the two SPNs ---------------------------------------------------------------------------
     models, evals = {}, {}
     for name in ("spn_one_way", "spn_three_way"):
-        log.info(f"training {name} on coarse maps from {coarse_src} ({cfg.spn_steps} steps) -> {run_dirs[name]}")
-        summaries[name] = _train(cfg, task, name, cfg.spn_cfg, cfg.spn_steps, coarse_src, run_dirs[name])
+        if shipped is None:
+            log.info(f"training {name} on coarse maps from {coarse_src} ({cfg.spn_steps} steps) -> {run_dirs[name]}")
+            summaries[name] = _train(cfg, task, name, cfg.spn_cfg, cfg.spn_steps, coarse_src, run_dirs[name])
         models[name], _ = load_checkpoint(run_dirs[name])
         log.info(f"evaluating {name}")
         evals[name] = evaluate(models[name], val_coarse)
+    return {"summaries": summaries, "ev_base": ev_base, "coarse_src": coarse_src, "fallback": fallback,
+            "val_coarse": val_coarse, "train_coarse": train_coarse, "models": models, "evals": evals,
+            "num_val": len(val_plain), "class_names": list(getattr(val_plain, "class_names", []))}
 
-    # 4. tables, figure, JSON -------------------------------------------------------------------
-    results = _results(ev_base, evals, coarse_src)
-    figure = None
-    if cfg.figure_rows:
-        rows, names = _figure_rows(cfg, val_coarse, models)
-        figure = figure_grid(rows, ["image", "coarse", "one-way", "three-way", "ground truth"], out / "figure.png",
-                             row_labels=None, title=f"{_data(cfg)} val, coarse: {_short(coarse_src)}")
 
-    log.info("comparison with the classical refiners")
-    try:
-        compare_res, compare_note = _run_compare(cfg, val_coarse, run_dirs, out, train_coarse)
-    except (ImportError, RuntimeError, ValueError, TypeError) as exc:
-        compare_res, compare_note = None, f"failed: {exc}"
-        log.info(f"comparison failed: {exc}")
-
-    elapsed = time.perf_counter() - t_start
-    class_names = list(getattr(val_plain, "class_names", []))
-    metrics = {
+def _metrics(cfg: DemoConfig, st: dict, results: dict, run_dirs: dict, figure, compare_res, compare_note) -> dict:
+    """The content of ``metrics.json`` (``elapsed_s`` and ``weights`` are added by the caller)."""
+    return {
         "mode": "quick" if cfg.quick else "full",
         "config": cfg.to_dict(),
-        "coarse_source": coarse_src,
-        "fallback": fallback,
-        "baseline_val_miou": ev_base["refined"]["mean_iou"],
-        "num_val_images": len(val_plain),
-        "class_names": class_names,
+        "coarse_source": st["coarse_src"],
+        "fallback": st["fallback"],
+        "baseline_val_miou": st["ev_base"]["refined"]["mean_iou"],
+        "num_val_images": st["num_val"],
+        "class_names": st["class_names"],
         "results": results_json(results),
-        "coarse_input": evals["spn_three_way"]["coarse"],
+        "coarse_input": st["evals"]["spn_three_way"]["coarse"],
         "training": {n: {k: s.get(k) for k in ("steps", "final_loss", "mean_loss", "images_per_s", "elapsed_s",
-                                               "wall_s", "global_batch_size", "run_dir")}
-                     for n, s in summaries.items()},
+                                               "wall_s", "global_batch_size", "run_dir", "source")}
+                     for n, s in st["summaries"].items()},
         "run_dirs": {n: str(p) for n, p in run_dirs.items()},
         "figure": str(figure) if figure else None,
         "compare": _compare_summary(compare_res),
         "compare_note": compare_note,
-        "elapsed_s": elapsed,
         "machine": {"threads": torch.get_num_threads(), "platform": platform.platform(),
                     "torch": torch.__version__, "backend": _backend()},
     }
-    write_json(out / "metrics.json", metrics)
-    text = _report(cfg, metrics, results, class_names, compare_res)
-    write_markdown(out / "report.md", text)
-    log.info(f"done in {elapsed:.0f} s: {out / 'report.md'}, {out / 'metrics.json'}"
-             + (f", {out / 'figure.png'}" if figure else ""))
-    metrics["report"] = str(out / "report.md")
-    return metrics
 
 
 def _coarse_source(cfg: DemoConfig, base_miou: float, baseline_run: Path) -> tuple[str, str | None]:
@@ -381,18 +431,23 @@ def _coarse_source(cfg: DemoConfig, base_miou: float, baseline_run: Path) -> tup
     return coarse_src, fallback
 
 
-def _coarse_datasets(cfg: DemoConfig, coarse_src: str, val_plain, baseline_run: Path, out: Path):
-    """``(val split, training images of the dense CRF's tuning)`` with the coarse maps of ``coarse_src``."""
+def _coarse_datasets(cfg: DemoConfig, coarse_src: str, val_plain, baseline_run: Path, out: Path,
+                     need_train: bool = True):
+    """``(val split, training images of the dense CRF's tuning or None when not ``need_train``)``
+    with the coarse maps of ``coarse_src``."""
     train_n = min(8, cfg.train_images)  # the dense CRF's tuning images
+    train_coarse = None
     if coarse_src.startswith("baseline:"):
         val_coarse = BaselineCoarse(val_plain, baseline_run, cache_dir=out / "coarse_cache")
-        train_plain = build_dataset(_data(cfg), split="train", coarse="none", num_images=train_n, size=cfg.size)
-        train_coarse = BaselineCoarse(train_plain, baseline_run, cache_dir=out / "coarse_cache_train")
+        if need_train:
+            train_plain = build_dataset(_data(cfg), split="train", coarse="none", num_images=train_n, size=cfg.size)
+            train_coarse = BaselineCoarse(train_plain, baseline_run, cache_dir=out / "coarse_cache_train")
     else:
         val_coarse = build_dataset(_data(cfg), split="val", coarse=coarse_src, num_images=cfg.val_images,
                                    size=cfg.size)
-        train_coarse = build_dataset(_data(cfg), split="train", coarse=coarse_src, num_images=train_n,
-                                     size=cfg.size)
+        if need_train:
+            train_coarse = build_dataset(_data(cfg), split="train", coarse=coarse_src, num_images=train_n,
+                                         size=cfg.size)
     return val_coarse, train_coarse
 
 
@@ -428,6 +483,31 @@ def _compare_summary(res: dict | None) -> dict | None:
     return keep
 
 
+def _models_line(cfg, m) -> str:
+    """Where the report's models come from: the shipped weights or this run's training."""
+    w = m["weights"]
+    if w["source"] == "shipped":
+        return (f"**Models: shipped weights** (`spn/weights/demo_{cfg.family}/`, float16; trained by "
+                f"`spn demo --task seg --family {cfg.family} --train`, seed {cfg.seed}, see its MODEL_CARD.md): "
+                "the baseline CNN and both SPNs below were not trained in this run (`--train` trains them "
+                "here, `--quick` trains short ones).")
+    return (f"**Models: trained in this run** ({w['why']}); their float16 files, what "
+            f"`spn/weights/demo_{cfg.family}/` holds for the shipped demo: `{w['exported']}`.")
+
+
+def _weights_cell(entry: dict, m) -> str:
+    """The comparison table's "weights" column: where a method's weights or parameters come from."""
+    src = "shipped" if m["weights"]["source"] == "shipped" else "trained here"
+    if entry.get("kind") == "checkpoint":
+        return src
+    if entry.get("id") == "bilinear":
+        return f"baseline {src}"
+    if entry.get("id") == "densecrf":
+        return ("tuned parameters shipped" if m["weights"].get("crf") == "shipped" else
+                "tuned here" if "tuned on the training split" in m["compare_note"] else "defaults")
+    return "-"
+
+
 def _report(cfg, metrics, results, class_names, compare_res) -> str:
     m = metrics
     lines = [
@@ -441,6 +521,8 @@ def _report(cfg, metrics, results, class_names, compare_res) -> str:
         "upsampled) is trained first; a one-way and a three-way SPN, identical but for the connection, "
         "are then trained to refine its coarse output, and all are evaluated on the validation split.",
         "",
+        _models_line(cfg, m),
+        "",
     ]
     if m["fallback"]:
         lines += [f"**Fallback:** {m['fallback']}, so the SPNs refine simulated coarse maps "
@@ -449,8 +531,11 @@ def _report(cfg, metrics, results, class_names, compare_res) -> str:
     else:
         lines += [f"Coarse input of the SPNs: `{m['coarse_source']}` (softmax of the baseline; val mIoU "
                   f"{100 * m['baseline_val_miou']:.2f}).", ""]
+    rows_from = "shipped weights" if m["weights"]["source"] == "shipped" else "models trained in this run"
     lines += [
         "## Results (validation split; Table 3 format, %)",
+        "",
+        f"Every row comes from the {rows_from}.",
         "",
         table3_markdown(results),
         _reading(results),
@@ -462,15 +547,7 @@ def _report(cfg, metrics, results, class_names, compare_res) -> str:
     ]
     if m["figure"]:
         lines += ["## Figure", "", "![image | coarse | one-way | three-way | ground truth](figure.png)", ""]
-    rows = []
-    for name, s in m["training"].items():
-        rows.append([name, s.get("steps"), s.get("global_batch_size"),
-                     "-" if s.get("final_loss") is None else f"{s['mean_loss']:.4f}",
-                     fmt_seconds(s.get("wall_s")), "-" if not s.get("images_per_s") else f"{s['images_per_s']:.1f}"])
-    lines += ["## Training runs", "",
-              markdown_table(["run", "steps", "batch", "loss (last 10 steps)", "wall s", "patches/s"], rows),
-              f"Patches of {cfg.patch_size} x {cfg.patch_size}, Adam, lr {cfg.lr}, seed {cfg.seed}. "
-              "Checkpoints and resolved configs: " + ", ".join(f"`{p}`" for p in m["run_dirs"].values()) + ".", ""]
+    lines += _training_lines(cfg, m)
     lines += ["## Comparison with classical refiners", ""]
     if compare_res:
         rep = compare_res.get("report")
@@ -481,16 +558,34 @@ def _report(cfg, metrics, results, class_names, compare_res) -> str:
         keys = ("pixel_accuracy", "mean_accuracy", "mean_iou", "boundary_iou", "mba")
         for title, e in methods.items():
             mm = e.get("metrics", {})
-            crow.append([title] + [_pct(mm.get(k)) for k in keys] + [fmt_seconds(e.get("seconds_per_image"))])
+            crow.append([title] + [_pct(mm.get(k)) for k in keys] + [fmt_seconds(e.get("seconds_per_image")),
+                                                                     _weights_cell(e, m)])
         if crow:
             lines += [markdown_table(["method", "overall AC", "mean AC", "mean IoU", "boundary IoU", "mBA",
-                                      "s/image"], crow)]
+                                      "s/image", "weights"], crow)]
             lines += ["Trimap accuracy against band width: `compare/trimap.png`; dense CRF parameters "
                       "and its search: `compare/compare.md`.", ""]
     else:
         lines += [f"Comparison {m['compare_note']}.", ""]
     lines += [f"Total demo time: {m['elapsed_s']:.0f} s on {m['machine']['platform']}.", ""]
     return "\n".join(lines)
+
+
+def _training_lines(cfg, m) -> list[str]:
+    """The "Training runs" section: steps, loss, wall time of each run (the shipped files' own
+    summaries when the models are shipped)."""
+    rows = []
+    for name, s in m["training"].items():
+        rows.append([name, s.get("steps"), s.get("global_batch_size"),
+                     "-" if s.get("final_loss") is None else f"{s['mean_loss']:.4f}",
+                     fmt_seconds(s.get("wall_s")), "-" if not s.get("images_per_s") else f"{s['images_per_s']:.1f}",
+                     "shipped" if s.get("source") == "shipped" else "this run"])
+    shipped = m["weights"]["source"] == "shipped"
+    return ["## Training runs", "",
+            markdown_table(["run", "steps", "batch", "loss (last 10 steps)", "wall s", "patches/s", "trained"], rows),
+            f"Patches of {cfg.patch_size} x {cfg.patch_size}, Adam, lr {cfg.lr}, seed {cfg.seed}"
+            + (" (the shipped runs' wall times are those of their training, not of this run)" if shipped else "")
+            + ". Checkpoints and resolved configs: " + ", ".join(f"`{p}`" for p in m["run_dirs"].values()) + ".", ""]
 
 
 def _reading(results: dict) -> str:
