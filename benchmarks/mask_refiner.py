@@ -152,6 +152,31 @@ def cmd_speed(args) -> dict:
     return out
 
 
+def cmd_speed_settings(args) -> dict:
+    """The shipped settings against ``flip=False`` and ``flip=False, reach=None``, alternated
+    runs on one photo (medians)."""
+    from spn.inference_mask import MaskRefiner
+
+    torch.set_num_threads(args.threads)
+    H, W = (int(v) for v in args.sizes[0].lower().split("x"))
+    img, mask = _photo(H, W, args.source, args.seed)
+    variants = {"shipped": {}, "flip=False": {"flip": False}, "flip=False,reach=None": {"flip": False, "reach": None}}
+    refs = {k: MaskRefiner.pretrained(**kw) for k, kw in variants.items()}
+    for r in refs.values():
+        r.refine(img, mask)  # warm-up
+    times = {k: [] for k in refs}
+    for _ in range(args.repeats):
+        for k, r in refs.items():
+            t0 = time.perf_counter()
+            r.refine(img, mask)
+            times[k].append(time.perf_counter() - t0)
+    out = {"size": [H, W], "threads": args.threads}
+    for k, t in times.items():
+        out[k] = {"median_ms": 1000 * statistics.median(t), "runs_s": t}
+        print(f"{k:24s} median {out[k]['median_ms']:.0f} ms", file=sys.stderr)
+    return out
+
+
 def cmd_local(args) -> dict:
     """The global pass alone against global + local passes (``band``), on held-out composites
     upscaled by ``--scale`` (image bicubic, target and coarse bilinear)."""
@@ -305,7 +330,7 @@ def cmd_export(args) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("eval", "speed", "export", "tune-crf", "local", "small", "variants"):
+    for name in ("eval", "speed", "speed-settings", "export", "tune-crf", "local", "small", "variants"):
         p = sub.add_parser(name)
         p.add_argument("--source", default="skimage", help="photos: skimage or a folder with splits/")
         p.add_argument("--checkpoint", default=None, help="a run of spn train --task mask (default: shipped)")
@@ -334,13 +359,14 @@ def main(argv=None) -> int:
     va.add_argument("--items", type=int, default=48, help="held-out composites")
     va.add_argument("--reaches", type=float, nargs="+", default=[0, 0.05, 0.1, 0.2], help="0: no reach limit")
     va.add_argument("--flips", action="store_true", help="each reach with and without flip")
+    for sp in (sub.choices["speed"], sub.choices["speed-settings"]):
+        sp.add_argument("--sizes", nargs="+", default=["1000x1000", "2160x3840"])
+        sp.add_argument("--repeats", type=int, default=5)
     sp = sub.choices["speed"]
-    sp.add_argument("--sizes", nargs="+", default=["1000x1000", "2160x3840"])
-    sp.add_argument("--repeats", type=int, default=5)
     sp.add_argument("--whole-photo", action="store_true", help="time the whole-photo path (crop=False)")
     args = ap.parse_args(argv)
     cmds = {"eval": cmd_eval, "speed": cmd_speed, "export": cmd_export, "tune-crf": cmd_tune_crf, "local": cmd_local,
-            "small": cmd_small, "variants": cmd_variants}
+            "small": cmd_small, "variants": cmd_variants, "speed-settings": cmd_speed_settings}
     res = cmds[args.cmd](args)
     text = json.dumps(res, indent=2, default=str)
     if args.out and args.cmd != "export":
