@@ -194,6 +194,18 @@ def _crf_params(path: str | None) -> dict:
     return dict(d.get("best", d))
 
 
+def _spn_fn(ref):
+    """The refiner as a method. A perturbation can erase a small object's coarse mask: an empty
+    (or full) coarse mask is scored as it is, which is what the refiner returns for it, without
+    its warning in every run's output."""
+    def fn(image, coarse):
+        fg = coarse >= 0.5
+        if not bool(fg.any()) or bool(fg.all()):
+            return coarse
+        return torch.from_numpy(ref.refine_proba(image, coarse.numpy()))
+    return fn
+
+
 def build_methods(cfg: ZeroShotConfig, refiner=None) -> dict:
     """``name -> fn(image (3, H, W), coarse (H, W)) -> probability (H, W)`` of ``cfg.methods``."""
     from spn.peers import get_peer
@@ -207,7 +219,7 @@ def build_methods(cfg: ZeroShotConfig, refiner=None) -> dict:
             fns[m] = lambda image, coarse: coarse
         elif m == "spn":
             ref = refiner if refiner is not None else load_refiner(cfg.weights)
-            fns[m] = lambda image, coarse, ref=ref: torch.from_numpy(ref.refine_proba(image, coarse.numpy()))
+            fns[m] = _spn_fn(ref)
         elif m == "densecrf":
             fns[m] = peer_fn(get_peer("densecrf", **_crf_params(cfg.crf_params)))
         elif m == "guided_filter":
