@@ -467,7 +467,7 @@ def _photos_of(source: str, split: str, on_corrupt: str = "error",
 
 
 def _cutouts_of(source, split: str, photos) -> list[torch.Tensor]:
-    """The cut-outs of a corpus folder (``source`` a folder, or ``corpus``)."""
+    """The cut-outs of ``source`` when it is a folder that holds some (a corpus), else ``[]``."""
     from pathlib import Path
 
     from .cutouts import load_cutouts
@@ -518,10 +518,10 @@ class CompositeDataset(Dataset):
         if coarse not in (None, "none"):
             raise ValueError(f"composites make their own coarse masks; got coarse source {coarse!r}")
         self.size = _check_size(size)
-        if photos is None and str(source) == "corpus":  # `spn corpus build`'s folder ($SPN_CORPUS)
-            from .corpus import corpus_root
+        if photos is None:
+            from .photos import resolve_source
 
-            source = str(corpus_root())
+            source = resolve_source(source)
         if photos is not None:
             self.photos, self.names = list(photos), [f"photo{i}" for i in range(len(photos))]
         else:

@@ -53,7 +53,7 @@ from .patches import CropSampler
 from .folder import list_images, split_names
 from ..image.io import CorruptFileError, read_image
 
-__all__ = ["SKIMAGE_PHOTOS", "SKIMAGE_SPLITS", "PhotoDataset", "PhotoPatches", "skimage_data_dir"]
+__all__ = ["SKIMAGE_PHOTOS", "SKIMAGE_SPLITS", "PhotoDataset", "PhotoPatches", "resolve_source", "skimage_data_dir"]
 
 #: name -> file in scikit-image's data folder (the colour photographs that need no download)
 SKIMAGE_PHOTOS = {
@@ -102,6 +102,17 @@ def _skimage_records(split: str) -> list[tuple[str, Path]]:
         warnings.warn(f"photos:skimage: {len(missing)} photo(s) missing from {root} (another scikit-image "
                       f"version?): {', '.join(n for n, _ in missing)}", stacklevel=3)
     return out
+
+
+def resolve_source(root):
+    """A photo source as the readers take it: ``"corpus"`` is the folder of ``spn corpus build``
+    (``$SPN_CORPUS`` or ``~/.cache/spn/corpus``; an error saying how to build it when absent);
+    anything else is returned as it is."""
+    if str(root) == "corpus":
+        from .corpus import corpus_root
+
+        return str(corpus_root())
+    return root
 
 
 def _folder_records(root: Path, split: str) -> list[tuple[str, Path]]:

@@ -164,15 +164,11 @@ def _helen(arg, split="train", coarse=None, **kw):
 @register_dataset("photos", coarse_files=False, names=("skimage", "corpus"))
 def _photos(arg, split="train", coarse=None, **kw):
     """Colour photographs for the chroma task: ``photos:PATH``, ``photos:skimage`` or ``photos:corpus``."""
-    from .photos import PhotoDataset
+    from .photos import PhotoDataset, resolve_source
 
     if coarse not in (None, "none"):
         raise ValueError(f"dataset 'photos' serves the chroma task and has no coarse maps (got coarse {coarse!r})")
-    if arg == "corpus":  # the folder of `spn corpus build` ($SPN_CORPUS or ~/.cache/spn/corpus)
-        from .corpus import corpus_root
-
-        arg = corpus_root()
-    return PhotoDataset(arg, split=split, **kw)
+    return PhotoDataset(resolve_source(arg), split=split, **kw)
 
 
 @register_dataset("masksets", needs_path=False, coarse_files=False,
