@@ -8,9 +8,10 @@ fork: no interpreter start-up per round, so 20 kills fit in a few seconds). Step
 1. the reference: the same command, uninterrupted, into REFERENCE (its wall time ``T``);
 2. rounds into RUN: the first without ``--resume``, the others with it; each is killed with
    SIGKILL after a delay drawn uniformly from ``[0, D]`` by ``random.Random(SEED)``, until KILLS
-   kills. ``D`` starts at ``2 T / KILLS``; after a kill that found no newer checkpoint than the
+   kills. ``D`` starts at ``1.5 T / KILLS`` (so the KILLS rounds take about three quarters of the
+   run on average, and rounds that run faster than the reference did still leave steps); after a kill that found no newer checkpoint than the
    previous kill it grows by half (a loaded machine starts each round more slowly), and it goes
-   back to ``2 T / KILLS`` once the run has moved on, so the kills spread over the run; after each kill, the newest complete checkpoint must open (with its
+   back to ``1.5 T / KILLS`` once the run has moved on, so the kills spread over the run; after each kill, the newest complete checkpoint must open (with its
    optimizer state); a round that ends by itself must exit 0;
 3. a last ``--resume`` to the end, which must exit 0.
 
@@ -99,7 +100,7 @@ def main() -> int:
         print(json.dumps(result))
         return 0
     rng = random.Random(seed)
-    base_delay = 2.0 * t_ref / kills
+    base_delay = 1.5 * t_ref / kills
     delay, last_step = base_delay, None
     finished = False
     while result["kills"] < kills:
