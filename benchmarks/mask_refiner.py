@@ -38,8 +38,13 @@ import torch.nn.functional as F
 def _refiner(args):
     from spn.inference_mask import MaskRefiner
 
-    kw = {k: getattr(args, k) for k in ("reach", "flip") if getattr(args, k, None) is not None}
+    kw = {k: getattr(args, k) for k in ("reach", "flip", "keep") if getattr(args, k, None) is not None}
     return MaskRefiner.from_checkpoint(args.checkpoint, **kw) if args.checkpoint else MaskRefiner.pretrained(**kw)
+
+
+def _near(args) -> dict:
+    """``near=`` of the held-out composites when ``--near`` is given."""
+    return {} if getattr(args, "near", None) is None else {"near": args.near}
 
 
 class _TwoClass:
@@ -96,7 +101,7 @@ def cmd_eval(args) -> dict:
     from spn.peers import get_peer
 
     torch.set_num_threads(args.threads)
-    held = CompositeDataset(args.source, split="val", length=args.items, seed=args.seed)
+    held = CompositeDataset(args.source, split="val", length=args.items, seed=args.seed, **_near(args))
     ref = _refiner(args)
     methods = {"guided_filter": _peer_fn(get_peer("guided_filter"))}
     crf_params = None
@@ -290,7 +295,7 @@ def cmd_variants(args) -> dict:
 
     torch.set_num_threads(args.threads)
     ref = _refiner(args)
-    held = CompositeDataset(args.source, split="val", length=args.items, seed=args.seed)
+    held = CompositeDataset(args.source, split="val", length=args.items, seed=args.seed, **_near(args))
     variants = {"coarse": None}
     for reach in args.reaches:
         for flip in (False, True) if args.flips else (False,):
@@ -320,7 +325,8 @@ def cmd_export(args) -> dict:
 
     ref = _refiner(args)
     settings = {"global_size": ref.global_size, "tile": ref.tile, "margin": ref.margin, "band": ref.band,
-                "crop_size": ref.crop_size, "context": ref.context, "reach": ref.reach, "flip": ref.flip}
+                "crop_size": ref.crop_size, "context": ref.context, "reach": ref.reach, "flip": ref.flip,
+                "keep": ref.keep}
     info = ref.info or {}
     extra = {"step": info.get("step"), "train_config": json.dumps(info.get("train_config") or {}, default=str)}
     path = save_weights(ref.model, args.out, settings, half=True, extra=extra)
@@ -339,6 +345,9 @@ def main(argv=None) -> int:
         p.add_argument("--out", default=None, help="write the JSON result (export: the weights) here")
         p.add_argument("--reach", type=float, default=None, help="MaskRefiner(reach=...)")
         p.add_argument("--flip", action="store_true", default=None, help="MaskRefiner(flip=True)")
+        p.add_argument("--no-keep", dest="keep", action="store_false", default=None, help="MaskRefiner(keep=False)")
+        p.add_argument("--near", type=float, default=None,
+                       help="share of nearly exact coarse masks in the held-out composites (default: the data's)")
     ev = sub.choices["eval"]
     ev.add_argument("--items", type=int, default=48, help="held-out composites")
     for p in (ev, sub.choices["tune-crf"]):

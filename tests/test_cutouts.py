@@ -127,8 +127,8 @@ def _chessboard_distance_to_contour(m):
 
 def test_reach_keeps_the_coarse_mask_away_from_its_contour(tiny):
     img, m = _scene()
-    free = MaskRefiner(tiny, crop=False).refine_proba(img, m)
-    held = MaskRefiner(tiny, crop=False, reach=0.05).refine_proba(img, m)  # 0.05 * 80 = 4 pixels
+    free = MaskRefiner(tiny, crop=False, keep=False).refine_proba(img, m)
+    held = MaskRefiner(tiny, crop=False, reach=0.05, keep=False).refine_proba(img, m)  # 0.05 * 80 = 4 pixels
     d = _chessboard_distance_to_contour(m)
     far = d > 4
     assert np.array_equal(held[far], m[far])
@@ -138,10 +138,10 @@ def test_reach_keeps_the_coarse_mask_away_from_its_contour(tiny):
 
 def test_flip_averages_the_mirrored_pass(tiny):
     img, m = _scene()
-    plain = MaskRefiner(tiny, crop=False)
+    plain = MaskRefiner(tiny, crop=False, keep=False)
     a = plain.refine_proba(img, m)
     b = plain.refine_proba(img[:, ::-1].copy(), m[:, ::-1].copy())[:, ::-1]
-    both = MaskRefiner(tiny, crop=False, flip=True).refine_proba(img, m)
+    both = MaskRefiner(tiny, crop=False, flip=True, keep=False).refine_proba(img, m)
     np.testing.assert_allclose(both, 0.5 * (a + b), atol=1e-6)
     with pytest.raises(ValueError, match="reach"):
         MaskRefiner(tiny, reach=-1)

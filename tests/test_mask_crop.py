@@ -47,7 +47,7 @@ def test_small_object_in_a_large_frame_pastes_the_coarse_mask_outside_the_crop()
     coarse = np.zeros((H, W), np.float32)
     coarse[190:212, 88:110] = 1.0
     coarse[0:3, 0:3] = 0.3  # a faint soft value far away: kept as it is outside the crop
-    r = MaskRefiner(_net(), crop_size=64, context=0.5, min_context=16)
+    r = MaskRefiner(_net(), crop_size=64, context=0.5, min_context=16, keep=False)
     out = r.refine_proba(image, coarse)
     assert out.shape == (H, W) and out.dtype == np.float32
     # box rows 190..211, cols 88..109, side 22 -> margin max(16, 11) = 16
@@ -105,3 +105,68 @@ def test_crop_settings_are_checked():
     r = MaskRefiner(net)
     assert (r.crop, r.crop_size, r.context, r.min_context) == (True, 320, 0.5, 16)
     assert "crop_size=320" in repr(r)
+
+
+class _Logit(torch.nn.Module):
+    """A stand-in network: the logit of ``rule(coarse, width)`` (a probability map)."""
+
+    def __init__(self, rule):
+        super().__init__()
+        self.rule = rule
+
+    def forward(self, image, coarse):
+        return torch.logit(self.rule(coarse).clamp(1e-4, 1 - 1e-4))
+
+
+def _stand_in(rule):
+    net = _net()
+    net.forward = _Logit(rule).forward
+    return net
+
+
+def _fine_mask(H, W):
+    """A rectangle with a one-pixel line and a 2-pixel notch: details that a 4x shrink loses."""
+    m = np.zeros((H, W), np.float32)
+    m[100:300, 150:450] = 1.0
+    m[200, 450:520] = 1.0  # a one-pixel antenna
+    m[100:102, 300:302] = 0.0  # a 2 x 2 notch
+    return m
+
+
+def test_keep_returns_the_input_where_the_pass_keeps_its_decision():
+    H, W = 400, 600
+    m = _fine_mask(H, W)
+    image = np.zeros((H, W, 3), np.uint8)
+    same = _stand_in(lambda c: (c >= 0.5).float())  # keeps every decision at its own resolution
+    calls = []
+    spy = _stand_in(lambda c: calls.append(tuple(c.shape[-2:])) or (c >= 0.5).float())
+    MaskRefiner(spy, crop_size=160, context=0.1, keep=True).refine_proba(image, m)
+    assert max(calls[0]) == 160  # the crop (275 x 444 pixels) was shrunk to 160 for the pass
+    kept = MaskRefiner(same, crop_size=160, context=0.1, keep=True).refine_proba(image, m)
+    np.testing.assert_array_equal(kept, m)  # the input, pixel for pixel, antenna and notch included
+    lost = MaskRefiner(same, crop_size=160, context=0.1, keep=False).refine_proba(image, m) >= 0.5
+    assert not np.array_equal(lost, m >= 0.5)  # without keep the resampling loses them
+    # the whole-photo path (the crop is the photo; global pass at 128 pixels) keeps them too
+    whole = MaskRefiner(same, crop=False, global_size=128, keep=True).refine_proba(image, m)
+    np.testing.assert_array_equal(whole, m)
+
+
+def test_keep_takes_the_pass_near_its_changes_only():
+    H, W = 400, 600
+    m = _fine_mask(H, W)
+    image = np.zeros((H, W, 3), np.uint8)
+
+    def grow_left(c):  # fills the left quarter of the pass: a change far from the antenna
+        out = (c >= 0.5).float()
+        out[..., : c.shape[-1] // 4] = 1.0
+        return out
+
+    r = MaskRefiner(_stand_in(grow_left), crop=False, global_size=150, keep=True)
+    out = r.refine_proba(image, m) >= 0.5
+    # the pass (150 x 100: a quarter of the photo's resolution) filled columns < 37 of 150, i.e.
+    # photo columns < 148: all foreground now, up to one pass pixel (4 photo pixels) of slack
+    assert out[:, :144].all()
+    # far from that change (more than two pass pixels, 8 photo pixels, beyond column 148), the input
+    np.testing.assert_array_equal(out[:, 160:], m[:, 160:] >= 0.5)
+    with pytest.raises(ValueError, match="keep"):
+        MaskRefiner(_net(), keep="yes")

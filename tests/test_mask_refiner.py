@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from spn.data.composites import (CompositeDataset, CompositePatches, dilate, erode, mask_iou, object_alpha,
-                                 perturb_mask, resample_blocky)
+from spn.data.composites import (CompositeDataset, CompositePatches, dilate, erode, mask_iou, near_mask,
+                                 object_alpha, perturb_mask, resample_blocky)
 from spn.evaluation_mask import evaluate_masks, mask_scores
 from spn.inference_mask import MaskRefiner, as_mask_array, load_weights, refine_tiled, save_weights
 from spn.models import create_model
@@ -88,6 +88,34 @@ def test_perturbations_do_what_they_claim():
     # random perturbations: changed, but not beyond recognition (IoU >= 0.4 is asked for)
     ious = [mask_iou(perturb_mask(disk, np.random.default_rng(s)) >= 0.5, disk > 0.5) for s in range(12)]
     assert min(ious) >= 0.4 and sum(i < 0.999 for i in ious) >= 9
+
+
+def test_near_masks_keep_the_boundary_within_a_few_pixels():
+    t = torch.zeros(64, 80)
+    t[12:50, 15:60] = 1.0  # a rectangle; a pixel's chessboard distance to its boundary by hand:
+    yy, xx = np.mgrid[0:64, 0:80]
+    inside = np.minimum(np.minimum(yy - 12, 49 - yy), np.minimum(xx - 15, 59 - xx))  # >= 0 inside
+    outside = np.maximum(np.maximum(12 - yy, yy - 49), np.maximum(15 - xx, xx - 59))  # >= 1 outside
+    dist = np.where(inside >= 0, inside + 1, outside)  # 1: a pixel on either side of the boundary
+    exact, moved = 0, 0
+    for s in range(40):
+        m = near_mask(t, np.random.default_rng(s))
+        assert m.shape == t.shape and float(m.min()) >= 0 and float(m.max()) <= 1
+        wrong = ((m >= 0.5) != (t >= 0.5)).numpy()
+        assert wrong.sum() == 0 or dist[wrong].max() <= 3  # corners of a blur by sigma 2 included
+        exact += int(torch.equal(m, t))
+        moved += int(wrong.any())
+    assert exact >= 3 and moved >= 5  # the target itself one time in five; some moved by a pixel
+    # in the composites: near=0.8 gives far more nearly exact coarse masks than near=0
+    photos = [torch.rand(3, 80, 90, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+
+    def close(near):
+        ds = CompositeDataset(photos=photos, size=64, length=30, seed=3, near=near)
+        return sum(mask_iou(ds[i]["coarse"][0] >= 0.5, ds[i]["mask"] == 1) >= 0.9 for i in range(30))
+
+    assert close(0.8) >= close(0.0) + 10
+    with pytest.raises(ValueError, match="near"):
+        CompositeDataset(photos=photos, size=48, near=0.9)
 
 
 def test_object_alpha_is_antialiased():
@@ -166,10 +194,10 @@ def test_tiled_inference_is_bounded_and_local_passes_stay_in_the_band():
     img[:, disk] = 0.8
     coarse = torch.from_numpy(_disk(H, W, 150, 205, 84).astype(np.float32))
     with torch.no_grad():
-        one = refine_tiled(net, img, coarse, global_size=128, tile=1000, margin=0, band=1000.0)
+        one = refine_tiled(net, img, coarse, global_size=128, tile=1000, margin=0, band=1000.0, keep=False)
         rec = _Recorder(net)
-        tiled = refine_tiled(rec, img, coarse, global_size=128, tile=96, margin=24, band=2.0)
-        plain = refine_tiled(net, img, coarse, global_size=128)
+        tiled = refine_tiled(rec, img, coarse, global_size=128, tile=96, margin=24, band=2.0, keep=False)
+        plain = refine_tiled(net, img, coarse, global_size=128, keep=False)
         # computed by hand: the global pass, its bilinear upsampling, one full-resolution pass
         small = torch.nn.functional.interpolate(img[None], size=(91, 128), mode="bilinear", antialias=True)
         cs = torch.nn.functional.interpolate(coarse[None, None], size=(91, 128), mode="bilinear", antialias=True)

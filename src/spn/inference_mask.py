@@ -69,7 +69,7 @@ __all__ = ["MaskRefiner", "WEIGHTS_FILE", "as_mask_array", "as_photo_tensor", "c
 #: the shipped weights, inside the package (``spn/weights/``)
 WEIGHTS_FILE = "mask_refiner.safetensors"
 #: the inference settings stored beside the weights (:func:`save_weights`) that loading applies
-STORED_SETTINGS = ("global_size", "tile", "margin", "band", "crop_size", "context", "reach", "flip")
+STORED_SETTINGS = ("global_size", "tile", "margin", "band", "crop_size", "context", "reach", "flip", "keep")
 #: uncertain band of the global result: probabilities strictly inside (LOW, 1 - LOW)
 BAND_LOW = 0.2
 
@@ -206,6 +206,24 @@ def _pass(model, image: torch.Tensor, coarse: torch.Tensor, reach: float | None 
     return q
 
 
+def _merge_changes(q: torch.Tensor, c: torch.Tensor, coarse: torch.Tensor, keep: bool) -> torch.Tensor:
+    """The pass's probability ``q (h, w)`` (of the input ``c (h, w)`` at the pass's resolution)
+    at the output's size ``coarse.shape = (H, W)``. ``keep``: the output is the input ``coarse``
+    itself, at its full resolution, except within one pass pixel of where the pass changed the
+    input's decision (``q >= 0.5`` against ``c >= 0.5``), which take ``q`` resized; so a boundary
+    that the pass leaves where it is loses nothing to the resampling."""
+    H, W = coarse.shape
+    up = q if tuple(q.shape) == (H, W) else F.interpolate(q[None, None], size=(H, W), mode="bilinear",
+                                                          align_corners=False)[0, 0]
+    if not keep:
+        return up
+    d = F.max_pool2d(((q >= 0.5) != (c >= 0.5)).float()[None, None], 3, 1, 1)
+    if tuple(d.shape[-2:]) != (H, W):  # area when shrinking: a changed pixel is never lost
+        d = (F.interpolate(d, size=(H, W), mode="area") if q.shape[0] > H else
+             F.interpolate(d, size=(H, W), mode="bilinear", align_corners=False))
+    return torch.where(d[0, 0] > 0, up, coarse)
+
+
 def _band_low(q: torch.Tensor) -> torch.Tensor:
     """Uncertain pixels of a low-resolution probability map (see the module docstring)."""
     band = (q > BAND_LOW) & (q < 1 - BAND_LOW)
@@ -228,25 +246,25 @@ def _near_contour(q: torch.Tensor, r: int) -> torch.Tensor:
 
 def refine_tiled(model, image: torch.Tensor, coarse: torch.Tensor, *, global_size: int = 512, tile: int = 256,
                  margin: int = 16, band: float | None = None, reach: float | None = None,
-                 flip: bool = False) -> torch.Tensor:
+                 flip: bool = False, keep: bool = True) -> torch.Tensor:
     """The refined probability ``(H, W)`` of ``image (3, H, W)`` and ``coarse (H, W)`` by the
     global pass and the local passes of the module docstring (``model``: a
     :class:`~spn.models.mask_refiner.MaskRefinerNet`, in eval mode, called without autograd).
 
     ``band``: a local pass changes only the pixels within ``band`` low-resolution pixels of the
     global result's 0.5 contour (None: no local passes, the upsampled global result).
-    ``reach``, ``flip``: of the global pass (:class:`MaskRefiner`)."""
+    ``reach``, ``flip``, ``keep``: of the global pass (:class:`MaskRefiner`)."""
     H, W = coarse.shape
     L = max(H, W)
     if L <= global_size:
-        return _pass(model, image, coarse, reach, flip)
+        return _merge_changes(_pass(model, image, coarse, reach, flip), coarse, coarse, keep)
     s = global_size / L
     h, w = max(1, round(H * s)), max(1, round(W * s))
     small = F.interpolate(image[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
     c_small = F.interpolate(coarse[None, None], size=(h, w), mode="bilinear", align_corners=False,
                             antialias=True)[0, 0]
     q_low = _pass(model, small.clamp(0, 1), c_small.clamp(0, 1), reach, flip)
-    out = F.interpolate(q_low[None, None], size=(H, W), mode="bilinear", align_corners=False)[0, 0]
+    out = _merge_changes(q_low, c_small.clamp(0, 1), coarse, keep)
     if band is None:
         return out
     active = _band_low(q_low)
@@ -262,9 +280,9 @@ def refine_tiled(model, image: torch.Tensor, coarse: torch.Tensor, *, global_siz
             cy0, cy1, cx0, cx1 = max(0, y0 - margin), min(H, y1 + margin), max(0, x0 - margin), min(W, x1 + margin)
             prior = glob[cy0:cy1, cx0:cx1]
             res = _run(model, image[:, cy0:cy1, cx0:cx1], prior)
-            keep = _near_contour(prior, r)
+            near = _near_contour(prior, r)
             core = (slice(y0 - cy0, y1 - cy0), slice(x0 - cx0, x1 - cx0))
-            out[y0:y1, x0:x1] = torch.where(keep[core], res[core], prior[core])
+            out[y0:y1, x0:x1] = torch.where(near[core], res[core], prior[core])
     return out
 
 
@@ -305,7 +323,7 @@ def _resize(t: torch.Tensor, size) -> torch.Tensor:
 
 
 def refine_crop(model, image: torch.Tensor, coarse: torch.Tensor, box, crop_size: int = 320,
-                reach: float | None = None, flip: bool = False) -> torch.Tensor:
+                reach: float | None = None, flip: bool = False, keep: bool = True) -> torch.Tensor:
     """The refined probability ``(H, W)`` of ``image (3, H, W)`` and ``coarse (H, W)`` by one
     pass on the crop ``box = (y0, y1, x0, x1)`` resized so that its longer side is ``crop_size``
     (up or down; bilinear); the result is resized back and pasted into ``coarse``: outside the
@@ -316,9 +334,7 @@ def refine_crop(model, image: torch.Tensor, coarse: torch.Tensor, box, crop_size
     size = (max(1, round(h * s)), max(1, round(w * s)))
     img = _resize(image[:, y0:y1, x0:x1], size)
     c = _resize(coarse[None, y0:y1, x0:x1], size)[0]
-    q = _pass(model, img, c, reach, flip)
-    if tuple(q.shape) != (h, w):
-        q = F.interpolate(q[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+    q = _merge_changes(_pass(model, img, c, reach, flip), c, coarse[y0:y1, x0:x1], keep)
     out = coarse.clone()
     out[y0:y1, x0:x1] = q
     return out
@@ -416,12 +432,17 @@ class MaskRefiner:
         reach: only pixels within ``reach`` times the pass's longer side of the coarse mask's
             0.5 contour may change (None: any pixel may).
         flip: average the pass with the pass on the mirrored photo and mask (twice the time).
+        keep: where the pass keeps the input's decision, return the input itself at full
+            resolution; only the pixels within one pass pixel of a changed decision take the
+            pass's result, resized (a pass runs at a reduced resolution for large objects: without
+            ``keep`` a right boundary would come back blurred by the resampling). False: the
+            pass's result everywhere in the crop.
     """
 
     def __init__(self, model: torch.nn.Module, *, global_size: int = 512, tile: int = 256, margin: int = 16,
                  band: float | None = None, crop: bool = True, crop_size: int = 320, context: float = 0.5,
                  min_context: int = 16, reach: float | None = None, flip: bool = False,
-                 source: str | None = None):
+                 keep: bool = True, source: str | None = None):
         if not isinstance(model, MaskRefinerNet):
             raise TypeError(f"MaskRefiner needs a mask_refiner model, got {type(model).__name__} "
                             "(train one with spn train --task mask, or use MaskRefiner.pretrained())")
@@ -440,14 +461,17 @@ class MaskRefiner:
             raise ValueError(f"reach must be a number > 0 or None, got {reach!r}")
         if not isinstance(flip, bool):
             raise ValueError(f"flip must be True or False, got {flip!r}")
-        self.reach, self.flip = reach, flip
+        if not isinstance(keep, bool):
+            raise ValueError(f"keep must be True or False, got {keep!r}")
+        self.reach, self.flip, self.keep = reach, flip, keep
         self.source = source or "model"
         self.info: dict = {}
 
     def __repr__(self) -> str:
         return (f"MaskRefiner({self.source}, global_size={self.global_size}, tile={self.tile}, "
                 f"margin={self.margin}, band={self.band}, crop={self.crop}, crop_size={self.crop_size}, "
-                f"context={self.context:g}, min_context={self.min_context}, reach={self.reach}, flip={self.flip})")
+                f"context={self.context:g}, min_context={self.min_context}, reach={self.reach}, flip={self.flip}, "
+                f"keep={self.keep})")
 
     @classmethod
     def pretrained(cls, **kw) -> "MaskRefiner":
@@ -494,10 +518,11 @@ class MaskRefiner:
         box = crop_box(fg, self.context, self.min_context) if self.crop else None
         with torch.no_grad():
             if box is not None and box != (0, H, 0, W):
-                out = refine_crop(self.model, img, p, box, self.crop_size, self.reach, self.flip)
+                out = refine_crop(self.model, img, p, box, self.crop_size, self.reach, self.flip, self.keep)
             else:
                 out = refine_tiled(self.model, img, p, global_size=self.global_size, tile=self.tile,
-                                   margin=self.margin, band=self.band, reach=self.reach, flip=self.flip)
+                                   margin=self.margin, band=self.band, reach=self.reach, flip=self.flip,
+                                   keep=self.keep)
         return out.numpy()
 
     def refine(self, image, mask, threshold: float = 0.5) -> np.ndarray:

@@ -27,7 +27,10 @@ Every sample is made, deterministically from a seed, out of real photographs (a
   boundary noise (a smooth random field added before thresholding), downsampling by 4 to 16 and
   upsampling back (bilinear: soft, or nearest: blocky), false blobs and holes near the
   boundary; then a hard (0/1) or soft (blurred, possibly under-confident) version. One
-  composite in six gets a mild version (a nearly right mask).
+  composite in six gets a mild version (a nearly right mask), and one in six (``near``) a
+  mask whose boundary is already where it should be (:func:`near_mask`: the target itself, moved
+  by at most one pixel or resampled by 2 or 3, hard or blurred), so that the refiner learns to
+  leave a right boundary where it is.
 
 Items: ``{"image": (3, H, W) float32 in [0, 1], "coarse": (1, H, W) float32 in [0, 1], "mask":
 (H, W) int64 in {0, 1}, "name": str}``. Item ``i`` of a dataset depends only on ``(seed,
@@ -60,12 +63,14 @@ from .base import check_index
 from .coarse import gaussian_blur
 from .patches import CropSampler
 
-__all__ = ["CompositeDataset", "CompositePatches", "compose", "dilate", "erode", "object_alpha",
+__all__ = ["NEAR", "near_mask", "CompositeDataset", "CompositePatches", "compose", "dilate", "erode", "object_alpha",
            "mask_iou", "perturb_mask", "place_cutout", "resample_blocky", "SPLIT_CODES"]
 
 #: the split's number in the seed of its items (train and val never share a stream)
 SPLIT_CODES = {"train": 1, "val": 2, "test": 3, "all": 4}
 SUPERSAMPLE = 4
+#: the share of composites whose coarse mask is nearly exact (:func:`near_mask`)
+NEAR = 1 / 6
 
 
 # ----------------------------------------------------------------------------------------------
@@ -309,6 +314,34 @@ def _perturb_once(m: torch.Tensor, rng: np.random.Generator, strength: float) ->
     return m.clamp(0, 1).contiguous()
 
 
+def near_mask(target: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """A coarse mask ``(H, W)`` in [0, 1] whose 0.5 contour is within about a pixel of the binary
+    ``target``'s: the target itself (one time in five), dilated or eroded by one pixel, or
+    resampled by 2 or 3 (bilinear); then hard, or blurred (sigma 0.5 to 2 pixels) and possibly
+    under-confident. What a good segmenter gives: the refiner must keep its boundary.
+
+    Example:
+        >>> import numpy as np, torch
+        >>> from spn.data.composites import near_mask
+        >>> t = torch.zeros(32, 32); t[8:24, 6:20] = 1
+        >>> m = near_mask(t, np.random.default_rng(0))
+        >>> int(((m >= 0.5) != (t >= 0.5)).sum()) <= 2 * (16 + 14) + 4
+        True
+    """
+    m = target.float()
+    k = rng.random()
+    if 0.2 <= k < 0.4:
+        m = dilate(m, 1) if rng.random() < 0.5 else erode(m, 1)
+    elif k >= 0.4 and rng.random() < 0.6:
+        m = (resample_blocky(m, int(rng.integers(2, 4)), soft=True) >= 0.5).float()
+    if rng.random() < 0.5:
+        m = gaussian_blur(m[None], float(rng.uniform(0.5, 2.0)))[0]
+        if rng.random() < 0.4:
+            lo, hi = rng.uniform(0.0, 0.25), rng.uniform(0.75, 1.0)
+            m = lo + (hi - lo) * m
+    return m.clamp(0, 1).contiguous()
+
+
 def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
     """IoU of two bool maps (1.0 when both are empty)."""
     u = float((a | b).sum())
@@ -387,12 +420,13 @@ class _OneThread:
             torch.set_num_threads(self.n)
 
 
-def compose(rng: np.random.Generator, photos, size, cutouts=()) -> dict:
+def compose(rng: np.random.Generator, photos, size, cutouts=(), near: float = NEAR) -> dict:
     """One composite of size ``size = (H, W)`` from the list of photos ``(3, h, w)`` (and of
     cut-outs ``(4, h, w)``, :func:`place_cutout`): ``{"image", "coarse" (1, H, W), "mask" (H, W)
-    int64, "alpha" (H, W)}`` (see the module docstring)."""
+    int64, "alpha" (H, W)}`` (see the module docstring). ``near``: the share of nearly exact
+    coarse masks (:func:`near_mask`; 0 gives the composites of the weights shipped before it)."""
     with _OneThread():
-        return _compose(rng, photos, size, cutouts)
+        return _compose(rng, photos, size, cutouts, near)
 
 
 def _object(rng: np.random.Generator, photos, size, i: int, cutouts) -> tuple[torch.Tensor, torch.Tensor]:
@@ -415,7 +449,7 @@ def _object(rng: np.random.Generator, photos, size, i: int, cutouts) -> tuple[to
     return _crop(rng, photos[int(rng.integers(n))], size), alpha
 
 
-def _compose(rng: np.random.Generator, photos, size, cutouts=()) -> dict:
+def _compose(rng: np.random.Generator, photos, size, cutouts=(), near: float = NEAR) -> dict:
     n = len(photos)
     i = int(rng.integers(n))
     bg = _crop(rng, photos[i], size)
@@ -438,7 +472,11 @@ def _compose(rng: np.random.Generator, photos, size, cutouts=()) -> dict:
         image = image + float(rng.uniform(0.002, 0.02)) * torch.from_numpy(
             rng.standard_normal(image.shape).astype(np.float32))
     target = (alpha >= 0.5).float()
-    coarse = perturb_mask(target, rng, strength=float(rng.uniform(0.1, 0.4)) if rng.random() < 1 / 6 else 1.0)
+    u = rng.random()
+    if u < near:
+        coarse = near_mask(target, rng)
+    else:
+        coarse = perturb_mask(target, rng, strength=float(rng.uniform(0.1, 0.4)) if u < near + 1 / 6 else 1.0)
     return {"image": image.clamp(0, 1).contiguous(), "coarse": coarse[None], "mask": target.long(),
             "alpha": alpha}
 
@@ -502,6 +540,7 @@ class CompositeDataset(Dataset):
         cutouts: a list of ``(4, h, w)`` uint8 RGBA objects; default: the cut-outs of ``source``'s
             split when it is a corpus folder holding some (:func:`spn.data.cutouts.load_cutouts`).
         max_side: photos of a source are stored as uint8, shrunk to at most this many pixels.
+        near: the share of nearly exact coarse masks (:func:`near_mask`; default :data:`NEAR`).
 
     Shape:
         - item["image"]: ``(3, H, W)``; item["coarse"]: ``(1, H, W)``; item["mask"]: ``(H, W)``
@@ -514,7 +553,7 @@ class CompositeDataset(Dataset):
 
     def __init__(self, source="skimage", split: str = "train", size=(384, 512), length: int | None = None,
                  seed: int = 0, photos=None, on_corrupt: str = "error", coarse=None, max_side: int = 1024,
-                 cutouts=None):
+                 cutouts=None, near: float = NEAR):
         if coarse not in (None, "none"):
             raise ValueError(f"composites make their own coarse masks; got coarse source {coarse!r}")
         self.size = _check_size(size)
@@ -537,6 +576,9 @@ class CompositeDataset(Dataset):
             raise ValueError(f"length must be >= 1, got {length}")
         self.seed = int(seed)
         self.epoch = 0
+        if isinstance(near, bool) or not isinstance(near, (int, float)) or not 0 <= near <= 5 / 6:
+            raise ValueError(f"near must be a share in [0, 5/6], got {near!r}")
+        self.near = float(near)
 
     def __len__(self) -> int:
         return self.length
@@ -544,7 +586,7 @@ class CompositeDataset(Dataset):
     def info(self) -> dict:
         return {"dataset": type(self).__name__, "source": self.source, "split": self.split,
                 "size": self.length, "item_size": list(self.size), "photos": len(self.photos),
-                "photo_names": list(self.names), "cutouts": len(self.cutouts), "seed": self.seed, "num_classes": 2}
+                "photo_names": list(self.names), "cutouts": len(self.cutouts), "seed": self.seed, "near": self.near, "num_classes": 2}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -552,7 +594,7 @@ class CompositeDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         index = check_index(index, self.length, "composites")
         rng = np.random.default_rng([self.seed, SPLIT_CODES.get(self.split, 9), self.epoch, index])
-        item = compose(rng, self.photos, self.size, self.cutouts)
+        item = compose(rng, self.photos, self.size, self.cutouts, self.near)
         item.pop("alpha")
         item["name"] = f"composite-{self.split}-{index:05d}"
         return item
@@ -587,7 +629,8 @@ class CompositePatches(CropSampler):
     def __getitem__(self, index: int) -> dict:
         index = check_index(index, len(self), "patches")
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        item = compose(rng, self.base.photos, (self.size, self.size), self.base.cutouts)
+        item = compose(rng, self.base.photos, (self.size, self.size), self.base.cutouts,
+                       getattr(self.base, "near", NEAR))
         item.pop("alpha")
         item["name"] = f"composite-e{self.epoch}-{index}"
         return item
