@@ -5,6 +5,10 @@ and its speed.
     # training composites (never on the held-out ones):
     python benchmarks/mask_refiner.py tune-crf --source /work/corpus --tune-crf 8 --out crf.json
     python benchmarks/mask_refiner.py eval --source /work/corpus --crf-params crf.json --out scores.json
+    # what a method does to a perfect input (the target itself as the coarse mask); --near 0:
+    # the held-out composites without nearly exact coarse masks (those before they existed);
+    # --no-keep: the pass's result everywhere in the crop (MaskRefiner(keep=False))
+    python benchmarks/mask_refiner.py eval --source corpus --truth-input --crf-params crf.json
     # speed: median wall time of MaskRefiner.refine on a 1 MP and a 4K photo, 2 threads
     python benchmarks/mask_refiner.py speed --threads 2 --repeats 5
     # peak memory of one 4K refinement (run it under /usr/bin/time -v; max RSS)
@@ -38,13 +42,29 @@ import torch.nn.functional as F
 def _refiner(args):
     from spn.inference_mask import MaskRefiner
 
-    kw = {k: getattr(args, k) for k in ("reach", "flip", "keep") if getattr(args, k, None) is not None}
+    kw = {k: getattr(args, k) for k in ("reach", "flip", "keep", "confidence") if getattr(args, k, None) is not None}
     return MaskRefiner.from_checkpoint(args.checkpoint, **kw) if args.checkpoint else MaskRefiner.pretrained(**kw)
 
 
 def _near(args) -> dict:
     """``near=`` of the held-out composites when ``--near`` is given."""
     return {} if getattr(args, "near", None) is None else {"near": args.near}
+
+
+class _TruthInput:
+    """Held-out composites whose coarse mask is the target itself: what a method does to a
+    perfect input (a refiner should leave it as it is)."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        item = dict(self.base[i])
+        item["coarse"] = (item["mask"] == 1).float()[None]
+        return item
 
 
 class _TwoClass:
@@ -102,6 +122,8 @@ def cmd_eval(args) -> dict:
 
     torch.set_num_threads(args.threads)
     held = CompositeDataset(args.source, split="val", length=args.items, seed=args.seed, **_near(args))
+    if args.truth_input:
+        held = _TruthInput(held)
     ref = _refiner(args)
     methods = {"guided_filter": _peer_fn(get_peer("guided_filter"))}
     crf_params = None
@@ -326,7 +348,7 @@ def cmd_export(args) -> dict:
     ref = _refiner(args)
     settings = {"global_size": ref.global_size, "tile": ref.tile, "margin": ref.margin, "band": ref.band,
                 "crop_size": ref.crop_size, "context": ref.context, "reach": ref.reach, "flip": ref.flip,
-                "keep": ref.keep}
+                "keep": ref.keep, "confidence": ref.confidence}
     info = ref.info or {}
     extra = {"step": info.get("step"), "train_config": json.dumps(info.get("train_config") or {}, default=str)}
     path = save_weights(ref.model, args.out, settings, half=True, extra=extra)
@@ -346,10 +368,12 @@ def main(argv=None) -> int:
         p.add_argument("--reach", type=float, default=None, help="MaskRefiner(reach=...)")
         p.add_argument("--flip", action="store_true", default=None, help="MaskRefiner(flip=True)")
         p.add_argument("--no-keep", dest="keep", action="store_false", default=None, help="MaskRefiner(keep=False)")
+        p.add_argument("--confidence", type=float, default=None, help="MaskRefiner(confidence=...)")
         p.add_argument("--near", type=float, default=None,
                        help="share of nearly exact coarse masks in the held-out composites (default: the data's)")
     ev = sub.choices["eval"]
     ev.add_argument("--items", type=int, default=48, help="held-out composites")
+    ev.add_argument("--truth-input", action="store_true", help="give the methods the target itself as the coarse mask")
     for p in (ev, sub.choices["tune-crf"]):
         p.add_argument("--tune-crf", type=int, default=0 if p is ev else 8, metavar="N",
                        help="tune the dense CRF on N training composites")

@@ -170,3 +170,24 @@ def test_keep_takes_the_pass_near_its_changes_only():
     np.testing.assert_array_equal(out[:, 160:], m[:, 160:] >= 0.5)
     with pytest.raises(ValueError, match="keep"):
         MaskRefiner(_net(), keep="yes")
+
+
+@pytest.mark.parametrize("level,changed_at", [(0.55, (0.0,)), (0.95, (0.0, 0.1, 0.4))])
+def test_confidence_leaves_unsure_changes_out(level, changed_at):
+    H, W = 120, 160
+    m = np.zeros((H, W), np.float32)
+    m[30:90, 60:120] = 1.0
+    image = np.zeros((H, W, 3), np.uint8)
+
+    def unsure_left(c):  # the left quarter becomes foreground with probability `level`
+        out = (c >= 0.5).float()
+        out[..., : c.shape[-1] // 4] = level
+        return out
+
+    for conf in (0.0, 0.1, 0.4):
+        r = MaskRefiner(_stand_in(unsure_left), crop=False, keep=True, confidence=conf)
+        out = r.refine_proba(image, m) >= 0.5
+        np.testing.assert_array_equal(out[:, 41:], m[:, 41:] >= 0.5)  # untouched beyond the change
+        assert out[:, :40].all() == (conf in changed_at)  # made only when the pass is sure enough
+    with pytest.raises(ValueError, match="confidence"):
+        MaskRefiner(_net(), confidence=0.5)

@@ -69,7 +69,8 @@ __all__ = ["MaskRefiner", "WEIGHTS_FILE", "as_mask_array", "as_photo_tensor", "c
 #: the shipped weights, inside the package (``spn/weights/``)
 WEIGHTS_FILE = "mask_refiner.safetensors"
 #: the inference settings stored beside the weights (:func:`save_weights`) that loading applies
-STORED_SETTINGS = ("global_size", "tile", "margin", "band", "crop_size", "context", "reach", "flip", "keep")
+STORED_SETTINGS = ("global_size", "tile", "margin", "band", "crop_size", "context", "reach", "flip", "keep",
+                   "confidence")
 #: uncertain band of the global result: probabilities strictly inside (LOW, 1 - LOW)
 BAND_LOW = 0.2
 
@@ -206,18 +207,23 @@ def _pass(model, image: torch.Tensor, coarse: torch.Tensor, reach: float | None 
     return q
 
 
-def _merge_changes(q: torch.Tensor, c: torch.Tensor, coarse: torch.Tensor, keep: bool) -> torch.Tensor:
+def _merge_changes(q: torch.Tensor, c: torch.Tensor, coarse: torch.Tensor, keep: bool,
+                   confidence: float = 0.0) -> torch.Tensor:
     """The pass's probability ``q (h, w)`` (of the input ``c (h, w)`` at the pass's resolution)
     at the output's size ``coarse.shape = (H, W)``. ``keep``: the output is the input ``coarse``
     itself, at its full resolution, except within one pass pixel of where the pass changed the
-    input's decision (``q >= 0.5`` against ``c >= 0.5``), which take ``q`` resized; so a boundary
-    that the pass leaves where it is loses nothing to the resampling."""
+    input's decision (``q >= 0.5`` against ``c >= 0.5``, with ``|q - 0.5| >= confidence``), which
+    take ``q`` resized; so a boundary that the pass leaves where it is loses nothing to the
+    resampling, and an unsure change is not made."""
     H, W = coarse.shape
     up = q if tuple(q.shape) == (H, W) else F.interpolate(q[None, None], size=(H, W), mode="bilinear",
                                                           align_corners=False)[0, 0]
     if not keep:
         return up
-    d = F.max_pool2d(((q >= 0.5) != (c >= 0.5)).float()[None, None], 3, 1, 1)
+    changed = (q >= 0.5) != (c >= 0.5)
+    if confidence > 0:
+        changed &= (q - 0.5).abs() >= confidence
+    d = F.max_pool2d(changed.float()[None, None], 3, 1, 1)
     if tuple(d.shape[-2:]) != (H, W):  # area when shrinking: a changed pixel is never lost
         d = (F.interpolate(d, size=(H, W), mode="area") if q.shape[0] > H else
              F.interpolate(d, size=(H, W), mode="bilinear", align_corners=False))
@@ -246,25 +252,25 @@ def _near_contour(q: torch.Tensor, r: int) -> torch.Tensor:
 
 def refine_tiled(model, image: torch.Tensor, coarse: torch.Tensor, *, global_size: int = 512, tile: int = 256,
                  margin: int = 16, band: float | None = None, reach: float | None = None,
-                 flip: bool = False, keep: bool = True) -> torch.Tensor:
+                 flip: bool = False, keep: bool = True, confidence: float = 0.0) -> torch.Tensor:
     """The refined probability ``(H, W)`` of ``image (3, H, W)`` and ``coarse (H, W)`` by the
     global pass and the local passes of the module docstring (``model``: a
     :class:`~spn.models.mask_refiner.MaskRefinerNet`, in eval mode, called without autograd).
 
     ``band``: a local pass changes only the pixels within ``band`` low-resolution pixels of the
     global result's 0.5 contour (None: no local passes, the upsampled global result).
-    ``reach``, ``flip``, ``keep``: of the global pass (:class:`MaskRefiner`)."""
+    ``reach``, ``flip``, ``keep``, ``confidence``: of the global pass (:class:`MaskRefiner`)."""
     H, W = coarse.shape
     L = max(H, W)
     if L <= global_size:
-        return _merge_changes(_pass(model, image, coarse, reach, flip), coarse, coarse, keep)
+        return _merge_changes(_pass(model, image, coarse, reach, flip), coarse, coarse, keep, confidence)
     s = global_size / L
     h, w = max(1, round(H * s)), max(1, round(W * s))
     small = F.interpolate(image[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
     c_small = F.interpolate(coarse[None, None], size=(h, w), mode="bilinear", align_corners=False,
                             antialias=True)[0, 0]
     q_low = _pass(model, small.clamp(0, 1), c_small.clamp(0, 1), reach, flip)
-    out = _merge_changes(q_low, c_small.clamp(0, 1), coarse, keep)
+    out = _merge_changes(q_low, c_small.clamp(0, 1), coarse, keep, confidence)
     if band is None:
         return out
     active = _band_low(q_low)
@@ -323,7 +329,8 @@ def _resize(t: torch.Tensor, size) -> torch.Tensor:
 
 
 def refine_crop(model, image: torch.Tensor, coarse: torch.Tensor, box, crop_size: int = 320,
-                reach: float | None = None, flip: bool = False, keep: bool = True) -> torch.Tensor:
+                reach: float | None = None, flip: bool = False, keep: bool = True,
+                confidence: float = 0.0) -> torch.Tensor:
     """The refined probability ``(H, W)`` of ``image (3, H, W)`` and ``coarse (H, W)`` by one
     pass on the crop ``box = (y0, y1, x0, x1)`` resized so that its longer side is ``crop_size``
     (up or down; bilinear); the result is resized back and pasted into ``coarse``: outside the
@@ -334,7 +341,7 @@ def refine_crop(model, image: torch.Tensor, coarse: torch.Tensor, box, crop_size
     size = (max(1, round(h * s)), max(1, round(w * s)))
     img = _resize(image[:, y0:y1, x0:x1], size)
     c = _resize(coarse[None, y0:y1, x0:x1], size)[0]
-    q = _merge_changes(_pass(model, img, c, reach, flip), c, coarse[y0:y1, x0:x1], keep)
+    q = _merge_changes(_pass(model, img, c, reach, flip), c, coarse[y0:y1, x0:x1], keep, confidence)
     out = coarse.clone()
     out[y0:y1, x0:x1] = q
     return out
@@ -437,12 +444,15 @@ class MaskRefiner:
             pass's result, resized (a pass runs at a reduced resolution for large objects: without
             ``keep`` a right boundary would come back blurred by the resampling). False: the
             pass's result everywhere in the crop.
+        confidence: with ``keep``, a decision of the input is changed only where the pass's
+            probability is at least this far from 0.5 (0: wherever it crosses 0.5); an unsure
+            pass leaves the input as it is.
     """
 
     def __init__(self, model: torch.nn.Module, *, global_size: int = 512, tile: int = 256, margin: int = 16,
                  band: float | None = None, crop: bool = True, crop_size: int = 320, context: float = 0.5,
                  min_context: int = 16, reach: float | None = None, flip: bool = False,
-                 keep: bool = True, source: str | None = None):
+                 keep: bool = True, confidence: float = 0.0, source: str | None = None):
         if not isinstance(model, MaskRefinerNet):
             raise TypeError(f"MaskRefiner needs a mask_refiner model, got {type(model).__name__} "
                             "(train one with spn train --task mask, or use MaskRefiner.pretrained())")
@@ -463,7 +473,10 @@ class MaskRefiner:
             raise ValueError(f"flip must be True or False, got {flip!r}")
         if not isinstance(keep, bool):
             raise ValueError(f"keep must be True or False, got {keep!r}")
-        self.reach, self.flip, self.keep = reach, flip, keep
+        if (isinstance(confidence, bool) or not isinstance(confidence, (int, float))
+                or not math.isfinite(confidence) or not 0 <= confidence < 0.5):
+            raise ValueError(f"confidence must be a number in [0, 0.5), got {confidence!r}")
+        self.reach, self.flip, self.keep, self.confidence = reach, flip, keep, float(confidence)
         self.source = source or "model"
         self.info: dict = {}
 
@@ -471,7 +484,7 @@ class MaskRefiner:
         return (f"MaskRefiner({self.source}, global_size={self.global_size}, tile={self.tile}, "
                 f"margin={self.margin}, band={self.band}, crop={self.crop}, crop_size={self.crop_size}, "
                 f"context={self.context:g}, min_context={self.min_context}, reach={self.reach}, flip={self.flip}, "
-                f"keep={self.keep})")
+                f"keep={self.keep}, confidence={self.confidence:g})")
 
     @classmethod
     def pretrained(cls, **kw) -> "MaskRefiner":
@@ -518,11 +531,12 @@ class MaskRefiner:
         box = crop_box(fg, self.context, self.min_context) if self.crop else None
         with torch.no_grad():
             if box is not None and box != (0, H, 0, W):
-                out = refine_crop(self.model, img, p, box, self.crop_size, self.reach, self.flip, self.keep)
+                out = refine_crop(self.model, img, p, box, self.crop_size, self.reach, self.flip, self.keep,
+                                  self.confidence)
             else:
                 out = refine_tiled(self.model, img, p, global_size=self.global_size, tile=self.tile,
                                    margin=self.margin, band=self.band, reach=self.reach, flip=self.flip,
-                                   keep=self.keep)
+                                   keep=self.keep, confidence=self.confidence)
         return out.numpy()
 
     def refine(self, image, mask, threshold: float = 0.5) -> np.ndarray:

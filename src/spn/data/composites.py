@@ -27,10 +27,10 @@ Every sample is made, deterministically from a seed, out of real photographs (a
   boundary noise (a smooth random field added before thresholding), downsampling by 4 to 16 and
   upsampling back (bilinear: soft, or nearest: blocky), false blobs and holes near the
   boundary; then a hard (0/1) or soft (blurred, possibly under-confident) version. One
-  composite in six gets a mild version (a nearly right mask), and one in six (``near``) a
-  mask whose boundary is already where it should be (:func:`near_mask`: the target itself, moved
-  by at most one pixel or resampled by 2 or 3, hard or blurred), so that the refiner learns to
-  leave a right boundary where it is.
+  composite in six gets a mild version (a nearly right mask). With ``near`` (a share; default
+  0), that share of composites gets a mask whose boundary is already where it should be
+  (:func:`near_mask`: the target itself, moved by at most one pixel or resampled by 2 or 3,
+  hard or blurred), to teach a refiner to leave a right boundary where it is.
 
 Items: ``{"image": (3, H, W) float32 in [0, 1], "coarse": (1, H, W) float32 in [0, 1], "mask":
 (H, W) int64 in {0, 1}, "name": str}``. Item ``i`` of a dataset depends only on ``(seed,
@@ -69,8 +69,10 @@ __all__ = ["NEAR", "near_mask", "CompositeDataset", "CompositePatches", "compose
 #: the split's number in the seed of its items (train and val never share a stream)
 SPLIT_CODES = {"train": 1, "val": 2, "test": 3, "all": 4}
 SUPERSAMPLE = 4
-#: the share of composites whose coarse mask is nearly exact (:func:`near_mask`)
-NEAR = 1 / 6
+#: the default share of composites whose coarse mask is nearly exact (:func:`near_mask`): none.
+#: ``near=1/6`` was tried for the shipped refiner: it kept right boundaries better but refined
+#: wrong ones worse, and scored lower on held-out composites (docs/mask-refiner.md)
+NEAR = 0.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -424,7 +426,7 @@ def compose(rng: np.random.Generator, photos, size, cutouts=(), near: float = NE
     """One composite of size ``size = (H, W)`` from the list of photos ``(3, h, w)`` (and of
     cut-outs ``(4, h, w)``, :func:`place_cutout`): ``{"image", "coarse" (1, H, W), "mask" (H, W)
     int64, "alpha" (H, W)}`` (see the module docstring). ``near``: the share of nearly exact
-    coarse masks (:func:`near_mask`; 0 gives the composites of the weights shipped before it)."""
+    coarse masks (:func:`near_mask`; default :data:`NEAR`, none)."""
     with _OneThread():
         return _compose(rng, photos, size, cutouts, near)
 
