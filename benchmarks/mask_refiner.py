@@ -51,40 +51,34 @@ def _near(args) -> dict:
     return {} if getattr(args, "near", None) is None else {"near": args.near}
 
 
-class _TruthInput:
-    """Held-out composites whose coarse mask is the target itself: what a method does to a
-    perfect input (a refiner should leave it as it is)."""
-
-    def __init__(self, base):
-        self.base = base
-
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, i):
-        item = dict(self.base[i])
-        item["coarse"] = (item["mask"] == 1).float()[None]
-        return item
-
-
-class _TwoClass:
-    """Composites as two-class items (coarse ``(2, H, W)``), what the peers and the CRF search take."""
+class _Coarse:
+    """Composites whose coarse mask is ``fn(item)``."""
 
     num_classes = 2
     class_names = ["background", "object"]
     ignore_index = 255
 
-    def __init__(self, base):
-        self.base = base
+    def __init__(self, base, fn):
+        self.base, self.fn = base, fn
 
     def __len__(self):
         return len(self.base)
 
     def __getitem__(self, i):
         item = dict(self.base[i])
-        p = item["coarse"]
-        item["coarse"] = torch.cat([1 - p, p])
+        item["coarse"] = self.fn(item)
         return item
+
+
+def _truth_input(base):
+    """Held-out composites whose coarse mask is the target itself: what a method does to a
+    perfect input (a refiner should leave it as it is)."""
+    return _Coarse(base, lambda item: (item["mask"] == 1).float()[None])
+
+
+def _two_class(base):
+    """Composites as two-class items (coarse ``(2, H, W)``), what the peers and the CRF search take."""
+    return _Coarse(base, lambda item: torch.cat([1 - item["coarse"], item["coarse"]]))
 
 
 def _peer_fn(peer):
@@ -99,7 +93,7 @@ def tune_crf(source: str, n: int, size, seed: int) -> dict:
     from spn.data.composites import CompositeDataset
     from spn.peers.densecrf import grid_search
 
-    train = _TwoClass(CompositeDataset(source, split="train", size=size, length=n, seed=seed + 1))
+    train = _two_class(CompositeDataset(source, split="train", size=size, length=n, seed=seed + 1))
     t0 = time.perf_counter()
     search = grid_search(train, limit=n)
     print(f"dense CRF tuned on {search['images']} training composites in {time.perf_counter() - t0:.0f} s: "
@@ -123,7 +117,7 @@ def cmd_eval(args) -> dict:
     torch.set_num_threads(args.threads)
     held = CompositeDataset(args.source, split="val", length=args.items, seed=args.seed, **_near(args))
     if args.truth_input:
-        held = _TruthInput(held)
+        held = _truth_input(held)
     ref = _refiner(args)
     methods = {"guided_filter": _peer_fn(get_peer("guided_filter"))}
     crf_params = None
