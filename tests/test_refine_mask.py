@@ -299,3 +299,30 @@ def test_the_readme_mask_example_runs(tmp_path, monkeypatch):
         return (a & disc).sum() / (a | disc).sum()
 
     assert iou(mask) > iou(up), (iou(mask), iou(up))
+
+
+def test_confidence_leaves_a_nearly_right_mask_more_as_it_is(tmp_path, capsys):
+    try:
+        im.shipped_weights()
+    except FileNotFoundError as exc:
+        pytest.skip(f"the shipped weights are not in this tree yet: {exc}")
+    yy, xx = np.mgrid[0:120, 0:160]
+    disk = (yy - 60) ** 2 + (xx - 80) ** 2 <= 35 ** 2
+    rng = np.random.default_rng(1)
+    img = np.where(disk[..., None], [120, 110, 100], [100, 110, 120]).astype(np.float64)  # low contrast
+    img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "img.png")
+    mask = ((yy - 61) ** 2 + (xx - 81) ** 2 <= 34 ** 2).astype(np.uint8) * 255  # a pixel off the truth
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    changed = {}
+    for conf in ("0", "0.45"):
+        out = tmp_path / f"out{conf}.png"
+        rc, err = _run(capsys, tmp_path / "img.png", "--mask", tmp_path / "mask.png", "--out", out,
+                       "--confidence", conf)
+        assert rc == 0, err
+        changed[conf] = int(((np.asarray(Image.open(out)) > 127) != (mask > 127)).sum())
+    assert changed["0.45"] < changed["0"], changed  # only the sure changes are made
+    rc, err = _run(capsys, tmp_path / "img.png", "--mask", tmp_path / "mask.png", "--out", tmp_path / "x.png",
+                   "--confidence", "0.5")
+    assert rc != 0 and "--confidence must be in [0, 0.5)" in err and "Traceback" not in err
+    assert not (tmp_path / "x.png").exists()

@@ -78,10 +78,16 @@ class MaskRefineOptions(ConfigBase):
                                       "or an integer .npy): each id is refined against the rest, then the argmax")
     overlay: str | None = option(None, help="also write the labels blended over the image", metavar="PNG")
     alpha: float = option(0.5, help="overlay opacity")
+    confidence: float | None = option(None, metavar="C",
+                                      help="change the mask's decision only where the refiner's probability is at "
+                                           "least C away from 0.5 (0 <= C < 0.5; larger leaves a nearly right mask "
+                                           "more as it is)", default_help="the model's stored setting, 0")
 
     def validate(self) -> "MaskRefineOptions":
         if self.soft and self.labels:
             raise ValueError("--soft and --labels exclude each other (a label map has no probability)")
+        if self.confidence is not None and not 0.0 <= self.confidence < 0.5:
+            raise ValueError(f"--confidence must be in [0, 0.5), got {self.confidence}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"--alpha must be in [0, 1], got {self.alpha}")
         return self
@@ -192,7 +198,9 @@ def refine_mask_files(cfg, opts: MaskRefineOptions) -> str:
     soft_npy = opts.soft and Path(cfg.out).suffix.lower() == ".npy" and Path(cfg.image).is_file()
     formats = {".npy": "NPY", **MASK_FORMATS} if soft_npy else MASK_FORMATS
     jobs = plan_jobs(cfg.image, opts.mask, cfg.out, opts.overlay, True, flag="--mask", out_formats=formats)
-    refiner = MaskRefiner.pretrained() if cfg.checkpoint is None else MaskRefiner.from_checkpoint(cfg.checkpoint)
+    kw = {} if opts.confidence is None else {"confidence": float(opts.confidence)}
+    refiner = (MaskRefiner.pretrained(**kw) if cfg.checkpoint is None
+               else MaskRefiner.from_checkpoint(cfg.checkpoint, **kw))
     run_jobs(jobs, lambda job: _refine_job(refiner, job, opts), on_error=cfg.on_error, show=cfg.progress)
     if len(jobs) == 1:
         return f"wrote {jobs[0].out}" + (f" and {jobs[0].overlay}" if jobs[0].overlay else "")
