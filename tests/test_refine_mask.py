@@ -243,16 +243,22 @@ def test_task_choice(tiny, tmp_path, capsys):
     assert not (tmp_path / "o.png").exists()
 
 
-def test_the_shipped_weights_refine_a_noisy_mask_better_than_it_is():
+def _disk_photo(seed, inside, outside, noise):
+    """A 120 x 160 photo of a disk (radius 35 at (60, 80)) of colour ``inside`` on ``outside``,
+    with Gaussian noise; skips the test when the shipped weights are absent. ``(photo, disk)``."""
     try:
         im.shipped_weights()
     except FileNotFoundError as exc:
         pytest.skip(f"the shipped weights are not in this tree yet: {exc}")
     yy, xx = np.mgrid[0:120, 0:160]
     disk = (yy - 60) ** 2 + (xx - 80) ** 2 <= 35 ** 2
-    rng = np.random.default_rng(0)
-    img = np.where(disk[..., None], [200, 60, 40], [40, 90, 160]).astype(np.float64)
-    img = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
+    img = np.where(disk[..., None], inside, outside).astype(np.float64)
+    img = img + np.random.default_rng(seed).normal(0, noise, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), disk
+
+
+def test_the_shipped_weights_refine_a_noisy_mask_better_than_it_is():
+    img, disk = _disk_photo(0, [200, 60, 40], [40, 90, 160], 8)
     coarse = np.asarray(Image.fromarray(disk.astype(np.uint8) * 255).resize((20, 15), Image.BILINEAR))
     im._SHIPPED.clear()
     out = spn.refine(img, coarse)
@@ -302,16 +308,9 @@ def test_the_readme_mask_example_runs(tmp_path, monkeypatch):
 
 
 def test_confidence_leaves_a_nearly_right_mask_more_as_it_is(tmp_path, capsys):
-    try:
-        im.shipped_weights()
-    except FileNotFoundError as exc:
-        pytest.skip(f"the shipped weights are not in this tree yet: {exc}")
-    yy, xx = np.mgrid[0:120, 0:160]
-    disk = (yy - 60) ** 2 + (xx - 80) ** 2 <= 35 ** 2
-    rng = np.random.default_rng(1)
-    img = np.where(disk[..., None], [120, 110, 100], [100, 110, 120]).astype(np.float64)  # low contrast
-    img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+    img, disk = _disk_photo(1, [120, 110, 100], [100, 110, 120], 12)  # low contrast
     Image.fromarray(img).save(tmp_path / "img.png")
+    yy, xx = np.mgrid[0:120, 0:160]
     mask = ((yy - 61) ** 2 + (xx - 81) ** 2 <= 34 ** 2).astype(np.uint8) * 255  # a pixel off the truth
     Image.fromarray(mask).save(tmp_path / "mask.png")
     changed = {}
