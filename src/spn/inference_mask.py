@@ -268,9 +268,9 @@ def refine_tiled(model, image: torch.Tensor, coarse: torch.Tensor, *, global_siz
     h, w = max(1, round(H * s)), max(1, round(W * s))
     small = F.interpolate(image[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
     c_small = F.interpolate(coarse[None, None], size=(h, w), mode="bilinear", align_corners=False,
-                            antialias=True)[0, 0]
-    q_low = _pass(model, small.clamp(0, 1), c_small.clamp(0, 1), reach, flip)
-    out = _merge_changes(q_low, c_small.clamp(0, 1), coarse, keep, confidence)
+                            antialias=True)[0, 0].clamp(0, 1)
+    q_low = _pass(model, small.clamp(0, 1), c_small, reach, flip)
+    out = _merge_changes(q_low, c_small, coarse, keep, confidence)
     if band is None:
         return out
     active = _band_low(q_low)
@@ -334,7 +334,8 @@ def refine_crop(model, image: torch.Tensor, coarse: torch.Tensor, box, crop_size
     """The refined probability ``(H, W)`` of ``image (3, H, W)`` and ``coarse (H, W)`` by one
     pass on the crop ``box = (y0, y1, x0, x1)`` resized so that its longer side is ``crop_size``
     (up or down; bilinear); the result is resized back and pasted into ``coarse``: outside the
-    crop the output is the coarse mask itself. ``reach``, ``flip``: see :class:`MaskRefiner`."""
+    crop the output is the coarse mask itself. ``reach``, ``flip``, ``keep``, ``confidence``: see
+    :class:`MaskRefiner`."""
     y0, y1, x0, x1 = box
     h, w = y1 - y0, x1 - x0
     s = crop_size / max(h, w)

@@ -506,13 +506,13 @@ def _photos_of(source: str, split: str, on_corrupt: str = "error",
     return [_stored(it["image"], max_side) for it in items], [str(it["name"]) for it in items]
 
 
-def _cutouts_of(source, split: str, photos) -> list[torch.Tensor]:
+def _cutouts_of(source, split: str) -> list[torch.Tensor]:
     """The cut-outs of ``source`` when it is a folder that holds some (a corpus), else ``[]``."""
     from pathlib import Path
 
     from .cutouts import load_cutouts
 
-    if photos is not None or str(source) == "skimage":
+    if str(source) == "skimage":
         return []
     return load_cutouts(Path(source), split) if Path(source).is_dir() else []
 
@@ -559,17 +559,18 @@ class CompositeDataset(Dataset):
         if coarse not in (None, "none"):
             raise ValueError(f"composites make their own coarse masks; got coarse source {coarse!r}")
         self.size = _check_size(size)
-        if photos is None:
+        if photos is not None:
+            self.photos, self.names = list(photos), [f"photo{i}" for i in range(len(photos))]
+            found = []
+        else:
             from .photos import resolve_source
 
             source = resolve_source(source)
-        if photos is not None:
-            self.photos, self.names = list(photos), [f"photo{i}" for i in range(len(photos))]
-        else:
             self.photos, self.names = _photos_of(str(source), split, on_corrupt, int(max_side))
+            found = _cutouts_of(source, split)
         if not self.photos:
             raise ValueError("CompositeDataset needs at least one photo")
-        self.cutouts = list(cutouts) if cutouts is not None else _cutouts_of(source, split, photos)
+        self.cutouts = list(cutouts) if cutouts is not None else found
         self.source = "custom" if photos is not None else str(source)
         self.split = split
         default = 64 * len(self.photos) if split == "train" else 48
@@ -588,7 +589,8 @@ class CompositeDataset(Dataset):
     def info(self) -> dict:
         return {"dataset": type(self).__name__, "source": self.source, "split": self.split,
                 "size": self.length, "item_size": list(self.size), "photos": len(self.photos),
-                "photo_names": list(self.names), "cutouts": len(self.cutouts), "seed": self.seed, "near": self.near, "num_classes": 2}
+                "photo_names": list(self.names), "cutouts": len(self.cutouts), "seed": self.seed, "near": self.near,
+                "num_classes": 2}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -631,8 +633,7 @@ class CompositePatches(CropSampler):
     def __getitem__(self, index: int) -> dict:
         index = check_index(index, len(self), "patches")
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        item = compose(rng, self.base.photos, (self.size, self.size), self.base.cutouts,
-                       getattr(self.base, "near", NEAR))
+        item = compose(rng, self.base.photos, (self.size, self.size), self.base.cutouts, self.base.near)
         item.pop("alpha")
         item["name"] = f"composite-e{self.epoch}-{index}"
         return item
