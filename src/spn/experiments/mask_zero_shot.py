@@ -306,7 +306,8 @@ def zero_shot_markdown(results: dict) -> str:
                 continue
             rows = [[m, _pct(s["iou"]), _pct(s["boundary_iou"]), _pct(s["mba"]),
                      f"{res['seconds'][m] / max(res['objects'], 1):.3f}"] for m, s in res["scores"].items()]
-            lines.append(f"**{name}, coarse {source}** ({res['objects']} objects)\n")
+            n = res["objects"]
+            lines.append(f"**{name}, coarse {source}** ({n} object{'' if n == 1 else 's'})\n")
             lines.append(markdown_table(["method", "IoU %", "boundary IoU %", "mBA %", "s / object"], rows))
     return "\n".join(lines)
 
