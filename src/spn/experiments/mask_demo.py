@@ -59,7 +59,8 @@ def _reading(results: dict) -> str:
                 d = s["spn"][k] - s[peer][k]
                 if not math.isnan(d):
                     verdicts.append(f"{title} {'+' if d >= 0 else ''}{100 * d:.1f} vs {peer}")
-        lines.append(f"- {name} ({by_source['perturbed']['objects']} objects): SPN " + ", ".join(verdicts))
+        n = by_source["perturbed"]["objects"]
+        lines.append(f"- {name} ({n} object{'' if n == 1 else 's'}): SPN " + ", ".join(verdicts))
     return "\n".join(lines)
 
 
