@@ -13,9 +13,13 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from scipy import ndimage
 
 from spn.data.masksets import MASKSETS
+
+try:
+    from scipy import ndimage
+except ImportError:  # scipy comes with scikit-image, a test dependency
+    raise SystemExit("benchmarks/voc_void_band.py needs scipy: pip install scipy (or make test-deps)") from None
 
 
 def profile(photos, bins=range(-5, 7)) -> dict[int, float]:

@@ -114,22 +114,31 @@ def restore_void_band(masks: np.ndarray, reach: float = VOC_HALF_BAND) -> np.nda
         >>> int(restore_void_band(m, 1.0).sum()), int(restore_void_band(m, 1.5).sum())
         (5, 9)
     """
-    from scipy import ndimage
-
     masks = np.asarray(masks, dtype=bool)
     if masks.ndim != 3:
         raise ValueError(f"masks must be (N, H, W), got shape {masks.shape}")
     if not (np.isfinite(reach) and reach >= 0):
         raise ValueError(f"reach must be a finite number >= 0, got {reach!r}")
     out = masks.copy()
-    if len(masks) == 0:
+    n, h, w = masks.shape
+    if n == 0:
         return out
-    dist = np.stack([ndimage.distance_transform_edt(~m) if m.any() else np.full(m.shape, np.inf)
-                     for m in masks])
-    nearest = dist.argmin(0)  # the first index among equals
-    free = ~masks.any(0) & (dist.min(0) <= reach)
-    for i in range(len(masks)):
-        out[i] |= free & (nearest == i)
+    r = int(np.floor(reach))
+    offsets = [(dy, dx, float(np.hypot(dy, dx))) for dy in range(-r, r + 1) for dx in range(-r, r + 1)
+               if 0 < np.hypot(dy, dx) <= reach]
+    best_d = np.full((h, w), np.inf)
+    best_i = np.full((h, w), -1)
+    for i, m in enumerate(masks):
+        d = np.where(m, 0.0, np.inf)
+        for dy, dx, dist in offsets:  # d[y, x] = min distance to a pixel of m at (y + dy, x + dx)
+            src = m[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)]
+            dst = d[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+            np.minimum(dst, np.where(src, dist, np.inf), out=dst)
+        nearer = d < best_d  # strictly: at equal distances the lower index keeps the pixel
+        best_d[nearer], best_i[nearer] = d[nearer], i
+    free = ~masks.any(0) & np.isfinite(best_d)
+    for i in range(n):
+        out[i] |= free & (best_i == i)
     return out
 
 
