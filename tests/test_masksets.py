@@ -109,6 +109,17 @@ def test_voc_set_restores_the_void_band(fake_packages):
     assert not (m0 & m1).any() and m0[3, 5] and m1[3, 6]  # (3, 5): sqrt(5) from both, to the first
 
 
+def test_restore_void_band_needs_no_scipy(monkeypatch):
+    """The library does not depend on scipy (``make install`` has none): the band is restored without it."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "scipy", None)
+    monkeypatch.setitem(sys.modules, "scipy.ndimage", None)
+    m = np.zeros((1, 5, 5), bool)
+    m[0, 2, 2] = True
+    assert ms.restore_void_band(m, 1.0)[0].sum() == 5
+
+
 def test_restore_void_band_counts():
     """A lone 3 x 3 square grown by 2.5 px: the 7 x 7 square less its 4 corners at sqrt(8)."""
     m = np.zeros((1, 15, 15), bool)
