@@ -9,7 +9,7 @@ import torch
 
 from spn.data.composites import perturb_mask
 from spn.experiments.mask_demo import MaskDemoConfig, run_mask_demo
-from spn.experiments.mask_zero_shot import ZeroShotConfig, run_zero_shot
+from spn.experiments.mask_zero_shot import ZeroShotConfig, paired_intervals, run_zero_shot
 from spn.inference_mask import MaskRefiner
 from spn.metrics.boundary import BoundaryScores
 from spn.models import create_model
@@ -37,12 +37,13 @@ def refiner():
     return MaskRefiner(create_model("mask_refiner", guidance_width=4))
 
 
-def _direct(items, fn, seed):
-    """Summed IoU, and boundary IoU / mBA of BoundaryScores fed every object, computed here."""
+def _direct(items, fn, seed, draws=1):
+    """Summed IoU, and boundary IoU / mBA of BoundaryScores fed every object (every draw of it,
+    seeds ``seed .. seed + draws - 1``), computed here."""
     inter = union = 0
     b = BoundaryScores(2, widths=(1,))
-    for i, it in enumerate(items):
-        coarse = perturb_mask(it["mask"].float(), np.random.default_rng([seed, i]))
+    for i, it, r in ((i, it, r) for i, it in enumerate(items) for r in range(draws)):
+        coarse = perturb_mask(it["mask"].float(), np.random.default_rng([seed + r, i]))
         pred = (torch.as_tensor(fn(it["image"], coarse)) >= 0.5).numpy()
         t = it["mask"].numpy() == 1
         inter += int((pred & t).sum())
@@ -66,6 +67,8 @@ def test_zero_shot_table_matches_a_direct_call_of_the_metrics(tmp_path, refiner)
     assert list(scores) == methods and res["sets"]["toy"]["perturbed"]["objects"] == 2
     table = (tmp_path / "zero_shot.md").read_text()
     assert "| method | IoU % | boundary IoU % | mBA % | s / object |" in table
+    d = res["sets"]["toy"]["perturbed"]["intervals"]["coarse"]["iou"][0]
+    assert f"SPN - coarse: IoU {100 * d:+.2f} [" in table
     for m in methods:
         iou, biou, mba = _direct(items, fns[m], seed=3)
         assert scores[m]["iou"] == pytest.approx(iou, abs=1e-12)
@@ -131,3 +134,57 @@ def test_truth_as_coarse_scores_one(tmp_path):
                          threads=1)
     s = run_zero_shot(cfg, datasets={"toy": _items()})["sets"]["toy"]["truth"]["scores"]["coarse"]
     assert (s["iou"], s["boundary_iou"], s["mba"]) == (1.0, 1.0, 1.0)
+
+
+def test_draws_score_every_draw_and_draw_zero_is_the_single_draw(tmp_path):
+    items = _items()
+    one = run_zero_shot(ZeroShotConfig(out=str(tmp_path / "one"), sets=["toy"], coarse=["perturbed", "truth"],
+                                       methods=["coarse"], seed=5, figure_rows=0, threads=1),
+                        datasets={"toy": items})["sets"]["toy"]
+    three = run_zero_shot(ZeroShotConfig(out=str(tmp_path / "three"), sets=["toy"], coarse=["perturbed", "truth"],
+                                         methods=["coarse"], seed=5, draws=3, figure_rows=0, threads=1),
+                          datasets={"toy": items})["sets"]["toy"]
+    iou, biou, mba = _direct(items, lambda image, c: c, seed=5, draws=3)
+    s = three["perturbed"]["scores"]["coarse"]
+    assert (s["iou"], s["boundary_iou"], s["mba"]) == pytest.approx((iou, biou, mba), abs=1e-12)
+    assert s["objects"] == 2 and three["perturbed"]["objects"] == 2 and three["perturbed"]["draws"] == 3
+    rows = three["perturbed"]["per_object"]
+    assert [(o["name"], o["draw"]) for o in rows] == [("rect", 0), ("rect", 1), ("rect", 2),
+                                                       ("disc", 0), ("disc", 1), ("disc", 2)]
+    assert [o["coarse"] for o in rows if o["draw"] == 0] == [o["coarse"] for o in one["perturbed"]["per_object"]]
+    # the truth does not depend on the seed: one row per object, whatever draws says
+    assert three["truth"]["draws"] == 1 and len(three["truth"]["per_object"]) == 2
+    assert "2 objects, 3 draws each" in (tmp_path / "three" / "zero_shot.md").read_text()
+
+
+def _row(index, draw, spn, peer):
+    """A per-object row whose methods have (intersection, union, mBA) ``spn`` and ``peer``."""
+    return {"name": str(index), "index": index, "draw": draw,
+            "spn": {"intersection": spn[0], "union": spn[1], "mba": spn[2]},
+            "coarse": {"intersection": peer[0], "union": peer[1], "mba": peer[2]}}
+
+
+def test_paired_intervals_against_hand_counted_bootstrap_distributions():
+    # two objects, one draw each, mBA differences +0.2 and -0.2: a resample holds a twice (1/4,
+    # mean +0.2), a and b (1/2, 0) or b twice (1/4, -0.2); the 2.5 % and 97.5 % quantiles of
+    # that distribution are -0.2 and +0.2, and the observed difference is 0
+    rows = [_row(0, 0, (5, 10, 0.7), (5, 10, 0.5)), _row(1, 0, (5, 10, 0.5), (5, 10, 0.7))]
+    d, lo, hi = paired_intervals(rows, "spn", ["coarse"], keys=("mba",), boot=4000, seed=1)["coarse"]["mba"]
+    assert d == pytest.approx(0.0, abs=1e-12)
+    assert (lo, hi) == pytest.approx((-0.2, 0.2), abs=1e-9)
+    # IoU: summed intersections over summed unions, per method: (9 + 1) / (10 + 10) - (8 + 2) / (10 + 10) = 0
+    rows = [_row(0, 0, (9, 10, 0.5), (8, 10, 0.5)), _row(1, 0, (1, 10, 0.5), (2, 10, 0.5))]
+    d, lo, hi = paired_intervals(rows, "spn", ["coarse"], keys=("iou",), boot=4000, seed=1)["coarse"]["iou"]
+    assert d == pytest.approx(0.0, abs=1e-12)
+    assert (lo, hi) == pytest.approx((-0.1, 0.1), abs=1e-9)
+    # one object, two draws (+0.1 and +0.3 in mBA): only the draws vary; the interval spans them
+    rows = [_row(0, 0, (5, 10, 0.6), (5, 10, 0.5)), _row(0, 1, (5, 10, 0.8), (5, 10, 0.5))]
+    d, lo, hi = paired_intervals(rows, "spn", ["coarse"], keys=("mba",), boot=4000, seed=1)["coarse"]["mba"]
+    assert d == pytest.approx(0.2) and (lo, hi) == pytest.approx((0.1, 0.3), abs=1e-9)
+    # every resample of a constant difference is that difference
+    rows = [_row(0, 0, (9, 10, 0.8), (8, 10, 0.7)), _row(1, 0, (9, 10, 0.8), (8, 10, 0.7))]
+    out = paired_intervals(rows, "spn", ["coarse"], boot=50)["coarse"]
+    assert out["iou"] == pytest.approx((0.1, 0.1, 0.1)) and out["mba"] == pytest.approx((0.1, 0.1, 0.1))
+    # one row: a difference, and no interval
+    d, lo, hi = paired_intervals(rows[:1], "spn", ["coarse"], keys=("iou",))["coarse"]["iou"]
+    assert d == pytest.approx(0.1) and np.isnan(lo) and np.isnan(hi)

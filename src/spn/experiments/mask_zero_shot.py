@@ -46,7 +46,7 @@ from spn.utils.config import ConfigBase, option
 from spn.utils.io import atomic_write_json, atomic_write_text
 
 __all__ = ["COARSE_SOURCES", "METHODS", "TUNED_CRF", "ZeroShotConfig", "count_objects", "load_refiner",
-           "make_coarse", "run_zero_shot", "score_set", "zero_shot_markdown"]
+           "make_coarse", "paired_intervals", "run_zero_shot", "score_set", "zero_shot_markdown"]
 
 COARSE_SOURCES = ("perturbed", "grabcut", "selfie", "truth")
 METHODS = ("coarse", "spn", "densecrf", "guided_filter")
@@ -83,6 +83,10 @@ class ZeroShotConfig(ConfigBase):
     guided_radius: int = option(8, help="guided filter radius", minimum=1)
     guided_eps: float = option(1e-3, help="guided filter eps")
     seed: int = option(0, help="seed of the perturbations and of GrabCut")
+    draws: int = option(1, help="coarse masks drawn per object from the seeded sources (perturbed, grabcut): "
+                                "seeds seed .. seed + draws - 1; draw 0 is the single draw's table", minimum=1)
+    boot: int = option(2000, help="bootstrap resamples of the objects for the intervals of the SPN's "
+                                  "differences (0: none)", minimum=0)
     limit: int | None = option(None, help="objects per set (None: all)", minimum=1)
     figure_rows: int = option(6, help="rows of the figure (0: none)", minimum=0)
     threads: int | None = option(2, help="torch CPU threads", metavar="N")
@@ -250,21 +254,29 @@ def _summary(rows: list[dict]) -> dict:
     return out
 
 
+#: the coarse sources that depend on the seed (the others give the same mask at every draw)
+SEEDED_SOURCES = ("perturbed", "grabcut")
+
+
 def score_set(dataset, source: str, methods: dict, seed: int, limit: int | None = None,
-              keep: bool = False) -> dict:
+              keep: bool = False, draws: int = 1) -> dict:
     """Scores of every method on ``dataset``'s objects with coarse inputs from ``source``:
-    ``{"objects": n, "scores": {method: {"iou", "boundary_iou", "mba", "objects"}}, "per_object":
-    [...], "seconds": {method: s}}`` (``keep``: the masks too, under ``"_masks"``, for figures)."""
+    ``{"objects": n, "draws": d, "scores": {method: {"iou", "boundary_iou", "mba", "objects"}},
+    "per_object": [...], "seconds": {method: s}}`` (``keep``: the masks too, under ``"_masks"``,
+    for figures). ``draws``: a seeded source (:data:`SEEDED_SOURCES`) draws that many coarse masks
+    per object, with seeds ``seed .. seed + draws - 1``; every draw is a row of the summary (IoU
+    summed over them, the other scores averaged) and of ``per_object`` (with its ``"draw"``)."""
     n = len(dataset) if limit is None else min(limit, len(dataset))
+    d = draws if source in SEEDED_SOURCES else 1
     rows: dict[str, list] = {m: [] for m in methods}
     secs = {m: 0.0 for m in methods}
     per_object, kept = [], []
-    for i in range(n):
+    for i, r in ((i, r) for i in range(n) for r in range(d)):
         item = dataset[i]
-        coarse = make_coarse(source, item, i, seed)
+        coarse = make_coarse(source, item, i, seed + r)
         if coarse is None:
             continue
-        obj = {"name": item.get("name", str(i)), "label": item.get("label")}
+        obj = {"name": item.get("name", str(i)), "label": item.get("label"), "index": i, "draw": r}
         masks = {}
         for m, fn in methods.items():
             t0 = time.perf_counter()
@@ -279,12 +291,59 @@ def score_set(dataset, source: str, methods: dict, seed: int, limit: int | None 
             obj[m] = s
             masks[m] = pred
         per_object.append(obj)
-        if keep:
+        if keep and r == 0:
             kept.append((i, item, coarse, masks))
-    out = {"objects": len(per_object), "scores": {m: _summary(r) for m, r in rows.items()},
-           "per_object": per_object, "seconds": secs}
+    objects = len({o["index"] for o in per_object})
+    scores = {m: {**_summary(r), "objects": objects} for m, r in rows.items()}
+    out = {"objects": objects, "draws": d, "scores": scores,
+           "per_object": per_object, "seconds": {m: t / d for m, t in secs.items()}}
     if keep:
         out["_masks"] = kept
+    return out
+
+
+def _score_of(rows: list[dict], key: str) -> float:
+    """``key`` of the summary of per-object rows (IoU: summed intersections over summed unions)."""
+    if key == "iou":
+        union = sum(r["union"] for r in rows)
+        return sum(r["intersection"] for r in rows) / union if union else float("nan")
+    vals = [r[key] for r in rows if not math.isnan(r[key])]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def paired_intervals(per_object: list[dict], method: str, peers, keys=("iou", "mba"), boot: int = 2000,
+                     seed: int = 0, level: float = 0.95) -> dict:
+    """``{peer: {key: (difference, low, high)}}``: ``method``'s score minus ``peer``'s on the rows
+    of :func:`score_set`'s ``per_object``, with a two-stage bootstrap interval (objects resampled
+    with replacement, then the draws of each chosen object), both methods on the same resample.
+    A single row (one object, one draw) has no interval: ``low`` and ``high`` are NaN.
+
+    Example:
+        >>> row = lambda name, spn, peer: {"name": name, "spn": {"intersection": spn, "union": 10},
+        ...                                "coarse": {"intersection": peer, "union": 10}}
+        >>> d, lo, hi = paired_intervals([row("a", 9, 8), row("b", 7, 6)], "spn", ["coarse"],
+        ...                              keys=("iou",), boot=10)["coarse"]["iou"]
+        >>> round(d, 3), round(lo, 3), round(hi, 3)
+        (0.1, 0.1, 0.1)
+    """
+    by_obj: dict = {}
+    for o in per_object:
+        by_obj.setdefault(o.get("index", o["name"]), []).append(o)
+    groups = list(by_obj.values())
+    rng = np.random.default_rng(seed)
+    out = {}
+    for peer in peers:
+        out[peer] = {}
+        for key in keys:
+            diff = _score_of([o[method] for o in per_object], key) - _score_of([o[peer] for o in per_object], key)
+            samples = []
+            for _ in range(boot if len(per_object) > 1 else 0):
+                chosen = [groups[j] for j in rng.integers(0, len(groups), len(groups))]
+                picked = [g[j] for g in chosen for j in rng.integers(0, len(g), len(g))]
+                samples.append(_score_of([o[method] for o in picked], key) - _score_of([o[peer] for o in picked], key))
+            a = (1 - level) / 2
+            lo, hi = (np.quantile(samples, [a, 1 - a]).tolist() if samples else (float("nan"), float("nan")))
+            out[peer][key] = (diff, lo, hi)
     return out
 
 
@@ -299,6 +358,17 @@ def count_objects(n: int) -> str:
     return f"{n} object{'' if n == 1 else 's'}"
 
 
+def _intervals_line(intervals: dict) -> str:
+    """``SPN - coarse: IoU +1.20 [0.40, 2.10], mBA ...; SPN - densecrf: ...`` (points)."""
+    parts = []
+    for peer, by_key in intervals.items():
+        vals = ", ".join(f"{'IoU' if k == 'iou' else 'mBA' if k == 'mba' else k} {100 * d:+.2f} "
+                         + ("[n/a: one object, one draw]" if math.isnan(lo) else f"[{100 * lo:+.2f}, {100 * hi:+.2f}]")
+                         for k, (d, lo, hi) in by_key.items())
+        parts.append(f"SPN - {peer}: {vals}")
+    return "Differences, points [95 % bootstrap interval over objects and draws]: " + "; ".join(parts)
+
+
 def zero_shot_markdown(results: dict) -> str:
     """One table per set and coarse source: a row per method, IoU / boundary IoU / mBA in %."""
     from spn.viz.report import markdown_table
@@ -311,8 +381,12 @@ def zero_shot_markdown(results: dict) -> str:
                 continue
             rows = [[m, _pct(s["iou"]), _pct(s["boundary_iou"]), _pct(s["mba"]),
                      f"{res['seconds'][m] / max(res['objects'], 1):.3f}"] for m, s in res["scores"].items()]
-            lines.append(f"**{name}, coarse {source}** ({count_objects(res['objects'])})\n")
+            draws = res.get("draws", 1)
+            lines.append(f"**{name}, coarse {source}** ({count_objects(res['objects'])}"
+                         + (f", {draws} draws each" if draws > 1 else "") + ")\n")
             lines.append(markdown_table(["method", "IoU %", "boundary IoU %", "mBA %", "s / object"], rows))
+            if res.get("intervals"):
+                lines.append(_intervals_line(res["intervals"]) + "\n")
     return "\n".join(lines)
 
 
@@ -383,7 +457,10 @@ def run_zero_shot(cfg: ZeroShotConfig, datasets: dict | None = None, refiner=Non
             if why is not None:
                 results["sets"][name][source] = {"skipped": why}
                 continue
-            res = score_set(ds, source, methods, cfg.seed, cfg.limit, keep=cfg.figure_rows > 0)
+            res = score_set(ds, source, methods, cfg.seed, cfg.limit, keep=cfg.figure_rows > 0, draws=cfg.draws)
+            if "spn" in methods and len(methods) > 1 and cfg.boot > 0:
+                res["intervals"] = paired_intervals(res["per_object"], "spn", [m for m in methods if m != "spn"],
+                                                    boot=cfg.boot, seed=cfg.seed)
             candidates += [(f"{name} / {source} / {k[1].get('name', k[0])}", k) for k in res.pop("_masks", [])]
             results["sets"][name][source] = res
     results["seconds"] = time.perf_counter() - t0
