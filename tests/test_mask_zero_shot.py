@@ -188,3 +188,22 @@ def test_paired_intervals_against_hand_counted_bootstrap_distributions():
     # one row: a difference, and no interval
     d, lo, hi = paired_intervals(rows[:1], "spn", ["coarse"], keys=("iou",))["coarse"]["iou"]
     assert d == pytest.approx(0.1) and np.isnan(lo) and np.isnan(hi)
+
+
+def test_pooled_tables_sum_every_sets_objects(tmp_path):
+    items = _items()
+    cfg = ZeroShotConfig(out=str(tmp_path), sets=["a", "b"], coarse=["perturbed"], methods=["coarse", "guided_filter"],
+                         draws=2, figure_rows=0, threads=1)
+    res = run_zero_shot(cfg, datasets={"a": items[:1], "b": items[1:]})
+    rows = res["sets"]["a"]["perturbed"]["per_object"] + res["sets"]["b"]["perturbed"]["per_object"]
+    assert len(rows) == 4  # two objects, two draws each
+    pooled = res["pooled"]["perturbed"]
+    assert pooled["sets"] == ["a", "b"] and pooled["objects"] == 2 and pooled["draws"] == 2
+    for m in ("coarse", "guided_filter"):
+        inter = sum(o[m]["intersection"] for o in rows)
+        union = sum(o[m]["union"] for o in rows)
+        assert pooled["scores"][m]["iou"] == pytest.approx(inter / union, abs=1e-12)
+        assert pooled["scores"][m]["mba"] == pytest.approx(np.mean([o[m]["mba"] for o in rows]), abs=1e-12)
+    assert "intervals" not in pooled  # no SPN among the methods
+    assert "**all sets pooled (a, b), coarse perturbed** (2 objects, 2 draws each)" in (tmp_path / "zero_shot.md").read_text()
+    json.loads((tmp_path / "zero_shot.json").read_text())  # the pooled results are stored too

@@ -46,7 +46,7 @@ from spn.utils.config import ConfigBase, option
 from spn.utils.io import atomic_write_json, atomic_write_text
 
 __all__ = ["COARSE_SOURCES", "METHODS", "TUNED_CRF", "ZeroShotConfig", "count_objects", "load_refiner",
-           "make_coarse", "paired_intervals", "run_zero_shot", "score_set", "zero_shot_markdown"]
+           "make_coarse", "paired_intervals", "pooled_scores", "run_zero_shot", "score_set", "zero_shot_markdown"]
 
 COARSE_SOURCES = ("perturbed", "grabcut", "selfie", "truth")
 METHODS = ("coarse", "spn", "densecrf", "guided_filter")
@@ -358,6 +358,31 @@ def count_objects(n: int) -> str:
     return f"{n} object{'' if n == 1 else 's'}"
 
 
+def pooled_scores(results: dict, boot: int = 2000, seed: int = 0) -> dict:
+    """Per coarse source, every set's objects pooled into one: ``{source: {"sets", "objects",
+    "draws", "scores", "intervals"}}`` (IoU summed over all of them, the others averaged over them;
+    intervals as :func:`paired_intervals`, the objects of every set resampled together)."""
+    pooled: dict = {}
+    for name, by_source in results["sets"].items():
+        for source, res in by_source.items():
+            if "skipped" in res:
+                continue
+            p = pooled.setdefault(source, {"sets": [], "rows": [], "draws": res.get("draws", 1)})
+            p["sets"].append(name)
+            p["rows"] += [{**o, "index": (name, o.get("index", o["name"]))} for o in res["per_object"]]
+    out = {}
+    for source, p in pooled.items():
+        rows = p["rows"]
+        methods = [m for m in results["sets"][p["sets"][0]][source]["scores"]]
+        objects = len({o["index"] for o in rows})
+        res = {"sets": p["sets"], "objects": objects, "draws": p["draws"],
+               "scores": {m: {**_summary([o[m] for o in rows]), "objects": objects} for m in methods}}
+        if "spn" in methods and len(methods) > 1 and boot > 0:
+            res["intervals"] = paired_intervals(rows, "spn", [m for m in methods if m != "spn"], boot=boot, seed=seed)
+        out[source] = res
+    return out
+
+
 def _intervals_line(intervals: dict) -> str:
     """``SPN - coarse: IoU +1.20 [0.40, 2.10], mBA ...; SPN - densecrf: ...`` (points)."""
     parts = []
@@ -387,6 +412,14 @@ def zero_shot_markdown(results: dict) -> str:
             lines.append(markdown_table(["method", "IoU %", "boundary IoU %", "mBA %", "s / object"], rows))
             if res.get("intervals"):
                 lines.append(_intervals_line(res["intervals"]) + "\n")
+    for source, res in results.get("pooled", {}).items():
+        rows = [[m, _pct(s["iou"]), _pct(s["boundary_iou"]), _pct(s["mba"])] for m, s in res["scores"].items()]
+        draws = res.get("draws", 1)
+        lines.append(f"**all sets pooled ({', '.join(res['sets'])}), coarse {source}** "
+                     f"({count_objects(res['objects'])}" + (f", {draws} draws each" if draws > 1 else "") + ")\n")
+        lines.append(markdown_table(["method", "IoU %", "boundary IoU %", "mBA %"], rows))
+        if res.get("intervals"):
+            lines.append(_intervals_line(res["intervals"]) + "\n")
     return "\n".join(lines)
 
 
@@ -463,6 +496,7 @@ def run_zero_shot(cfg: ZeroShotConfig, datasets: dict | None = None, refiner=Non
                                                     boot=cfg.boot, seed=cfg.seed)
             candidates += [(f"{name} / {source} / {k[1].get('name', k[0])}", k) for k in res.pop("_masks", [])]
             results["sets"][name][source] = res
+    results["pooled"] = pooled_scores(results, cfg.boot, cfg.seed) if len(datasets) > 1 else {}
     results["seconds"] = time.perf_counter() - t0
     fig = _figure(candidates, out / "zero_shot.png", cfg.figure_rows) if cfg.figure_rows else None
     results["figure"] = str(fig) if fig is not None else None
