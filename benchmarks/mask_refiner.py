@@ -17,6 +17,9 @@ and its speed.
     python benchmarks/mask_refiner.py local --source /work/corpus --scale 2.25 --items 16
     # inference settings (reach, flip) on held-out composites
     python benchmarks/mask_refiner.py variants --source corpus --reaches 0 0.05 0.1 0.2 --flips
+    # a logit bias on the refiner's output; objects that fill the photo, at two pass scales
+    python benchmarks/mask_refiner.py bias --source corpus --seed 1 --items 96 --near 0.16666666666666666
+    python benchmarks/mask_refiner.py fill --source corpus --seed 2 --items 96
     # whole-photo inference against object-centred crops, objects shrunk 1, 2 and 4 times
     python benchmarks/mask_refiner.py small --source /work/corpus --items 24 --scales 1 0.5 0.25
 
@@ -336,6 +339,108 @@ def cmd_variants(args) -> dict:
     return out
 
 
+def _means(rows: list[dict]) -> dict:
+    return {m: sum(x[m] for x in rows) / len(rows) for m in ("iou", "boundary_iou", "mba")}
+
+
+def _print_means(out: dict) -> None:
+    for k, v in out.items():
+        if isinstance(v, dict):
+            print(f"{k:22s} IoU {v['iou']:.4f} bIoU {v['boundary_iou']:.4f} mBA {v['mba']:.4f}", file=sys.stderr)
+
+
+def cmd_bias(args) -> dict:
+    """A logit bias ``b`` (the refiner's probability ``sigmoid(logit - b)``) on held-out
+    composites: IoU, boundary IoU and mBA per ``b``, with the coarse input's."""
+    from spn.data.composites import CompositeDataset
+    from spn.evaluation_mask import mask_scores
+
+    torch.set_num_threads(args.threads)
+    ref = _refiner(args)
+    held = CompositeDataset(args.source, split="val", length=args.items, seed=args.seed, **_near(args))
+    bias = [0.0]
+    hook = ref.model.register_forward_hook(lambda module, inputs, output: output - bias[0])
+    rows = {"coarse": [], **{f"b={b:g}": [] for b in args.biases}}
+    errors = {k: [0, 0] for k in rows}  # false positive and missed pixels
+    try:
+        for i in range(len(held)):
+            it = held[i]
+            gt, c = it["mask"], it["coarse"][0]
+            preds = {"coarse": c >= 0.5}
+            for b in args.biases:
+                bias[0] = b
+                preds[f"b={b:g}"] = torch.from_numpy(ref.refine_proba(it["image"], c)) >= 0.5
+            for k, pred in preds.items():
+                rows[k].append(mask_scores(pred, gt))
+                errors[k][0] += int((pred & (gt != 1)).sum())
+                errors[k][1] += int((~pred & (gt == 1)).sum())
+    finally:
+        hook.remove()
+    out = {"items": len(held), "source": args.source, "seed": args.seed,
+           **{k: {**_means(r), "false_positives": errors[k][0], "missed": errors[k][1]} for k, r in rows.items()}}
+    _print_means(out)
+    return out
+
+
+def _fill_item(item: dict, rng) -> tuple:
+    """A composite cropped to its object's box plus 2 to 15 % of the box's side on each side
+    (clamped): an object that fills the photo. ``(image, coarse, target)`` or None (no object)."""
+    t = item["mask"]
+    ys, xs = torch.nonzero((t == 1).any(1)).flatten(), torch.nonzero((t == 1).any(0)).flatten()
+    if len(ys) == 0:
+        return None
+    y0, y1, x0, x1 = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+    g = rng.uniform(0.02, 0.15)
+    dy, dx = int(g * (y1 - y0)), int(g * (x1 - x0))
+    y0, y1, x0, x1 = max(0, y0 - dy), min(t.shape[0], y1 + dy), max(0, x0 - dx), min(t.shape[1], x1 + dx)
+    return item["image"][:, y0:y1, x0:x1], item["coarse"][0][y0:y1, x0:x1], t[y0:y1, x0:x1]
+
+
+def _object_scale_proba(ref, image, coarse) -> np.ndarray:
+    """The refiner's object-centred pass with its scale set by the crop before it is clamped to the
+    photo (the object at the scale of an unclamped crop), instead of the clamped crop's side."""
+    import math
+
+    from spn.inference_mask import crop_box, refine_crop
+
+    fg = coarse >= 0.5
+    ys, xs = torch.nonzero(fg.any(1)).flatten(), torch.nonzero(fg.any(0)).flatten()
+    side = max(int(ys[-1]) - int(ys[0]) + 1, int(xs[-1]) - int(xs[0]) + 1)
+    full = side + 2 * max(ref.min_context, int(math.ceil(ref.context * side)))
+    box = crop_box(fg, ref.context, ref.min_context)
+    size = max(16, round(ref.crop_size * max(box[1] - box[0], box[3] - box[2]) / full))
+    with torch.no_grad():
+        return refine_crop(ref.model, image, coarse, box, size, ref.reach, ref.flip, ref.keep,
+                           ref.confidence).numpy()
+
+
+def cmd_fill(args) -> dict:
+    """Objects that fill the photo (held-out composites cropped to the object): the refiner as
+    shipped against its pass at the scale of an unclamped crop (:func:`_object_scale_proba`)."""
+    from spn.data.composites import CompositeDataset
+    from spn.evaluation_mask import mask_scores
+
+    torch.set_num_threads(args.threads)
+    ref = _refiner(args)
+    held = CompositeDataset(args.source, split="val", length=args.items, seed=args.seed, **_near(args))
+    rng = np.random.default_rng([args.seed, 99])
+    rows = {"coarse": [], "shipped": [], "object_scale": []}
+    for i in range(len(held)):
+        got = _fill_item(held[i], rng)
+        if got is None:
+            continue
+        image, c, gt = got
+        if not bool((c >= 0.5).any()) or bool((c >= 0.5).all()):
+            continue
+        rows["coarse"].append(mask_scores(c >= 0.5, gt))
+        rows["shipped"].append(mask_scores(torch.from_numpy(ref.refine_proba(image, c)) >= 0.5, gt))
+        rows["object_scale"].append(mask_scores(torch.from_numpy(_object_scale_proba(ref, image, c)) >= 0.5, gt))
+    out = {"items": len(rows["coarse"]), "source": args.source, "seed": args.seed,
+           **{k: _means(r) for k, r in rows.items()}}
+    _print_means(out)
+    return out
+
+
 def cmd_export(args) -> dict:
     """Write the weights of run ``--checkpoint`` (float16) with the default inference settings."""
     from spn.inference_mask import MaskRefiner, save_weights
@@ -353,7 +458,7 @@ def cmd_export(args) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("eval", "speed", "speed-settings", "export", "tune-crf", "local", "small", "variants"):
+    for name in ("eval", "speed", "speed-settings", "export", "tune-crf", "local", "small", "variants", "bias", "fill"):
         p = sub.add_parser(name)
         p.add_argument("--source", default="skimage", help="photos: skimage or a folder with splits/")
         p.add_argument("--checkpoint", default=None, help="a run of spn train --task mask (default: shipped)")
@@ -387,6 +492,10 @@ def main(argv=None) -> int:
     va.add_argument("--items", type=int, default=48, help="held-out composites")
     va.add_argument("--reaches", type=float, nargs="+", default=[0, 0.05, 0.1, 0.2], help="0: no reach limit")
     va.add_argument("--flips", action="store_true", help="each reach with and without flip")
+    bi = sub.choices["bias"]
+    bi.add_argument("--items", type=int, default=96, help="held-out composites")
+    bi.add_argument("--biases", type=float, nargs="+", default=[-0.5, 0.0, 0.5, 1.0, 1.5])
+    sub.choices["fill"].add_argument("--items", type=int, default=96, help="held-out composites")
     for sp in (sub.choices["speed"], sub.choices["speed-settings"]):
         sp.add_argument("--sizes", nargs="+", default=["1000x1000", "2160x3840"])
         sp.add_argument("--repeats", type=int, default=5)
@@ -394,7 +503,8 @@ def main(argv=None) -> int:
     sp.add_argument("--whole-photo", action="store_true", help="time the whole-photo path (crop=False)")
     args = ap.parse_args(argv)
     cmds = {"eval": cmd_eval, "speed": cmd_speed, "export": cmd_export, "tune-crf": cmd_tune_crf, "local": cmd_local,
-            "small": cmd_small, "variants": cmd_variants, "speed-settings": cmd_speed_settings}
+            "small": cmd_small, "variants": cmd_variants, "speed-settings": cmd_speed_settings, "bias": cmd_bias,
+            "fill": cmd_fill}
     res = cmds[args.cmd](args)
     text = json.dumps(res, indent=2, default=str)
     if args.out and args.cmd != "export":
