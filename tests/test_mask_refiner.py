@@ -118,6 +118,23 @@ def test_near_masks_keep_the_boundary_within_a_few_pixels():
         CompositeDataset(photos=photos, size=48, near=0.9)
 
 
+def test_large_share_makes_cutouts_fill_the_frame():
+    # a 16 x 24 opaque rectangle as the only cut-out: by default it covers 3 to 45 % of the frame
+    # (less where it leaves it); with large=1 every cut-out object covers 45 to 90 %, centred in
+    # the frame's middle, so about half the composites (those with a cut-out) are mostly object
+    photos = [torch.rand(3, 80, 90, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    c = torch.zeros(4, 20, 30, dtype=torch.uint8)
+    c[:, 2:18, 3:27] = 255
+
+    def filling(large):
+        ds = CompositeDataset(photos=photos, cutouts=[c], size=64, length=40, seed=3, large=large)
+        return sum(float((ds[i]["mask"] == 1).float().mean()) >= 0.4 for i in range(40))
+
+    assert filling(0.0) <= 2 and filling(1.0) >= 10
+    with pytest.raises(ValueError, match="large"):
+        CompositeDataset(photos=photos, size=48, large=1.5)
+
+
 def test_object_alpha_is_antialiased():
     a = object_alpha(np.random.default_rng(2), (48, 48))
     frac = float((a >= 0.5).float().mean())

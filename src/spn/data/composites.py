@@ -9,7 +9,8 @@ Every sample is made, deterministically from a seed, out of real photographs (a
   ``tuxpaint-stamps-default``, :mod:`spn.data.cutouts`), one time in two a real object cut out
   by hand (:func:`place_cutout`: its own texture and its human-made alpha, scaled to cover 3 to
   45 % of the frame, flipped, placed anywhere with its centre inside, so it may leave the
-  frame); otherwise a procedural shape, as follows;
+  frame; with ``large``, a share, that share of them covers 45 to 90 % of it, centred in its
+  middle 40 %: an object that fills the photo); otherwise a procedural shape, as follows;
 - **object shape** (:func:`object_alpha`): a smooth star-shaped blob, a polygon with sharp
   corners, a union of two or three of them, or a region of another photo (its blurred luminance
   above a random level, inside a random ellipse); then thin parts (lines 1-5 pixels wide, bent
@@ -63,8 +64,8 @@ from .base import check_index
 from .coarse import gaussian_blur
 from .patches import CropSampler
 
-__all__ = ["NEAR", "near_mask", "CompositeDataset", "CompositePatches", "compose", "dilate", "erode", "object_alpha",
-           "mask_iou", "perturb_mask", "place_cutout", "resample_blocky", "SPLIT_CODES"]
+__all__ = ["LARGE", "NEAR", "near_mask", "CompositeDataset", "CompositePatches", "compose", "dilate", "erode",
+           "object_alpha", "mask_iou", "perturb_mask", "place_cutout", "resample_blocky", "SPLIT_CODES"]
 
 #: the split's number in the seed of its items (train and val never share a stream)
 SPLIT_CODES = {"train": 1, "val": 2, "test": 3, "all": 4}
@@ -73,6 +74,9 @@ SUPERSAMPLE = 4
 #: ``near=1/6`` was tried for the shipped refiner: it kept right boundaries better but refined
 #: wrong ones worse, and scored lower on held-out composites (docs/mask-refiner.md)
 NEAR = 0.0
+#: the default share of cut-out objects that fill the frame (45 to 90 % of it, :data:`LARGE_COVER`): none
+LARGE = 0.0
+LARGE_COVER = (0.45, 0.9)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -422,21 +426,31 @@ class _OneThread:
             torch.set_num_threads(self.n)
 
 
-def compose(rng: np.random.Generator, photos, size, cutouts=(), near: float = NEAR) -> dict:
+def compose(rng: np.random.Generator, photos, size, cutouts=(), near: float = NEAR, large: float = LARGE) -> dict:
     """One composite of size ``size = (H, W)`` from the list of photos ``(3, h, w)`` (and of
     cut-outs ``(4, h, w)``, :func:`place_cutout`): ``{"image", "coarse" (1, H, W), "mask" (H, W)
     int64, "alpha" (H, W)}`` (see the module docstring). ``near``: the share of nearly exact
-    coarse masks (:func:`near_mask`; default :data:`NEAR`, none)."""
+    coarse masks (:func:`near_mask`; default :data:`NEAR`, none). ``large``: the share of cut-out
+    objects that cover :data:`LARGE_COVER` of the frame (default :data:`LARGE`, none; 0 draws the
+    same composites as before it existed)."""
     with _OneThread():
-        return _compose(rng, photos, size, cutouts, near)
+        return _compose(rng, photos, size, cutouts, near, large)
 
 
-def _object(rng: np.random.Generator, photos, size, i: int, cutouts) -> tuple[torch.Tensor, torch.Tensor]:
+def _object(rng: np.random.Generator, photos, size, i: int, cutouts,
+            large: float = LARGE) -> tuple[torch.Tensor, torch.Tensor]:
     """The object's ``(texture (3, H, W), alpha (H, W))``: a cut-out or a procedural shape."""
     n = len(photos)
     if len(cutouts) and rng.random() < 0.5:
+        # no draw when large is 0: the stream (and every composite) stays as it was without it
+        big = large > 0 and rng.random() < large
+        H, W = size
         for _ in range(6):
-            fg, alpha = place_cutout(rng, cutouts, size)
+            if big:  # centred in the middle 40 % of the frame: an object that fills the photo
+                centre = (rng.uniform(0.3, 0.7) * H, rng.uniform(0.3, 0.7) * W)
+                fg, alpha = place_cutout(rng, cutouts, size, centre=centre, cover=LARGE_COVER)
+            else:
+                fg, alpha = place_cutout(rng, cutouts, size)
             if float((alpha >= 0.5).float().mean()) >= 0.02:
                 return fg, alpha
     alpha = None
@@ -451,11 +465,11 @@ def _object(rng: np.random.Generator, photos, size, i: int, cutouts) -> tuple[to
     return _crop(rng, photos[int(rng.integers(n))], size), alpha
 
 
-def _compose(rng: np.random.Generator, photos, size, cutouts=(), near: float = NEAR) -> dict:
+def _compose(rng: np.random.Generator, photos, size, cutouts=(), near: float = NEAR, large: float = LARGE) -> dict:
     n = len(photos)
     i = int(rng.integers(n))
     bg = _crop(rng, photos[i], size)
-    fg, alpha = _object(rng, photos, size, i, cutouts)
+    fg, alpha = _object(rng, photos, size, i, cutouts, large)
     fg = _texture(rng, fg, bg, alpha)
     behind, front = _others(rng, cutouts, alpha, bg) if len(cutouts) and rng.random() < 0.5 else ([], [])
     for ofg, oa in behind:
@@ -543,6 +557,8 @@ class CompositeDataset(Dataset):
             split when it is a corpus folder holding some (:func:`spn.data.cutouts.load_cutouts`).
         max_side: photos of a source are stored as uint8, shrunk to at most this many pixels.
         near: the share of nearly exact coarse masks (:func:`near_mask`; default :data:`NEAR`).
+        large: the share of cut-out objects that fill the frame (:data:`LARGE_COVER` of it; default
+            :data:`LARGE`).
 
     Shape:
         - item["image"]: ``(3, H, W)``; item["coarse"]: ``(1, H, W)``; item["mask"]: ``(H, W)``
@@ -555,7 +571,7 @@ class CompositeDataset(Dataset):
 
     def __init__(self, source="skimage", split: str = "train", size=(384, 512), length: int | None = None,
                  seed: int = 0, photos=None, on_corrupt: str = "error", coarse=None, max_side: int = 1024,
-                 cutouts=None, near: float = NEAR):
+                 cutouts=None, near: float = NEAR, large: float = LARGE):
         if coarse not in (None, "none"):
             raise ValueError(f"composites make their own coarse masks; got coarse source {coarse!r}")
         self.size = _check_size(size)
@@ -582,6 +598,9 @@ class CompositeDataset(Dataset):
         if isinstance(near, bool) or not isinstance(near, (int, float)) or not 0 <= near <= 5 / 6:
             raise ValueError(f"near must be a share in [0, 5/6], got {near!r}")
         self.near = float(near)
+        if isinstance(large, bool) or not isinstance(large, (int, float)) or not 0 <= large <= 1:
+            raise ValueError(f"large must be a share in [0, 1], got {large!r}")
+        self.large = float(large)
 
     def __len__(self) -> int:
         return self.length
@@ -590,7 +609,7 @@ class CompositeDataset(Dataset):
         return {"dataset": type(self).__name__, "source": self.source, "split": self.split,
                 "size": self.length, "item_size": list(self.size), "photos": len(self.photos),
                 "photo_names": list(self.names), "cutouts": len(self.cutouts), "seed": self.seed, "near": self.near,
-                "num_classes": 2}
+                "large": self.large, "num_classes": 2}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -598,7 +617,7 @@ class CompositeDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         index = check_index(index, self.length, "composites")
         rng = np.random.default_rng([self.seed, SPLIT_CODES.get(self.split, 9), self.epoch, index])
-        item = compose(rng, self.photos, self.size, self.cutouts, self.near)
+        item = compose(rng, self.photos, self.size, self.cutouts, self.near, self.large)
         item.pop("alpha")
         item["name"] = f"composite-{self.split}-{index:05d}"
         return item
@@ -633,7 +652,8 @@ class CompositePatches(CropSampler):
     def __getitem__(self, index: int) -> dict:
         index = check_index(index, len(self), "patches")
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        item = compose(rng, self.base.photos, (self.size, self.size), self.base.cutouts, self.base.near)
+        item = compose(rng, self.base.photos, (self.size, self.size), self.base.cutouts, self.base.near,
+                       self.base.large)
         item.pop("alpha")
         item["name"] = f"composite-e{self.epoch}-{index}"
         return item
