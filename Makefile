@@ -53,7 +53,7 @@ eval-deps: $(STAMP)
 	$(PIP) install -q --no-deps mediapipe==0.10.14
 
 zero-shot: eval-deps
-	$(PY) benchmarks/mask_zero_shot.py --out runs/mask_zero_shot
+	$(PY) benchmarks/mask_zero_shot.py --draws 5 --out runs/mask_zero_shot
 
 # two jobs: the default run (it fails if the compiled kernels are missing, unless
 # SPN_ALLOW_REFERENCE_ONLY=1), then the Triton kernels in Triton's interpreter, which must be
