@@ -245,13 +245,20 @@ def _object_scores(pred: torch.Tensor, target: torch.Tensor) -> dict:
             "boundary_iou": m["boundary_iou"], "mba": m["mba"]}
 
 
-def _summary(rows: list[dict]) -> dict:
-    inter, union = sum(r["intersection"] for r in rows), sum(r["union"] for r in rows)
-    out = {"iou": inter / union if union else float("nan"), "objects": len(rows)}
-    for k in ("boundary_iou", "mba"):
-        vals = [r[k] for r in rows if not math.isnan(r[k])]
-        out[k] = sum(vals) / len(vals) if vals else float("nan")
-    return out
+def _score_of(rows: list[dict], key: str) -> float:
+    """``key`` of the summary of per-object rows (IoU: summed intersections over summed unions;
+    the other scores: means over the rows, NaN left out)."""
+    if key == "iou":
+        union = sum(r["union"] for r in rows)
+        return sum(r["intersection"] for r in rows) / union if union else float("nan")
+    vals = [r[key] for r in rows if not math.isnan(r[key])]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def _summary(rows: list[dict], objects: int | None = None) -> dict:
+    """IoU, boundary IoU and mBA of per-object rows, and ``objects`` (default: the rows)."""
+    return {"iou": _score_of(rows, "iou"), "objects": len(rows) if objects is None else objects,
+            **{k: _score_of(rows, k) for k in ("boundary_iou", "mba")}}
 
 
 #: the coarse sources that depend on the seed (the others give the same mask at every draw)
@@ -294,21 +301,12 @@ def score_set(dataset, source: str, methods: dict, seed: int, limit: int | None 
         if keep and r == 0:
             kept.append((i, item, coarse, masks))
     objects = len({o["index"] for o in per_object})
-    scores = {m: {**_summary(r), "objects": objects} for m, r in rows.items()}
+    scores = {m: _summary(r, objects) for m, r in rows.items()}
     out = {"objects": objects, "draws": d, "scores": scores,
            "per_object": per_object, "seconds": {m: t / d for m, t in secs.items()}}
     if keep:
         out["_masks"] = kept
     return out
-
-
-def _score_of(rows: list[dict], key: str) -> float:
-    """``key`` of the summary of per-object rows (IoU: summed intersections over summed unions)."""
-    if key == "iou":
-        union = sum(r["union"] for r in rows)
-        return sum(r["intersection"] for r in rows) / union if union else float("nan")
-    vals = [r[key] for r in rows if not math.isnan(r[key])]
-    return sum(vals) / len(vals) if vals else float("nan")
 
 
 def paired_intervals(per_object: list[dict], method: str, peers, keys=("iou", "mba"), boot: int = 2000,
@@ -358,6 +356,15 @@ def count_objects(n: int) -> str:
     return f"{n} object{'' if n == 1 else 's'}"
 
 
+def _spn_intervals(per_object: list[dict], methods, boot: int, seed: int) -> dict | None:
+    """:func:`paired_intervals` of the SPN against every other method (None: no SPN, no other
+    method, or ``boot`` 0)."""
+    peers = [m for m in methods if m != "spn"]
+    if "spn" not in methods or not peers or boot <= 0:
+        return None
+    return paired_intervals(per_object, "spn", peers, boot=boot, seed=seed)
+
+
 def pooled_scores(results: dict, boot: int = 2000, seed: int = 0) -> dict:
     """Per coarse source, every set's objects pooled into one: ``{source: {"sets", "objects",
     "draws", "scores", "intervals"}}`` (IoU summed over all of them, the others averaged over them;
@@ -376,9 +383,10 @@ def pooled_scores(results: dict, boot: int = 2000, seed: int = 0) -> dict:
         methods = [m for m in results["sets"][p["sets"][0]][source]["scores"]]
         objects = len({o["index"] for o in rows})
         res = {"sets": p["sets"], "objects": objects, "draws": p["draws"],
-               "scores": {m: {**_summary([o[m] for o in rows]), "objects": objects} for m in methods}}
-        if "spn" in methods and len(methods) > 1 and boot > 0:
-            res["intervals"] = paired_intervals(rows, "spn", [m for m in methods if m != "spn"], boot=boot, seed=seed)
+               "scores": {m: _summary([o[m] for o in rows], objects) for m in methods}}
+        intervals = _spn_intervals(rows, methods, boot, seed)
+        if intervals is not None:
+            res["intervals"] = intervals
         out[source] = res
     return out
 
@@ -395,9 +403,8 @@ def _intervals_line(intervals: dict) -> str:
 
 
 def zero_shot_markdown(results: dict) -> str:
-    """One table per set and coarse source: a row per method, IoU / boundary IoU / mBA in %."""
-    from spn.viz.report import markdown_table
-
+    """One table per set and coarse source (then one per coarse source, every set pooled): a row
+    per method, IoU / boundary IoU / mBA in %, and the SPN's differences with their intervals."""
     lines = []
     for name, by_source in results["sets"].items():
         for source, res in by_source.items():
@@ -406,21 +413,23 @@ def zero_shot_markdown(results: dict) -> str:
                 continue
             rows = [[m, _pct(s["iou"]), _pct(s["boundary_iou"]), _pct(s["mba"]),
                      f"{res['seconds'][m] / max(res['objects'], 1):.3f}"] for m, s in res["scores"].items()]
-            draws = res.get("draws", 1)
-            lines.append(f"**{name}, coarse {source}** ({count_objects(res['objects'])}"
-                         + (f", {draws} draws each" if draws > 1 else "") + ")\n")
-            lines.append(markdown_table(["method", "IoU %", "boundary IoU %", "mBA %", "s / object"], rows))
-            if res.get("intervals"):
-                lines.append(_intervals_line(res["intervals"]) + "\n")
+            lines += _block(f"{name}, coarse {source}", res, ["s / object"], rows)
     for source, res in results.get("pooled", {}).items():
         rows = [[m, _pct(s["iou"]), _pct(s["boundary_iou"]), _pct(s["mba"])] for m, s in res["scores"].items()]
-        draws = res.get("draws", 1)
-        lines.append(f"**all sets pooled ({', '.join(res['sets'])}), coarse {source}** "
-                     f"({count_objects(res['objects'])}" + (f", {draws} draws each" if draws > 1 else "") + ")\n")
-        lines.append(markdown_table(["method", "IoU %", "boundary IoU %", "mBA %"], rows))
-        if res.get("intervals"):
-            lines.append(_intervals_line(res["intervals"]) + "\n")
+        lines += _block(f"all sets pooled ({', '.join(res['sets'])}), coarse {source}", res, [], rows)
     return "\n".join(lines)
+
+
+def _block(title: str, res: dict, extra: list, rows: list) -> list[str]:
+    """A table's heading (objects, draws), the table and the line of the SPN's intervals."""
+    from spn.viz.report import markdown_table
+
+    draws = res.get("draws", 1)
+    out = [f"**{title}** ({count_objects(res['objects'])}" + (f", {draws} draws each" if draws > 1 else "") + ")\n",
+           markdown_table(["method", "IoU %", "boundary IoU %", "mBA %", *extra], rows)]
+    if res.get("intervals"):
+        out.append(_intervals_line(res["intervals"]) + "\n")
+    return out
 
 
 def _crop_box(mask: torch.Tensor, grow: float = 0.5, min_side: int = 48) -> tuple[int, int, int, int]:
@@ -491,9 +500,9 @@ def run_zero_shot(cfg: ZeroShotConfig, datasets: dict | None = None, refiner=Non
                 results["sets"][name][source] = {"skipped": why}
                 continue
             res = score_set(ds, source, methods, cfg.seed, cfg.limit, keep=cfg.figure_rows > 0, draws=cfg.draws)
-            if "spn" in methods and len(methods) > 1 and cfg.boot > 0:
-                res["intervals"] = paired_intervals(res["per_object"], "spn", [m for m in methods if m != "spn"],
-                                                    boot=cfg.boot, seed=cfg.seed)
+            intervals = _spn_intervals(res["per_object"], methods, cfg.boot, cfg.seed)
+            if intervals is not None:
+                res["intervals"] = intervals
             candidates += [(f"{name} / {source} / {k[1].get('name', k[0])}", k) for k in res.pop("_masks", [])]
             results["sets"][name][source] = res
     results["pooled"] = pooled_scores(results, cfg.boot, cfg.seed) if len(datasets) > 1 else {}
