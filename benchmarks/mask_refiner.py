@@ -307,6 +307,16 @@ def cmd_small(args) -> dict:
     return out
 
 
+def _means(rows: list[dict]) -> dict:
+    return {m: sum(x[m] for x in rows) / len(rows) for m in ("iou", "boundary_iou", "mba")}
+
+
+def _print_means(out: dict) -> None:
+    for k, v in out.items():
+        if isinstance(v, dict):
+            print(f"{k:22s} IoU {v['iou']:.4f} bIoU {v['boundary_iou']:.4f} mBA {v['mba']:.4f}", file=sys.stderr)
+
+
 def cmd_variants(args) -> dict:
     """The refiner's inference settings (``reach``, ``flip``) on the held-out composites: IoU,
     boundary IoU and mBA per setting, with the coarse input's."""
@@ -331,22 +341,9 @@ def cmd_variants(args) -> dict:
                 continue
             ref.reach, ref.flip = v
             rows[k].append(mask_scores(torch.from_numpy(ref.refine_proba(it["image"], c)) >= 0.5, gt))
-    out = {"items": len(held), "source": args.source}
-    for k, r in rows.items():
-        out[k] = {m: sum(x[m] for x in r) / len(r) for m in ("iou", "boundary_iou", "mba")}
-        print(f"{k:22s} IoU {out[k]['iou']:.4f} bIoU {out[k]['boundary_iou']:.4f} mBA {out[k]['mba']:.4f}",
-              file=sys.stderr)
+    out = {"items": len(held), "source": args.source, **{k: _means(r) for k, r in rows.items()}}
+    _print_means(out)
     return out
-
-
-def _means(rows: list[dict]) -> dict:
-    return {m: sum(x[m] for x in rows) / len(rows) for m in ("iou", "boundary_iou", "mba")}
-
-
-def _print_means(out: dict) -> None:
-    for k, v in out.items():
-        if isinstance(v, dict):
-            print(f"{k:22s} IoU {v['iou']:.4f} bIoU {v['boundary_iou']:.4f} mBA {v['mba']:.4f}", file=sys.stderr)
 
 
 def cmd_bias(args) -> dict:

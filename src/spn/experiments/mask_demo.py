@@ -6,8 +6,8 @@ A fast subset of :mod:`spn.experiments.mask_zero_shot`: the mask sets of
 ``imgaug`` and ``labelme-toolkit``), coarse masks from the training perturbations
 (:func:`spn.data.composites.perturb_mask`, fixed seeds), scored by foreground IoU (summed over
 the set), boundary IoU and mBA. Writes ``report.md``, ``zero_shot.json``, ``zero_shot.md`` and
-``zero_shot.png`` into ``cfg.out``. About 24 s on 2 idle cores. ``benchmarks/mask_zero_shot.py`` runs the whole evaluation
-(GrabCut's and mediapipe's coarse masks, the guided filter).
+``zero_shot.png`` into ``cfg.out``. About 24 s on 2 idle cores. ``benchmarks/mask_zero_shot.py``
+runs the whole evaluation (GrabCut's and mediapipe's coarse masks, the guided filter).
 
 Example:
     >>> from spn.experiments.mask_demo import MaskDemoConfig
