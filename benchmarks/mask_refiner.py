@@ -440,7 +440,7 @@ def cmd_fill(args) -> dict:
 
 def cmd_export(args) -> dict:
     """Write the weights of run ``--checkpoint`` (float16) with the default inference settings."""
-    from spn.inference_mask import MaskRefiner, save_weights
+    from spn.inference_mask import save_weights
 
     ref = _refiner(args)
     settings = {"global_size": ref.global_size, "tile": ref.tile, "margin": ref.margin, "band": ref.band,
