@@ -75,8 +75,8 @@ SUPERSAMPLE = 4
 #: wrong ones worse, and scored lower on held-out composites (docs/mask-refiner.md)
 NEAR = 0.0
 #: the default share of cut-out objects that fill the frame (45 to 90 % of it, :data:`LARGE_COVER`): none.
-#: ``large=0.25`` was tried (10000 steps): better on objects that fill the photo, worse on the
-#: held-out composites (docs/mask-refiner.md)
+#: ``large=0.25`` (10000 steps) and ``large=0.1`` (16000 steps) were tried: better on objects that
+#: fill the photo, worse on the held-out composites (docs/mask-refiner.md)
 LARGE = 0.0
 LARGE_COVER = (0.45, 0.9)
 
