@@ -20,6 +20,9 @@ and its speed.
     # a logit bias on the refiner's output; objects that fill the photo, at two pass scales
     python benchmarks/mask_refiner.py bias --source corpus --seed 1 --items 96 --near 0.16666666666666666
     python benchmarks/mask_refiner.py fill --source corpus --seed 2 --items 96
+    # a second run's weights for masks that cover >= 45 % of the photo (MaskRefiner(large_model=)),
+    # on the 48 held-out composites and on frame-filling ones (seed 6)
+    python benchmarks/mask_refiner.py gate --source corpus --checkpoint RUN --large-checkpoint RUN2 --seed 6
     # whole-photo inference against object-centred crops, objects shrunk 1, 2 and 4 times
     python benchmarks/mask_refiner.py small --source /work/corpus --items 24 --scales 1 0.5 0.25
 
@@ -438,6 +441,49 @@ def cmd_fill(args) -> dict:
     return out
 
 
+def cmd_gate(args) -> dict:
+    """Weights per object: run ``--checkpoint`` for most masks, ``--large-checkpoint`` for masks that
+    cover at least ``--large-cover`` of the photo (``MaskRefiner(large_model=...)``), against each
+    run alone, on the held-out composites (seed 0, ``--held-items``) and on frame-filling ones
+    (:func:`_fill_item`; seed ``--seed``, ``--items``)."""
+    from spn.data.composites import CompositeDataset
+    from spn.evaluation_mask import mask_scores
+    from spn.inference_mask import MaskRefiner
+
+    torch.set_num_threads(args.threads)
+    base = _refiner(args)
+    large = MaskRefiner.from_checkpoint(args.large_checkpoint, reach=base.reach, flip=base.flip, keep=base.keep,
+                                        confidence=base.confidence)
+    gated = MaskRefiner(base.model, reach=base.reach, flip=base.flip, keep=base.keep, confidence=base.confidence,
+                        large_model=large.model, large_cover=args.large_cover)
+    methods = {"base": base, "large": large, "gated": gated}
+
+    def score(items) -> dict:
+        rows = {"coarse": [], **{k: [] for k in methods}}
+        n_large = 0
+        for image, c, gt in items:
+            fg = c >= 0.5
+            if not bool(fg.any()) or bool(fg.all()):
+                continue
+            n_large += float(fg.float().mean()) >= args.large_cover
+            rows["coarse"].append(mask_scores(fg, gt))
+            for k, r in methods.items():
+                rows[k].append(mask_scores(torch.from_numpy(r.refine_proba(image, c)) >= 0.5, gt))
+        out = {"items": len(rows["coarse"]), "large_masks": n_large, **{k: _means(r) for k, r in rows.items()}}
+        _print_means(out)
+        return out
+
+    held = CompositeDataset(args.source, split="val", length=args.held_items, seed=0, **_near(args))
+    print(f"held-out composites (seed 0, {args.held_items})", file=sys.stderr)
+    res_held = score((it["image"], it["coarse"][0], it["mask"]) for it in (held[i] for i in range(len(held))))
+    fill = CompositeDataset(args.source, split="val", length=args.items, seed=args.seed, **_near(args))
+    rng = np.random.default_rng([args.seed, 99])
+    print(f"frame-filling composites (seed {args.seed}, {args.items})", file=sys.stderr)
+    res_fill = score(x for x in (_fill_item(fill[i], rng) for i in range(len(fill))) if x is not None)
+    return {"source": args.source, "seed": args.seed, "large_cover": args.large_cover, "refiner": repr(gated),
+            "held_out": res_held, "fill": res_fill}
+
+
 def cmd_export(args) -> dict:
     """Write the weights of run ``--checkpoint`` (float16) with the default inference settings."""
     from spn.inference_mask import save_weights
@@ -455,7 +501,8 @@ def cmd_export(args) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("eval", "speed", "speed-settings", "export", "tune-crf", "local", "small", "variants", "bias", "fill"):
+    for name in ("eval", "speed", "speed-settings", "export", "tune-crf", "local", "small", "variants", "bias", "fill",
+                 "gate"):
         p = sub.add_parser(name)
         p.add_argument("--source", default="skimage", help="photos: skimage or a folder with splits/")
         p.add_argument("--checkpoint", default=None, help="a run of spn train --task mask (default: shipped)")
@@ -493,6 +540,11 @@ def main(argv=None) -> int:
     bi.add_argument("--items", type=int, default=96, help="held-out composites")
     bi.add_argument("--biases", type=float, nargs="+", default=[-0.5, 0.0, 0.5, 1.0, 1.5])
     sub.choices["fill"].add_argument("--items", type=int, default=96, help="held-out composites")
+    ga = sub.choices["gate"]
+    ga.add_argument("--large-checkpoint", required=True, help="the run for masks that fill the photo")
+    ga.add_argument("--large-cover", type=float, default=0.45, help="MaskRefiner(large_cover=...)")
+    ga.add_argument("--items", type=int, default=96, help="frame-filling composites")
+    ga.add_argument("--held-items", type=int, default=48, help="held-out composites (seed 0)")
     for sp in (sub.choices["speed"], sub.choices["speed-settings"]):
         sp.add_argument("--sizes", nargs="+", default=["1000x1000", "2160x3840"])
         sp.add_argument("--repeats", type=int, default=5)
@@ -501,7 +553,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     cmds = {"eval": cmd_eval, "speed": cmd_speed, "export": cmd_export, "tune-crf": cmd_tune_crf, "local": cmd_local,
             "small": cmd_small, "variants": cmd_variants, "speed-settings": cmd_speed_settings, "bias": cmd_bias,
-            "fill": cmd_fill}
+            "fill": cmd_fill, "gate": cmd_gate}
     res = cmds[args.cmd](args)
     text = json.dumps(res, indent=2, default=str)
     if args.out and args.cmd != "export":

@@ -147,3 +147,28 @@ def test_flip_averages_the_mirrored_pass(tiny):
         MaskRefiner(tiny, reach=-1)
     with pytest.raises(ValueError, match="flip"):
         MaskRefiner(tiny, flip="yes")
+
+
+def test_large_model_refines_exactly_the_masks_that_cover_large_cover(tiny):
+    torch.manual_seed(1)
+    other = create_model("mask_refiner", guidance_width=4)
+    with torch.no_grad():
+        other.guidance.head.weight.normal_(0, 1.0)
+    other.eval()
+    img, small = _scene()  # the object covers 32 * 40 / (64 * 80) = 25 % of the photo
+    big = np.zeros_like(small)
+    big[4:60, 6:74] = 1  # 56 * 68 / 5120 = 74 %
+    gated = MaskRefiner(tiny, large_model=other, large_cover=0.45, keep=False)
+    for m, want in ((small, tiny), (big, other)):
+        expect = MaskRefiner(want, keep=False).refine_proba(img, m)
+        np.testing.assert_array_equal(gated.refine_proba(img, m), expect)
+    assert not np.array_equal(MaskRefiner(tiny, keep=False).refine_proba(img, big),
+                              MaskRefiner(other, keep=False).refine_proba(img, big))  # the two differ
+    # the threshold is inclusive: at exactly the mask's share the large model is used
+    at = MaskRefiner(tiny, large_model=other, large_cover=0.25, keep=False).refine_proba(img, small)
+    np.testing.assert_array_equal(at, MaskRefiner(other, keep=False).refine_proba(img, small))
+    for bad in (0, 1.5, float("nan"), True):
+        with pytest.raises(ValueError, match="large_cover"):
+            MaskRefiner(tiny, large_model=other, large_cover=bad)
+    with pytest.raises(TypeError, match="large_model"):
+        MaskRefiner(tiny, large_model=torch.nn.Conv2d(1, 1, 1))

@@ -448,12 +448,20 @@ class MaskRefiner:
         confidence: with ``keep``, a decision of the input is changed only where the pass's
             probability is at least this far from 0.5 (0: wherever it crosses 0.5); an unsure
             pass leaves the input as it is.
+        large_model: a second :class:`~spn.models.mask_refiner.MaskRefinerNet` for objects that
+            fill the photo: a mask whose pixels ``>= 0.5`` cover at least ``large_cover`` of the
+            photo is refined by it, every other mask by ``model`` (None, the default: ``model``
+            for every mask). Meant for weights trained with frame-filling objects
+            (``--data-option large=...``), which are better on such objects and worse on the
+            rest (docs/mask-refiner.md).
+        large_cover: the share of the photo, in (0, 1], from which ``large_model`` is used.
     """
 
     def __init__(self, model: torch.nn.Module, *, global_size: int = 512, tile: int = 256, margin: int = 16,
                  band: float | None = None, crop: bool = True, crop_size: int = 320, context: float = 0.5,
                  min_context: int = 16, reach: float | None = None, flip: bool = False,
-                 keep: bool = True, confidence: float = 0.0, source: str | None = None):
+                 keep: bool = True, confidence: float = 0.0, large_model: torch.nn.Module | None = None,
+                 large_cover: float = 0.45, source: str | None = None):
         if not isinstance(model, MaskRefinerNet):
             raise TypeError(f"MaskRefiner needs a mask_refiner model, got {type(model).__name__} "
                             "(train one with spn train --task mask, or use MaskRefiner.pretrained())")
@@ -478,6 +486,13 @@ class MaskRefiner:
                 or not math.isfinite(confidence) or not 0 <= confidence < 0.5):
             raise ValueError(f"confidence must be a number in [0, 0.5), got {confidence!r}")
         self.reach, self.flip, self.keep, self.confidence = reach, flip, keep, float(confidence)
+        if large_model is not None and not isinstance(large_model, MaskRefinerNet):
+            raise TypeError(f"large_model must be a mask_refiner model or None, got {type(large_model).__name__}")
+        if (isinstance(large_cover, bool) or not isinstance(large_cover, (int, float))
+                or not math.isfinite(large_cover) or not 0 < large_cover <= 1):
+            raise ValueError(f"large_cover must be a number in (0, 1], got {large_cover!r}")
+        self.large_model = None if large_model is None else large_model.eval()
+        self.large_cover = float(large_cover)
         self.source = source or "model"
         self.info: dict = {}
 
@@ -485,7 +500,8 @@ class MaskRefiner:
         return (f"MaskRefiner({self.source}, global_size={self.global_size}, tile={self.tile}, "
                 f"margin={self.margin}, band={self.band}, crop={self.crop}, crop_size={self.crop_size}, "
                 f"context={self.context:g}, min_context={self.min_context}, reach={self.reach}, flip={self.flip}, "
-                f"keep={self.keep}, confidence={self.confidence:g})")
+                f"keep={self.keep}, confidence={self.confidence:g}"
+                + ("" if self.large_model is None else f", large_model=..., large_cover={self.large_cover:g}") + ")")
 
     @classmethod
     def pretrained(cls, **kw) -> "MaskRefiner":
@@ -529,13 +545,15 @@ class MaskRefiner:
                           ": nothing to refine, returned unchanged", stacklevel=2)
             return p.numpy()
         H, W = p.shape
+        large = self.large_model is not None and float(fg.float().mean()) >= self.large_cover
+        model = self.large_model if large else self.model
         box = crop_box(fg, self.context, self.min_context) if self.crop else None
         with torch.no_grad():
             if box is not None and box != (0, H, 0, W):
-                out = refine_crop(self.model, img, p, box, self.crop_size, self.reach, self.flip, self.keep,
+                out = refine_crop(model, img, p, box, self.crop_size, self.reach, self.flip, self.keep,
                                   self.confidence)
             else:
-                out = refine_tiled(self.model, img, p, global_size=self.global_size, tile=self.tile,
+                out = refine_tiled(model, img, p, global_size=self.global_size, tile=self.tile,
                                    margin=self.margin, band=self.band, reach=self.reach, flip=self.flip,
                                    keep=self.keep, confidence=self.confidence)
         return out.numpy()
