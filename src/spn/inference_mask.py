@@ -63,11 +63,13 @@ from spn.image.io import image_from_pil
 from spn.models import create_model
 from spn.models.mask_refiner import MaskRefinerNet
 
-__all__ = ["MaskRefiner", "WEIGHTS_FILE", "as_mask_array", "as_photo_tensor", "crop_box", "load_weights",
-           "refine", "refine_crop", "refine_tiled", "save_weights", "shipped_weights"]
+__all__ = ["LARGE_WEIGHTS_FILE", "MaskRefiner", "WEIGHTS_FILE", "as_mask_array", "as_photo_tensor", "crop_box", "load_weights",
+           "refine", "refine_crop", "refine_tiled", "save_weights", "shipped_large_weights", "shipped_weights"]
 
 #: the shipped weights, inside the package (``spn/weights/``)
 WEIGHTS_FILE = "mask_refiner.safetensors"
+#: the weights the shipped refiner uses for masks that cover most of the photo (``large_model``)
+LARGE_WEIGHTS_FILE = "mask_refiner_large.safetensors"
 #: the inference settings stored beside the weights (:func:`save_weights`) that loading applies
 STORED_SETTINGS = ("global_size", "tile", "margin", "band", "crop_size", "context", "reach", "flip", "keep",
                    "confidence")
@@ -394,14 +396,24 @@ def save_weights(model: MaskRefinerNet, path, settings: dict | None = None, half
     return atomic_write_bytes(path, state_to_bytes(state, meta))
 
 
-def shipped_weights() -> tuple[bytes, str]:
-    """``(bytes, where)`` of the weights shipped in the package (``spn/weights/``; no network);
-    FileNotFoundError naming the file when they are absent."""
-    ref = resources.files("spn").joinpath("weights", WEIGHTS_FILE)
+def _package_weights(name: str) -> tuple[bytes, str]:
+    ref = resources.files("spn").joinpath("weights", name)
     try:
         return ref.read_bytes(), f"{ref}"
     except OSError as exc:
         raise FileNotFoundError(f"the shipped mask refiner weights are missing ({ref}): {exc}") from None
+
+
+def shipped_weights() -> tuple[bytes, str]:
+    """``(bytes, where)`` of the weights shipped in the package (``spn/weights/``; no network);
+    FileNotFoundError naming the file when they are absent."""
+    return _package_weights(WEIGHTS_FILE)
+
+
+def shipped_large_weights() -> tuple[bytes, str]:
+    """``(bytes, where)`` of the shipped weights for masks that cover most of the photo
+    (:data:`LARGE_WEIGHTS_FILE`); FileNotFoundError naming the file when they are absent."""
+    return _package_weights(LARGE_WEIGHTS_FILE)
 
 
 def _check_crop(crop, crop_size, context, min_context) -> None:
@@ -506,8 +518,12 @@ class MaskRefiner:
     @classmethod
     def pretrained(cls, **kw) -> "MaskRefiner":
         """The refiner shipped in the package (``spn/weights/mask_refiner.safetensors``; no network),
-        with the inference settings stored beside its weights (keywords override them)."""
+        with the inference settings stored beside its weights (keywords override them), and
+        ``spn/weights/mask_refiner_large.safetensors`` as its ``large_model`` (``large_model=None``:
+        the first weights for every mask)."""
         data, where = shipped_weights()
+        if "large_model" not in kw:
+            kw["large_model"] = load_weights(*shipped_large_weights())[0]
         return cls.from_weights(data, where, source="pretrained", **kw)
 
     @classmethod
