@@ -76,7 +76,8 @@ SUPERSAMPLE = 4
 NEAR = 0.0
 #: the default share of cut-out objects that fill the frame (45 to 90 % of it, :data:`LARGE_COVER`): none.
 #: ``large=0.25`` (10000 steps) and ``large=0.1`` (16000 steps) were tried: better on objects that
-#: fill the photo, worse on the held-out composites (docs/mask-refiner.md)
+#: fill the photo, worse on the held-out composites; the ``large=0.1`` run is the second shipped
+#: file, used only for masks that cover most of the photo (docs/mask-refiner.md)
 LARGE = 0.0
 LARGE_COVER = (0.45, 0.9)
 
