@@ -414,24 +414,28 @@ def _object_scale_proba(ref, image, coarse) -> np.ndarray:
                            ref.confidence).numpy()
 
 
+def _fill_items(args):
+    """The frame-filling composites of ``--seed`` and ``--items`` (:func:`_fill_item`) whose coarse
+    mask is neither empty nor full: ``(image, coarse, target)`` each."""
+    from spn.data.composites import CompositeDataset
+
+    held = CompositeDataset(args.source, split="val", length=args.items, seed=args.seed, **_near(args))
+    rng = np.random.default_rng([args.seed, 99])
+    for i in range(len(held)):
+        got = _fill_item(held[i], rng)
+        if got is not None and bool((got[1] >= 0.5).any()) and not bool((got[1] >= 0.5).all()):
+            yield got
+
+
 def cmd_fill(args) -> dict:
     """Objects that fill the photo (held-out composites cropped to the object): the refiner as
     shipped against its pass at the scale of an unclamped crop (:func:`_object_scale_proba`)."""
-    from spn.data.composites import CompositeDataset
     from spn.evaluation_mask import mask_scores
 
     torch.set_num_threads(args.threads)
     ref = _refiner(args)
-    held = CompositeDataset(args.source, split="val", length=args.items, seed=args.seed, **_near(args))
-    rng = np.random.default_rng([args.seed, 99])
     rows = {"coarse": [], "shipped": [], "object_scale": []}
-    for i in range(len(held)):
-        got = _fill_item(held[i], rng)
-        if got is None:
-            continue
-        image, c, gt = got
-        if not bool((c >= 0.5).any()) or bool((c >= 0.5).all()):
-            continue
+    for image, c, gt in _fill_items(args):
         rows["coarse"].append(mask_scores(c >= 0.5, gt))
         rows["shipped"].append(mask_scores(torch.from_numpy(ref.refine_proba(image, c)) >= 0.5, gt))
         rows["object_scale"].append(mask_scores(torch.from_numpy(_object_scale_proba(ref, image, c)) >= 0.5, gt))
@@ -476,10 +480,8 @@ def cmd_gate(args) -> dict:
     held = CompositeDataset(args.source, split="val", length=args.held_items, seed=0, **_near(args))
     print(f"held-out composites (seed 0, {args.held_items})", file=sys.stderr)
     res_held = score((it["image"], it["coarse"][0], it["mask"]) for it in (held[i] for i in range(len(held))))
-    fill = CompositeDataset(args.source, split="val", length=args.items, seed=args.seed, **_near(args))
-    rng = np.random.default_rng([args.seed, 99])
     print(f"frame-filling composites (seed {args.seed}, {args.items})", file=sys.stderr)
-    res_fill = score(x for x in (_fill_item(fill[i], rng) for i in range(len(fill))) if x is not None)
+    res_fill = score(_fill_items(args))
     return {"source": args.source, "seed": args.seed, "large_cover": args.large_cover, "refiner": repr(gated),
             "held_out": res_held, "fill": res_fill}
 
