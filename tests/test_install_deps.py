@@ -143,8 +143,8 @@ for m in pkgutil.walk_packages(spn.__path__, "spn."):
         importlib.import_module(m.name)
     except Exception as exc:
         failed[m.name] = f"{type(exc).__name__}: {exc}"
-from spn.data.masksets import MASKSETS, build_maskset
-sets = {name: len(build_maskset(name)) for name in MASKSETS}
+from spn.data.masksets import PRIMARY, build_maskset
+sets = {name: len(build_maskset(name)) for name in PRIMARY}
 from PIL import Image
 from spn.cli import main
 tmp = tempfile.mkdtemp()
@@ -189,8 +189,8 @@ def test_library_and_demo_path_need_only_what_make_install_installs(tmp_path):
     optional = {m: why for m, why in out["failed"].items()
                 if m.startswith("spn.ops.triton.") and "No module named 'triton'" in why}
     assert {m: why for m, why in out["failed"].items() if m not in optional} == {}
-    from spn.data.masksets import MASKSETS
+    from spn.data.masksets import PRIMARY  # the sets of the packages make install installs
 
-    assert set(out["sets"]) == set(MASKSETS) and all(n > 0 for n in out["sets"].values())
+    assert set(out["sets"]) == set(PRIMARY) and all(n > 0 for n in out["sets"].values())
     assert out["refine_rc"] == 0 and out["refined_values"] == [0, 255]
     assert out["demo_methods"][:2] == ["coarse", "spn"]

@@ -240,3 +240,82 @@ def test_installed_labelme_sets_when_present():
     assert tuple(dogs[0]["image"].shape) == (3, 800, 1280)
     labels = [voc[i]["label"] for i in range(len(voc))]
     assert len(labels) == 12 and labels.count("person") == 6 and labels.count("sofa") == 1
+
+
+@pytest.fixture
+def fake_sdist(tmp_path, monkeypatch):
+    """labelme's source archive as PyPI serves it: ``labelme-6.3.1/examples/...`` inside a .tar.gz,
+    one labelme file with its photo embedded, one with the photo beside it (and a later frame that
+    must not be read)."""
+    import base64
+    import hashlib
+    import io
+    import tarfile
+
+    rng = np.random.default_rng(1)
+
+    def png(h, w):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    apc = {"shapes": [_shape("shelf", _rect(0, 0, 5, 4)),           # 24 pixels, 6 of them under the box
+                      _shape("box", _rect(1, 1, 3, 2))],            # 3 x 2 pixels
+           "imagePath": "apc2016_obj3.jpg", "imageData": base64.b64encode(png(5, 7)).decode()}
+    frame = {"shapes": [_shape("track", _rect(0, 0, 1, 1)), _shape("car", _rect(3, 2, 5, 3))],
+             "imagePath": "00000100.jpg", "imageData": None}
+    files = {"examples/tutorial/apc2016_obj3.json": json.dumps(apc).encode(),
+             "examples/video_annotation/data_annotated/00000100.json": json.dumps(frame).encode(),
+             "examples/video_annotation/data_annotated/00000100.jpg": png(4, 6),
+             "examples/video_annotation/data_annotated/00000101.json": json.dumps(frame).encode()}
+    path = tmp_path / "labelme-6.3.1.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for rel, data in files.items():
+            info = tarfile.TarInfo(f"labelme-6.3.1/{rel}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    monkeypatch.setenv("SPN_SDIST_DIR", str(tmp_path))
+    monkeypatch.setitem(ms.SDISTS, "labelme", ("labelme-6.3.1.tar.gz", digest, ms.SDISTS["labelme"][2]))
+    return path
+
+
+def test_labelme_examples_are_read_from_the_archive(fake_sdist):
+    """Both photos (embedded and beside its file), objects in file order, the later frame left out;
+    mask sizes counted by hand from the fixture's rectangles (outline included)."""
+    ds = build_maskset("labelme-examples")
+    assert ds.names == ["apc2016_obj3_00", "apc2016_obj3_01", "00000100_00", "00000100_01"]
+    assert [ds[i]["label"] for i in range(4)] == ["shelf", "box", "track", "car"]
+    assert [int(ds[i]["mask"].sum()) for i in range(4)] == [6 * 5 - 6, 3 * 2, 2 * 2, 3 * 2]
+    assert tuple(ds[0]["image"].shape) == (3, 5, 7) and tuple(ds[2]["image"].shape) == (3, 4, 6)
+    import io
+    import tarfile
+
+    with tarfile.open(fake_sdist) as tar:
+        data = tar.extractfile("labelme-6.3.1/examples/video_annotation/data_annotated/00000100.jpg").read()
+    with Image.open(io.BytesIO(data)) as im:  # the frame's photo is the file beside its JSON
+        assert torch.equal(ds[2]["image"], torch.from_numpy(np.array(im)).permute(2, 0, 1).float() / 255)
+    assert "labelme-examples" not in ms.PRIMARY and "labelme-examples" in ms.EVAL_SETS
+
+
+def test_labelme_archive_missing_or_altered_names_the_download(fake_sdist, tmp_path, monkeypatch):
+    fake_sdist.write_bytes(fake_sdist.read_bytes() + b"\0")
+    with pytest.raises(ValueError, match="not the expected archive.*pip download --no-binary :all: --no-deps labelme==6.3.1"):
+        build_maskset("labelme-examples")
+    monkeypatch.setenv("SPN_SDIST_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match=r"labelme-6\.3\.1\.tar\.gz is missing: pip download"):
+        build_maskset("labelme-examples")
+    with pytest.raises(ValueError, match="valid: labelme"):
+        ms.sdist_file("opencv")
+
+
+def test_installed_labelme_archive_when_present():
+    """With labelme 6.3.1's archive downloaded (make eval-deps): a shelf and 3 products on the APC
+    photo (1210 x 907), 2 trucks and a car on the street frame (1000 x 563), from the JSON files."""
+    try:
+        ds = build_maskset("labelme-examples")
+    except FileNotFoundError:
+        pytest.skip("labelme 6.3.1's source archive is not downloaded (make eval-deps)")
+    labels = [ds[i]["label"] for i in range(len(ds))]
+    assert labels[0] == "shelf" and labels[4:] == ["track", "track", "car"] and len(labels) == 7
+    assert tuple(ds[0]["image"].shape) == (3, 907, 1210) and tuple(ds[4]["image"].shape) == (3, 563, 1000)

