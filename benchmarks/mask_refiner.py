@@ -180,15 +180,17 @@ def cmd_speed(args) -> dict:
 
 
 def cmd_speed_settings(args) -> dict:
-    """The shipped settings against ``keep=False``, ``flip=False`` and ``flip=False, reach=None``,
-    alternated runs on one photo (medians)."""
+    """The shipped settings against ``keep=False``, ``flip=False``, ``flip=False, reach=None``,
+    the first file alone (``large_model=None``) and every mask sent to the second file
+    (``large_cover=1e-6``), alternated runs on one photo (medians)."""
     from spn.inference_mask import MaskRefiner
 
     torch.set_num_threads(args.threads)
     H, W = (int(v) for v in args.sizes[0].lower().split("x"))
     img, mask = _photo(H, W, args.source, args.seed)
     variants = {"shipped": {}, "keep=False": {"keep": False}, "flip=False": {"flip": False},
-                "flip=False,reach=None": {"flip": False, "reach": None}}
+                "flip=False,reach=None": {"flip": False, "reach": None},
+                "large_model=None": {"large_model": None}, "large_cover=1e-6": {"large_cover": 1e-6}}
     refs = {k: MaskRefiner.pretrained(**kw) for k, kw in variants.items()}
     for r in refs.values():
         r.refine(img, mask)  # warm-up
