@@ -73,8 +73,8 @@ import torch
 
 from .base import SegmentationDataset, check_index
 
-__all__ = ["EVAL_SETS", "MASKSETS", "PRIMARY", "SDISTS", "VOC_HALF_BAND", "MaskSetDataset", "build_maskset", "labelme_objects",
-           "package_dir", "restore_void_band", "sdist_dir", "sdist_file"]
+__all__ = ["EVAL_SETS", "MASKSETS", "PRIMARY", "SDISTS", "VOC_HALF_BAND", "MaskSetDataset", "build_maskset",
+           "labelme_objects", "package_dir", "restore_void_band", "sdist_dir", "sdist_file"]
 
 #: install commands of the packages read only for their files (their declared dependencies are not needed)
 _INSTALL = {"imgaug": "pip install --no-deps imgaug",
@@ -314,6 +314,7 @@ LABELME_EXAMPLES = ("examples/tutorial/apc2016_obj3.json", "examples/video_annot
 
 
 def _labelme_examples() -> list:
+    """The labelme files of :data:`LABELME_EXAMPLES`, read from the archive's members (nothing extracted)."""
     import io
     import posixpath
     import tarfile
@@ -333,9 +334,10 @@ def _labelme_examples() -> list:
 
         for rel in LABELME_EXAMPLES:
             member = f"{top}/{rel}"
+            folder = posixpath.dirname(member)
             doc = json.loads(read(member).decode("utf-8"))
-            photos.append(_labelme_doc(doc, lambda name: io.BytesIO(read(posixpath.join(posixpath.dirname(member), name))),
-                                       posixpath.basename(rel)[: -len(".json")], f"{path}:{member}"))
+            beside = lambda name, folder=folder: io.BytesIO(read(posixpath.join(folder, name)))  # noqa: E731
+            photos.append(_labelme_doc(doc, beside, posixpath.basename(rel)[: -len(".json")], f"{path}:{member}"))
     return photos
 
 
