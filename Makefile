@@ -47,17 +47,19 @@ test-deps: $(TEST_STAMP)
 
 # The zero-shot evaluation's coarse masks from real segmenters: OpenCV's GrabCut and mediapipe's
 # selfie segmenter (0.10.14, the last wheel with the model inside; --no-deps: its declared deps
-# pull jax and a second cv2, the selfie segmenter needs neither); and labelme 6.3.1's source
-# archive, whose examples/ folder is the set masksets:labelme-examples (downloaded, never built
-# or installed; its SHA-256 is checked when it is read: spn.data.masksets.SDISTS)
-SDIST_DIR ?= $(HOME)/.cache/spn/sdist
+# pull jax and a second cv2, the selfie segmenter needs neither); and two package archives whose
+# files are mask sets: labelme 6.3.1's source archive (examples/: masksets:labelme-examples) and
+# mir-ml-utils 0.0.13's wheel (a Penn-Fudan photo: masksets:pennfudan), downloaded, never built or
+# installed; their SHA-256 is checked when they are read (spn.data.masksets.ARCHIVES)
+ARCHIVE_DIR ?= $(HOME)/.cache/spn/archives
 eval-deps: $(STAMP)
 	$(PIP) install -q opencv-python-headless absl-py attrs flatbuffers "protobuf<5"
 	$(PIP) install -q --no-deps mediapipe==0.10.14
-	test -f $(SDIST_DIR)/labelme-6.3.1.tar.gz || $(PIP) download -q --no-binary :all: --no-deps labelme==6.3.1 -d $(SDIST_DIR)
+	test -f $(ARCHIVE_DIR)/labelme-6.3.1.tar.gz || $(PIP) download -q --no-binary :all: --no-deps labelme==6.3.1 -d $(ARCHIVE_DIR)
+	test -f $(ARCHIVE_DIR)/mir_ml_utils-0.0.13-py3-none-any.whl || $(PIP) download -q --only-binary :all: --no-deps mir-ml-utils==0.0.13 -d $(ARCHIVE_DIR)
 
 zero-shot: eval-deps
-	SPN_SDIST_DIR=$(SDIST_DIR) $(PY) benchmarks/mask_zero_shot.py --draws 5 --out runs/mask_zero_shot
+	SPN_ARCHIVE_DIR=$(ARCHIVE_DIR) $(PY) benchmarks/mask_zero_shot.py --draws 5 --out runs/mask_zero_shot
 
 # two jobs: the default run (it fails if the compiled kernels are missing, unless
 # SPN_ALLOW_REFERENCE_ONLY=1), then the Triton kernels in Triton's interpreter, which must be

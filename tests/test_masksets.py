@@ -243,7 +243,7 @@ def test_installed_labelme_sets_when_present():
 
 
 @pytest.fixture
-def fake_sdist(tmp_path, monkeypatch):
+def fake_archive(tmp_path, monkeypatch):
     """labelme's source archive as PyPI serves it: ``labelme-6.3.1/examples/...`` inside a .tar.gz,
     one labelme file with its photo embedded, one with the photo beside it (and a later frame that
     must not be read)."""
@@ -275,12 +275,12 @@ def fake_sdist(tmp_path, monkeypatch):
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    monkeypatch.setenv("SPN_SDIST_DIR", str(tmp_path))
-    monkeypatch.setitem(ms.SDISTS, "labelme", ("labelme-6.3.1.tar.gz", digest, ms.SDISTS["labelme"][2]))
+    monkeypatch.setenv("SPN_ARCHIVE_DIR", str(tmp_path))
+    monkeypatch.setitem(ms.ARCHIVES, "labelme", ("labelme-6.3.1.tar.gz", digest, ms.ARCHIVES["labelme"][2]))
     return path
 
 
-def test_labelme_examples_are_read_from_the_archive(fake_sdist):
+def test_labelme_examples_are_read_from_the_archive(fake_archive):
     """Both photos (embedded and beside its file), objects in file order, the later frame left out;
     mask sizes counted by hand from the fixture's rectangles (outline included)."""
     ds = build_maskset("labelme-examples")
@@ -291,22 +291,22 @@ def test_labelme_examples_are_read_from_the_archive(fake_sdist):
     import io
     import tarfile
 
-    with tarfile.open(fake_sdist) as tar:
+    with tarfile.open(fake_archive) as tar:
         data = tar.extractfile("labelme-6.3.1/examples/video_annotation/data_annotated/00000100.jpg").read()
     with Image.open(io.BytesIO(data)) as im:  # the frame's photo is the file beside its JSON
         assert torch.equal(ds[2]["image"], torch.from_numpy(np.array(im)).permute(2, 0, 1).float() / 255)
     assert "labelme-examples" not in ms.PRIMARY and "labelme-examples" in ms.EVAL_SETS
 
 
-def test_labelme_archive_missing_or_altered_names_the_download(fake_sdist, tmp_path, monkeypatch):
-    fake_sdist.write_bytes(fake_sdist.read_bytes() + b"\0")
+def test_labelme_archive_missing_or_altered_names_the_download(fake_archive, tmp_path, monkeypatch):
+    fake_archive.write_bytes(fake_archive.read_bytes() + b"\0")
     with pytest.raises(ValueError, match="not the expected archive.*pip download --no-binary :all: --no-deps labelme==6.3.1"):
         build_maskset("labelme-examples")
-    monkeypatch.setenv("SPN_SDIST_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("SPN_ARCHIVE_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match=r"labelme-6\.3\.1\.tar\.gz is missing: pip download"):
         build_maskset("labelme-examples")
     with pytest.raises(ValueError, match="valid: labelme"):
-        ms.sdist_file("opencv")
+        ms.archive_file("opencv")
 
 
 def test_installed_labelme_archive_when_present():
@@ -319,3 +319,58 @@ def test_installed_labelme_archive_when_present():
     labels = [ds[i]["label"] for i in range(len(ds))]
     assert labels[0] == "shelf" and labels[4:] == ["track", "track", "car"] and len(labels) == 7
     assert tuple(ds[0]["image"].shape) == (3, 907, 1210) and tuple(ds[4]["image"].shape) == (3, 563, 1000)
+
+
+@pytest.fixture
+def fake_wheel(tmp_path, monkeypatch):
+    """mir-ml-utils' wheel as PyPI serves it: a zip holding the Penn-Fudan photo and its instance
+    ids (0 background, 1 and 3 two pedestrians: an id may be skipped)."""
+    import hashlib
+    import io
+    import zipfile
+
+    rng = np.random.default_rng(2)
+    ids = np.zeros((5, 6), np.uint8)
+    ids[0:2, 0:3] = 1   # 6 pixels
+    ids[3:5, 4:6] = 3   # 4 pixels
+    photo, mask = io.BytesIO(), io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (5, 6, 3), dtype=np.uint8)).save(photo, format="PNG")
+    Image.fromarray(ids, mode="L").save(mask, format="PNG")
+    path = tmp_path / "mir_ml_utils-0.0.13-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(ms.PENNFUDAN[0], photo.getvalue())
+        z.writestr(ms.PENNFUDAN[1], mask.getvalue())
+    monkeypatch.setenv("SPN_ARCHIVE_DIR", str(tmp_path))
+    monkeypatch.setitem(ms.ARCHIVES, "mir-ml-utils", (path.name, hashlib.sha256(path.read_bytes()).hexdigest(),
+                                                      ms.ARCHIVES["mir-ml-utils"][2]))
+    return path, ids
+
+
+def test_pennfudan_is_read_from_the_wheel(fake_wheel):
+    """One person per instance id present, in id order; masks equal the ids' pixels."""
+    _, ids = fake_wheel
+    ds = build_maskset("pennfudan")
+    assert ds.names == ["FudanPed00054_01", "FudanPed00054_03"]
+    assert [ds[i]["label"] for i in range(2)] == ["person", "person"]
+    assert [int(ds[i]["mask"].sum()) for i in range(2)] == [6, 4]
+    assert np.array_equal(ds[1]["mask"].numpy(), (ids == 3).astype(np.int64))
+    assert "pennfudan" in ms.EVAL_SETS and "pennfudan" not in ms.PRIMARY
+
+
+def test_pennfudan_wheel_missing_or_altered(fake_wheel, tmp_path, monkeypatch):
+    path, _ = fake_wheel
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(ValueError, match="not the expected archive.*pip download --only-binary :all: --no-deps mir-ml-utils"):
+        build_maskset("pennfudan")
+    monkeypatch.setenv("SPN_ARCHIVE_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match=r"mir_ml_utils-0\.0\.13-py3-none-any\.whl is missing"):
+        build_maskset("pennfudan")
+
+
+def test_installed_pennfudan_when_present():
+    """With mir-ml-utils 0.0.13's wheel downloaded (make eval-deps): 3 pedestrians on a 533 x 498 photo."""
+    try:
+        ds = build_maskset("pennfudan")
+    except FileNotFoundError:
+        pytest.skip("mir-ml-utils 0.0.13's wheel is not downloaded (make eval-deps)")
+    assert len(ds) == 3 and tuple(ds[0]["image"].shape) == (3, 498, 533)

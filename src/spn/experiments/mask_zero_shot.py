@@ -21,7 +21,7 @@ source of ``cfg.coarse`` and every method of ``cfg.methods``:
 
 It writes ``zero_shot.json`` (every score, per object too), ``zero_shot.md`` (a table per set
 and coarse source) and ``zero_shot.png`` (image, coarse, CRF, SPN and truth on crops where the
-CRF and the SPN differ most) into ``cfg.out``. The sets are tiny (9 photos, 50 objects): an
+CRF and the SPN differ most) into ``cfg.out``. The sets are tiny (10 photos, 53 objects): an
 honest check on real boundaries, not a benchmark.
 
 Example:
@@ -51,8 +51,8 @@ __all__ = ["COARSE_SOURCES", "METHODS", "TUNED_CRF", "ZeroShotConfig", "count_ob
 COARSE_SOURCES = ("perturbed", "grabcut", "selfie", "truth")
 METHODS = ("coarse", "spn", "densecrf", "guided_filter")
 ALL_MASKSETS = tuple(_READERS)
-#: the sets run by default (``spn.data.masksets.EVAL_SETS``: ``all`` and ``labelme-examples``, whose
-#: archive ``make eval-deps`` downloads); every name of ``spn.data.masksets.MASKSETS`` is valid
+#: the sets run by default (``spn.data.masksets.EVAL_SETS``: ``all``, ``labelme-examples`` and
+#: ``pennfudan``, whose archives ``make eval-deps`` downloads); every name of ``spn.data.masksets.MASKSETS`` is valid
 MASKSETS = EVAL_SETS
 #: the dense CRF tuned on 8 TRAINING composites of the photo corpus (never the evaluation sets):
 #: ``python benchmarks/mask_refiner.py tune-crf --source corpus --tune-crf 8`` (the composites
