@@ -20,10 +20,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from spn.data.masksets import PRIMARY
 from spn.utils.config import ConfigBase, option
 from spn.utils.io import atomic_write_text
-
-from spn.data.masksets import PRIMARY
 
 from .mask_zero_shot import ZeroShotConfig, count_objects, run_zero_shot, zero_shot_markdown
 

@@ -52,7 +52,8 @@ COARSE_SOURCES = ("perturbed", "grabcut", "selfie", "truth")
 METHODS = ("coarse", "spn", "densecrf", "guided_filter")
 ALL_MASKSETS = tuple(_READERS)
 #: the sets run by default (``spn.data.masksets.EVAL_SETS``: ``all``, ``labelme-examples`` and
-#: ``pennfudan``, whose archives ``make eval-deps`` downloads); every name of ``spn.data.masksets.MASKSETS`` is valid
+#: ``pennfudan``, whose archives ``make eval-deps`` downloads); every name of
+#: ``spn.data.masksets.MASKSETS`` is valid
 MASKSETS = EVAL_SETS
 #: the dense CRF tuned on 8 TRAINING composites of the photo corpus (never the evaluation sets):
 #: ``python benchmarks/mask_refiner.py tune-crf --source corpus --tune-crf 8`` (the composites
