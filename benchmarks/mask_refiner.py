@@ -9,6 +9,9 @@ and its speed.
     # the held-out composites without nearly exact coarse masks (those before they existed);
     # --no-keep: the pass's result everywhere in the crop (MaskRefiner(keep=False))
     python benchmarks/mask_refiner.py eval --source corpus --truth-input --crf-params crf.json
+    # the coarse masks of a real segmenter: OpenCV's GrabCut from each target's enlarged box (as
+    # the zero-shot evaluation makes them; needs opencv-python-headless: make eval-deps)
+    python benchmarks/mask_refiner.py eval --source corpus --grabcut-input --crf-params crf.json
     # speed: median wall time of MaskRefiner.refine on a 1 MP and a 4K photo, 2 threads
     python benchmarks/mask_refiner.py speed --threads 2 --repeats 5
     # peak memory of one 4K refinement (run it under /usr/bin/time -v; max RSS)
@@ -82,6 +85,21 @@ def _truth_input(base):
     return _Coarse(base, lambda item: (item["mask"] == 1).float()[None])
 
 
+def _grabcut_input(base, seed: int):
+    """Held-out composites whose coarse mask is OpenCV's GrabCut from the target's enlarged box
+    (:func:`spn.experiments.mask_zero_shot.grabcut`, seed ``seed + index``), as the zero-shot
+    evaluation makes them for real photos."""
+    from spn.experiments.mask_zero_shot import grabcut
+
+    class _GrabCut(_Coarse):  # the seed depends on the index, which _Coarse's fn does not see
+        def __getitem__(self, i):
+            item = dict(self.base[i])
+            item["coarse"] = grabcut(item["image"], (item["mask"] == 1).to(torch.uint8), seed + i)[None]
+            return item
+
+    return _GrabCut(base, None)
+
+
 def _two_class(base):
     """Composites as two-class items (coarse ``(2, H, W)``), what the peers and the CRF search take."""
     return _Coarse(base, lambda item: torch.cat([1 - item["coarse"], item["coarse"]]))
@@ -124,6 +142,8 @@ def cmd_eval(args) -> dict:
     held = CompositeDataset(args.source, split="val", length=args.items, seed=args.seed, **_near(args))
     if args.truth_input:
         held = _truth_input(held)
+    elif args.grabcut_input:
+        held = _grabcut_input(held, args.seed)
     ref = _refiner(args)
     methods = {"guided_filter": _peer_fn(get_peer("guided_filter"))}
     crf_params = None
@@ -521,7 +541,10 @@ def main(argv=None) -> int:
                        help="share of nearly exact coarse masks in the held-out composites (default: the data's)")
     ev = sub.choices["eval"]
     ev.add_argument("--items", type=int, default=48, help="held-out composites")
-    ev.add_argument("--truth-input", action="store_true", help="give the methods the target itself as the coarse mask")
+    given = ev.add_mutually_exclusive_group()
+    given.add_argument("--truth-input", action="store_true", help="give the methods the target itself as the coarse mask")
+    given.add_argument("--grabcut-input", action="store_true",
+                       help="give the methods OpenCV GrabCut's mask from the target's enlarged box as the coarse mask")
     for p in (ev, sub.choices["tune-crf"]):
         p.add_argument("--tune-crf", type=int, default=0 if p is ev else 8, metavar="N",
                        help="tune the dense CRF on N training composites")
