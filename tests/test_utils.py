@@ -115,3 +115,17 @@ def test_config_json_round_trip_and_errors(tmp_path):
     with pytest.raises(ValueError, match="bad.json.*not valid JSON"):
         Cfg.load(tmp_path / "bad.json")
     assert cfg.replace(steps=4).steps == 4 and cfg.steps == 3
+
+
+def test_sha256_file_matches_hashlib_across_blocks(tmp_path):
+    """Hashed in 1 MiB blocks, the digest equals hashlib's over the whole bytes (a file of 2.5 blocks)."""
+    import hashlib
+
+    from spn.utils.io import sha256_file
+
+    data = bytes(range(256)) * (10 * 1024)  # 2.5 MiB
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    assert sha256_file(path) == hashlib.sha256(data).hexdigest()
+    (tmp_path / "empty").write_bytes(b"")
+    assert sha256_file(tmp_path / "empty") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

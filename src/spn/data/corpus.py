@@ -40,7 +40,6 @@ Example:
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import os
 import re
@@ -48,6 +47,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from spn.utils.io import sha256_file
 
 __all__ = ["SOURCES", "Source", "Photo", "build_corpus", "check_not_reserved", "default_corpus_dir",
            "split_groups", "corpus_root"]
@@ -175,14 +176,6 @@ def check_not_reserved(package: str, path: str | Path) -> None:
 def split_groups(groups) -> dict[str, str]:
     """``group -> "train"|"val"``: groups sorted, positions 1, 4, 7, ... to ``val``."""
     return {g: ("val" if i % VAL_EVERY == 1 else "train") for i, g in enumerate(sorted(set(groups)))}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _dep5_licence(text: str, upstream: str) -> str | None:
@@ -409,8 +402,8 @@ def _write(out: Path, plan, max_side: int, found, progress, cutouts=None) -> dic
         images.append({
             "name": ph.name, "file": f"images/{dest.name}", "split": side[group], "group": group,
             "package": src.package, "kind": src.kind, "version": version, "licence": lic,
-            "original_path": str(path), "original_size": list(orig), "original_sha256": _sha256(path),
-            "size": list(size), "bytes": dest.stat().st_size, "sha256": _sha256(dest)})
+            "original_path": str(path), "original_size": list(orig), "original_sha256": sha256_file(path),
+            "size": list(size), "bytes": dest.stat().st_size, "sha256": sha256_file(dest)})
     for split in ("train", "val"):
         text = "".join(f"{im['name']}\n" for im in images if im["split"] == split)
         (out / "splits" / f"{split}.txt").write_text(text, encoding="utf-8")

@@ -103,7 +103,9 @@ def write_cutouts(out: Path, version: str, licence: str, max_side: int = 512, ro
                   progress=None) -> list[dict]:
     """Store the selected stamps in ``out/cutouts`` and their split lists in ``out/splits``;
     returns their manifest entries."""
-    from .corpus import _sha256, check_not_reserved, split_groups
+    from spn.utils.io import sha256_file
+
+    from .corpus import check_not_reserved, split_groups
 
     root = Path(root)
     rels = select_stamps(root)
@@ -124,7 +126,7 @@ def write_cutouts(out: Path, version: str, licence: str, max_side: int = 512, ro
         entries.append({"name": name, "file": f"cutouts/{dest.name}", "split": side[stamp_group(rel)],
                         "group": stamp_group(rel), "package": STAMPS_PACKAGE, "kind": "deb", "version": version,
                         "licence": licence, "original_path": str(src), "original_size": list(orig),
-                        "original_sha256": _sha256(src), "size": list(size), "sha256": _sha256(dest)})
+                        "original_sha256": sha256_file(src), "size": list(size), "sha256": sha256_file(dest)})
     for split in ("train", "val"):
         text = "".join(f"{e['name']}\n" for e in entries if e["split"] == split)
         (out / "splits" / f"cutouts_{split}.txt").write_text(text, encoding="utf-8")

@@ -123,7 +123,7 @@ def archive_dir() -> Path:
 def archive_file(name: str) -> Path:
     """The package archive ``name`` (a key of :data:`ARCHIVES`) in :func:`archive_dir`, after checking its
     SHA-256: FileNotFoundError naming the download command when absent, ValueError when it differs."""
-    import hashlib
+    from spn.utils.io import sha256_file
 
     if name not in ARCHIVES:
         raise ValueError(f"unknown package archive {name!r}; valid: {', '.join(ARCHIVES)}")
@@ -131,12 +131,9 @@ def archive_file(name: str) -> Path:
     path = archive_dir() / file
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: {how.format(dir=archive_dir())}")
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    if h.hexdigest() != digest:
-        raise ValueError(f"{path} is not the expected archive (SHA-256 {h.hexdigest()}, expected {digest}): "
+    actual = sha256_file(path)
+    if actual != digest:
+        raise ValueError(f"{path} is not the expected archive (SHA-256 {actual}, expected {digest}): "
                          f"delete it and run {how.format(dir=archive_dir())}")
     return path
 

@@ -8,7 +8,8 @@ error is an :class:`OSError` whose message names the target: :func:`os_error_mes
 into the one line the ``spn`` console script prints. :func:`write_json` writes strict JSON (NaN
 and infinities become ``null``; tensors, arrays, tuples, paths and dataclasses become plain JSON
 types). :func:`fsync_dir` makes a rename durable; :func:`check_output_path` checks an output
-path before a command spends time computing what it will write there.
+path before a command spends time computing what it will write there; :func:`sha256_file` hashes
+a file in blocks (the corpus's records, the mask sets' package archives).
 
 Example:
     >>> import json, math, tempfile
@@ -21,12 +22,22 @@ Example:
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Mapping
+
+
+def sha256_file(path) -> str:
+    """The SHA-256 of the file at ``path``, hex, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 class CorruptFileError(ValueError):
