@@ -61,7 +61,7 @@ def _near(args) -> dict:
 
 
 class _Coarse:
-    """Composites whose coarse mask is ``fn(item)``."""
+    """Composites whose coarse mask is ``fn(item, index)``."""
 
     num_classes = 2
     class_names = ["background", "object"]
@@ -75,34 +75,36 @@ class _Coarse:
 
     def __getitem__(self, i):
         item = dict(self.base[i])
-        item["coarse"] = self.fn(item)
+        item["coarse"] = self.fn(item, i)
         return item
 
 
 def _truth_input(base):
     """Held-out composites whose coarse mask is the target itself: what a method does to a
     perfect input (a refiner should leave it as it is)."""
-    return _Coarse(base, lambda item: (item["mask"] == 1).float()[None])
+    return _Coarse(base, lambda item, i: (item["mask"] == 1).float()[None])
 
 
-def _grabcut_input(base, seed: int):
+def _grabcut_input(base, seed: int, stats: dict):
     """Held-out composites whose coarse mask is OpenCV's GrabCut from the target's enlarged box
     (:func:`spn.experiments.mask_zero_shot.grabcut`, seed ``seed + index``), as the zero-shot
-    evaluation makes them for real photos."""
+    evaluation makes them for real photos. ``stats`` collects GrabCut's calls, seconds and empty masks."""
     from spn.experiments.mask_zero_shot import grabcut
 
-    class _GrabCut(_Coarse):  # the seed depends on the index, which _Coarse's fn does not see
-        def __getitem__(self, i):
-            item = dict(self.base[i])
-            item["coarse"] = grabcut(item["image"], (item["mask"] == 1).to(torch.uint8), seed + i)[None]
-            return item
+    def fn(item, i):
+        t0 = time.perf_counter()
+        c = grabcut(item["image"], (item["mask"] == 1).to(torch.uint8), seed + i)
+        stats["calls"] = stats.get("calls", 0) + 1
+        stats["seconds"] = stats.get("seconds", 0.0) + time.perf_counter() - t0
+        stats["empty"] = stats.get("empty", 0) + int(not bool(c.any()))
+        return c[None]
 
-    return _GrabCut(base, None)
+    return _Coarse(base, fn)
 
 
 def _two_class(base):
     """Composites as two-class items (coarse ``(2, H, W)``), what the peers and the CRF search take."""
-    return _Coarse(base, lambda item: torch.cat([1 - item["coarse"], item["coarse"]]))
+    return _Coarse(base, lambda item, i: torch.cat([1 - item["coarse"], item["coarse"]]))
 
 
 def _peer_fn(peer):
@@ -143,7 +145,7 @@ def cmd_eval(args) -> dict:
     if args.truth_input:
         held = _truth_input(held)
     elif args.grabcut_input:
-        held = _grabcut_input(held, args.seed)
+        held = _grabcut_input(held, args.seed, grabcut_stats := {})
     ref = _refiner(args)
     methods = {"guided_filter": _peer_fn(get_peer("guided_filter"))}
     crf_params = None
@@ -158,6 +160,9 @@ def cmd_eval(args) -> dict:
     res = evaluate_masks(lambda image, coarse: torch.from_numpy(ref.refine_proba(image, coarse)), held,
                          methods=methods)
     res["crf_params"] = crf_params
+    if args.grabcut_input:
+        res["grabcut"] = {"calls": grabcut_stats["calls"], "empty_masks": grabcut_stats["empty"],
+                          "seconds_per_call": grabcut_stats["seconds"] / grabcut_stats["calls"]}
     res["source"] = args.source
     res["refiner"] = repr(ref)
     return res
