@@ -496,7 +496,7 @@ def cmd_gate(args) -> dict:
             fg = c >= 0.5
             if not bool(fg.any()) or bool(fg.all()):
                 continue
-            n_large += float(fg.float().mean()) >= args.large_cover
+            n_large += gated.uses_large_model(fg)
             rows["coarse"].append(mask_scores(fg, gt))
             for k, r in methods.items():
                 rows[k].append(mask_scores(torch.from_numpy(r.refine_proba(image, c)) >= 0.5, gt))

@@ -550,6 +550,11 @@ class MaskRefiner:
         r.info = info
         return r
 
+    def uses_large_model(self, fg: torch.Tensor) -> bool:
+        """Whether the mask whose pixels ``>= 0.5`` are ``fg`` (bool ``(H, W)``) is refined by
+        ``large_model``: it covers at least ``large_cover`` of the photo."""
+        return self.large_model is not None and float(fg.float().mean()) >= self.large_cover
+
     def refine_proba(self, image, mask) -> np.ndarray:
         """The refined probability, float32 ``(H, W)`` at the image's size. An empty or all-ones
         mask (nothing or everything above 0.5) is returned resized, with a warning."""
@@ -561,8 +566,7 @@ class MaskRefiner:
                           ": nothing to refine, returned unchanged", stacklevel=2)
             return p.numpy()
         H, W = p.shape
-        large = self.large_model is not None and float(fg.float().mean()) >= self.large_cover
-        model = self.large_model if large else self.model
+        model = self.large_model if self.uses_large_model(fg) else self.model
         box = crop_box(fg, self.context, self.min_context) if self.crop else None
         with torch.no_grad():
             if box is not None and box != (0, H, 0, W):
