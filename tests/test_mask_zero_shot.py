@@ -154,6 +154,9 @@ def test_draws_score_every_draw_and_draw_zero_is_the_single_draw(tmp_path):
     assert [o["coarse"] for o in rows if o["draw"] == 0] == [o["coarse"] for o in one["perturbed"]["per_object"]]
     # the truth does not depend on the seed: one row per object, whatever draws says
     assert three["truth"]["draws"] == 1 and len(three["truth"]["per_object"]) == 2
+    # the share of the photo the coarse mask covers: the rectangle's 18 x 24 of 40 x 48, the disc's own area
+    covers = [o["coarse_cover"] for o in three["truth"]["per_object"]]
+    assert covers == pytest.approx([18 * 24 / (40 * 48), int(items[1]["mask"].sum()) / (36 * 44)], abs=1e-7)
     assert "2 objects, 3 draws each" in (tmp_path / "three" / "zero_shot.md").read_text()
 
 

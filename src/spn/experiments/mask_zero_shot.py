@@ -274,7 +274,8 @@ def score_set(dataset, source: str, methods: dict, seed: int, limit: int | None 
     "per_object": [...], "seconds": {method: s}}`` (``keep``: the masks too, under ``"_masks"``,
     for figures). ``draws``: a seeded source (:data:`SEEDED_SOURCES`) draws that many coarse masks
     per object, with seeds ``seed .. seed + draws - 1``; every draw is a row of the summary (IoU
-    summed over them, the other scores averaged) and of ``per_object`` (with its ``"draw"``)."""
+    summed over them, the other scores averaged) and of ``per_object`` (with its ``"draw"``, and
+    ``"coarse_cover"``: the share of the photo where the coarse mask is ``>= 0.5``)."""
     n = len(dataset) if limit is None else min(limit, len(dataset))
     d = draws if source in SEEDED_SOURCES else 1
     rows: dict[str, list] = {m: [] for m in methods}
@@ -285,7 +286,8 @@ def score_set(dataset, source: str, methods: dict, seed: int, limit: int | None 
         coarse = make_coarse(source, item, i, seed + r)
         if coarse is None:
             continue
-        obj = {"name": item.get("name", str(i)), "label": item.get("label"), "index": i, "draw": r}
+        obj = {"name": item.get("name", str(i)), "label": item.get("label"), "index": i, "draw": r,
+               "coarse_cover": float((coarse >= 0.5).float().mean())}  # MaskRefiner.uses_large_model's share
         masks = {}
         for m, fn in methods.items():
             t0 = time.perf_counter()
