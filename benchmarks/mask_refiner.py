@@ -547,7 +547,8 @@ def main(argv=None) -> int:
     ev = sub.choices["eval"]
     ev.add_argument("--items", type=int, default=48, help="held-out composites")
     given = ev.add_mutually_exclusive_group()
-    given.add_argument("--truth-input", action="store_true", help="give the methods the target itself as the coarse mask")
+    given.add_argument("--truth-input", action="store_true",
+                       help="give the methods the target itself as the coarse mask")
     given.add_argument("--grabcut-input", action="store_true",
                        help="give the methods OpenCV GrabCut's mask from the target's enlarged box as the coarse mask")
     for p in (ev, sub.choices["tune-crf"]):

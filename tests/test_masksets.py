@@ -300,7 +300,8 @@ def test_labelme_examples_are_read_from_the_archive(fake_archive):
 
 def test_labelme_archive_missing_or_altered_names_the_download(fake_archive, tmp_path, monkeypatch):
     fake_archive.write_bytes(fake_archive.read_bytes() + b"\0")
-    with pytest.raises(ValueError, match="not the expected archive.*pip download --no-binary :all: --no-deps labelme==6.3.1"):
+    with pytest.raises(ValueError,
+                       match="not the expected archive.*pip download --no-binary :all: --no-deps labelme==6.3.1"):
         build_maskset("labelme-examples")
     monkeypatch.setenv("SPN_ARCHIVE_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match=r"labelme-6\.3\.1\.tar\.gz is missing: pip download"):
@@ -360,7 +361,8 @@ def test_pennfudan_is_read_from_the_wheel(fake_wheel):
 def test_pennfudan_wheel_missing_or_altered(fake_wheel, tmp_path, monkeypatch):
     path, _ = fake_wheel
     path.write_bytes(path.read_bytes()[:-1])
-    with pytest.raises(ValueError, match="not the expected archive.*pip download --only-binary :all: --no-deps mir-ml-utils"):
+    with pytest.raises(ValueError,
+                       match="not the expected archive.*pip download --only-binary :all: --no-deps mir-ml-utils"):
         build_maskset("pennfudan")
     monkeypatch.setenv("SPN_ARCHIVE_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match=r"mir_ml_utils-0\.0\.13-py3-none-any\.whl is missing"):
@@ -374,3 +376,28 @@ def test_installed_pennfudan_when_present():
     except FileNotFoundError:
         pytest.skip("mir-ml-utils 0.0.13's wheel is not downloaded (make eval-deps)")
     assert len(ds) == 3 and tuple(ds[0]["image"].shape) == (3, 498, 533)
+
+
+def test_archive_without_a_member_names_it(tmp_path, monkeypatch):
+    """A wheel or a source archive with the right digest but without a file the set needs: one
+    FileNotFoundError naming that file."""
+    import hashlib
+    import io
+    import tarfile
+    import zipfile
+
+    wheel = tmp_path / "mir_ml_utils-0.0.13-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr(ms.PENNFUDAN[0], b"not needed: the mask is missing")
+    sdist = tmp_path / "labelme-6.3.1.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        info = tarfile.TarInfo("labelme-6.3.1/README.md")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    monkeypatch.setenv("SPN_ARCHIVE_DIR", str(tmp_path))
+    for name, path in (("mir-ml-utils", wheel), ("labelme", sdist)):
+        monkeypatch.setitem(ms.ARCHIVES, name, (path.name, hashlib.sha256(path.read_bytes()).hexdigest(), "x"))
+    with pytest.raises(FileNotFoundError, match="holds no file .*FudanPed00054_mask.png"):
+        build_maskset("pennfudan")
+    with pytest.raises(FileNotFoundError, match="holds no file labelme-6.3.1/examples/tutorial/apc2016_obj3.json"):
+        build_maskset("labelme-examples")

@@ -63,8 +63,9 @@ from spn.image.io import image_from_pil
 from spn.models import create_model
 from spn.models.mask_refiner import MaskRefinerNet
 
-__all__ = ["LARGE_WEIGHTS_FILE", "MaskRefiner", "WEIGHTS_FILE", "as_mask_array", "as_photo_tensor", "crop_box", "load_weights",
-           "refine", "refine_crop", "refine_tiled", "save_weights", "shipped_large_weights", "shipped_weights"]
+__all__ = ["LARGE_WEIGHTS_FILE", "MaskRefiner", "WEIGHTS_FILE", "as_mask_array", "as_photo_tensor", "crop_box",
+           "load_weights", "refine", "refine_crop", "refine_tiled", "save_weights", "shipped_large_weights",
+           "shipped_weights"]
 
 #: the shipped weights, inside the package (``spn/weights/``)
 WEIGHTS_FILE = "mask_refiner.safetensors"

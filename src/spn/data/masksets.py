@@ -71,6 +71,7 @@ Example:
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -321,15 +322,25 @@ def _labelme_voc() -> list:
 LABELME_EXAMPLES = ("examples/tutorial/apc2016_obj3.json", "examples/video_annotation/data_annotated/00000100.json")
 
 
-def _labelme_examples() -> list:
-    """The labelme files of :data:`LABELME_EXAMPLES`, read from the archive's members (nothing extracted)."""
-    import io
-    import posixpath
+@contextmanager
+def _archive_members(path: Path):
+    """``read(member) -> bytes`` over a wheel (zip) or a ``.tar.gz`` archive, nothing extracted; a
+    missing member is a FileNotFoundError naming it."""
     import tarfile
+    import zipfile
 
-    path = archive_file("labelme")
-    top = ARCHIVES["labelme"][0][: -len(".tar.gz")]
-    photos = []
+    def missing(member: str) -> FileNotFoundError:
+        return FileNotFoundError(f"{path} holds no file {member}")
+
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            def read(member: str) -> bytes:
+                try:
+                    return z.read(member)
+                except KeyError:
+                    raise missing(member) from None
+            yield read
+        return
     with tarfile.open(path, "r:gz") as tar:
         def read(member: str) -> bytes:
             try:
@@ -337,9 +348,20 @@ def _labelme_examples() -> list:
             except KeyError:
                 f = None
             if f is None:
-                raise FileNotFoundError(f"{path} holds no file {member}")
+                raise missing(member)
             return f.read()
+        yield read
 
+
+def _labelme_examples() -> list:
+    """The labelme files of :data:`LABELME_EXAMPLES`, read from the archive's members."""
+    import io
+    import posixpath
+
+    path = archive_file("labelme")
+    top = ARCHIVES["labelme"][0][: -len(".tar.gz")]
+    photos = []
+    with _archive_members(path) as read:
         for rel in LABELME_EXAMPLES:
             member = f"{top}/{rel}"
             folder = posixpath.dirname(member)
@@ -357,16 +379,12 @@ PENNFUDAN = ("mir_ml_utils/mir_vision/gallery/assets/FudanPed00054.png",
 def _pennfudan() -> list:
     """The Penn-Fudan photo of :data:`PENNFUDAN`, one object per instance id, read from the wheel."""
     import io
-    import zipfile
 
     from PIL import Image
 
     path = archive_file("mir-ml-utils")
-    with zipfile.ZipFile(path) as z:
-        try:
-            photo, ids = (z.read(member) for member in PENNFUDAN)
-        except KeyError as exc:
-            raise FileNotFoundError(f"{path} holds no file {exc.args[0]}") from None
+    with _archive_members(path) as read:
+        photo, ids = (read(member) for member in PENNFUDAN)
     with Image.open(io.BytesIO(photo)) as im:
         rgb = np.asarray(im.convert("RGB"))
     with Image.open(io.BytesIO(ids)) as im:
