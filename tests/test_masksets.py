@@ -298,15 +298,22 @@ def test_labelme_examples_are_read_from_the_archive(fake_archive):
     assert "labelme-examples" not in ms.PRIMARY and "labelme-examples" in ms.EVAL_SETS
 
 
-def test_labelme_archive_missing_or_altered_names_the_download(fake_archive, tmp_path, monkeypatch):
-    fake_archive.write_bytes(fake_archive.read_bytes() + b"\0")
-    with pytest.raises(ValueError,
-                       match="not the expected archive.*pip download --no-binary :all: --no-deps labelme==6.3.1"):
-        build_maskset("labelme-examples")
+@pytest.mark.parametrize("fixture, name, download", [
+    ("fake_archive", "labelme-examples", "pip download --no-binary :all: --no-deps labelme==6.3.1"),
+    ("fake_wheel", "pennfudan", "pip download --only-binary :all: --no-deps mir-ml-utils==0.0.13"),
+])
+def test_archive_missing_or_altered_names_the_download(fixture, name, download, request, tmp_path, monkeypatch):
+    import re
+
+    made = request.getfixturevalue(fixture)
+    path = made[0] if isinstance(made, tuple) else made
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(ValueError, match="not the expected archive.*" + re.escape(download)):
+        build_maskset(name)
     monkeypatch.setenv("SPN_ARCHIVE_DIR", str(tmp_path / "nowhere"))
-    with pytest.raises(FileNotFoundError, match=r"labelme-6\.3\.1\.tar\.gz is missing: pip download"):
-        build_maskset("labelme-examples")
-    with pytest.raises(ValueError, match="valid: labelme"):
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{path.name} is missing: {download}")):
+        build_maskset(name)
+    with pytest.raises(ValueError, match="valid: labelme, mir-ml-utils"):
         ms.archive_file("opencv")
 
 
@@ -356,17 +363,6 @@ def test_pennfudan_is_read_from_the_wheel(fake_wheel):
     assert [int(ds[i]["mask"].sum()) for i in range(2)] == [6, 4]
     assert np.array_equal(ds[1]["mask"].numpy(), (ids == 3).astype(np.int64))
     assert "pennfudan" in ms.EVAL_SETS and "pennfudan" not in ms.PRIMARY
-
-
-def test_pennfudan_wheel_missing_or_altered(fake_wheel, tmp_path, monkeypatch):
-    path, _ = fake_wheel
-    path.write_bytes(path.read_bytes()[:-1])
-    with pytest.raises(ValueError,
-                       match="not the expected archive.*pip download --only-binary :all: --no-deps mir-ml-utils"):
-        build_maskset("pennfudan")
-    monkeypatch.setenv("SPN_ARCHIVE_DIR", str(tmp_path / "nowhere"))
-    with pytest.raises(FileNotFoundError, match=r"mir_ml_utils-0\.0\.13-py3-none-any\.whl is missing"):
-        build_maskset("pennfudan")
 
 
 def test_installed_pennfudan_when_present():
