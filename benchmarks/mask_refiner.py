@@ -87,13 +87,13 @@ def _truth_input(base):
 
 def _grabcut_input(base, seed: int, stats: dict):
     """Held-out composites whose coarse mask is OpenCV's GrabCut from the target's enlarged box
-    (:func:`spn.experiments.mask_zero_shot.grabcut`, seed ``seed + index``), as the zero-shot
+    (:func:`spn.data.grabcut.grabcut_mask`, seed ``seed + index``), as the zero-shot
     evaluation makes them for real photos. ``stats`` collects GrabCut's calls, seconds and empty masks."""
-    from spn.experiments.mask_zero_shot import grabcut
+    from spn.data.grabcut import grabcut_mask
 
     def fn(item, i):
         t0 = time.perf_counter()
-        c = grabcut(item["image"], (item["mask"] == 1).to(torch.uint8), seed + i)
+        c = grabcut_mask(item["image"], (item["mask"] == 1).to(torch.uint8), seed + i)
         stats["calls"] = stats.get("calls", 0) + 1
         stats["seconds"] = stats.get("seconds", 0.0) + time.perf_counter() - t0
         stats["empty"] = stats.get("empty", 0) + int(not bool(c.any()))

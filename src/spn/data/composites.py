@@ -31,7 +31,12 @@ Every sample is made, deterministically from a seed, out of real photographs (a
   composite in six gets a mild version (a nearly right mask). With ``near`` (a share; default
   0), that share of composites gets a mask whose boundary is already where it should be
   (:func:`near_mask`: the target itself, moved by at most one pixel or resampled by 2 or 3,
-  hard or blurred), to teach a refiner to leave a right boundary where it is.
+  hard or blurred), to teach a refiner to leave a right boundary where it is. With ``grabcut``
+  (a share; default 0), that share of composites first gets OpenCV's GrabCut from the target's
+  enlarged box (:func:`spn.data.grabcut.grabcut_mask`, a hard mask with a real segmenter's
+  errors; needs ``opencv-python-headless``), kept when its IoU with the target is at least
+  :data:`GRABCUT_MIN_IOU` (the perturbations' own floor), else the composite falls back to the
+  perturbations above.
 
 Items: ``{"image": (3, H, W) float32 in [0, 1], "coarse": (1, H, W) float32 in [0, 1], "mask":
 (H, W) int64 in {0, 1}, "name": str}``. Item ``i`` of a dataset depends only on ``(seed,
@@ -64,7 +69,7 @@ from .base import check_index
 from .coarse import gaussian_blur
 from .patches import CropSampler
 
-__all__ = ["LARGE", "NEAR", "near_mask", "CompositeDataset", "CompositePatches", "compose", "dilate", "erode",
+__all__ = ["GRABCUT", "GRABCUT_MIN_IOU", "LARGE", "NEAR", "near_mask", "CompositeDataset", "CompositePatches", "compose", "dilate", "erode",
            "object_alpha", "mask_iou", "perturb_mask", "place_cutout", "resample_blocky", "SPLIT_CODES"]
 
 #: the split's number in the seed of its items (train and val never share a stream)
@@ -80,6 +85,10 @@ NEAR = 0.0
 #: file, used only for masks that cover most of the photo (docs/mask-refiner.md)
 LARGE = 0.0
 LARGE_COVER = (0.45, 0.9)
+#: the default share of composites whose coarse mask is GrabCut's (:func:`spn.data.grabcut.grabcut_mask`): none
+GRABCUT = 0.0
+#: GrabCut's mask is used only when its IoU with the target is at least this (``perturb_mask``'s ``min_iou``)
+GRABCUT_MIN_IOU = 0.4
 
 
 # ----------------------------------------------------------------------------------------------
@@ -429,15 +438,17 @@ class _OneThread:
             torch.set_num_threads(self.n)
 
 
-def compose(rng: np.random.Generator, photos, size, cutouts=(), near: float = NEAR, large: float = LARGE) -> dict:
+def compose(rng: np.random.Generator, photos, size, cutouts=(), near: float = NEAR, large: float = LARGE,
+            grabcut: float = GRABCUT) -> dict:
     """One composite of size ``size = (H, W)`` from the list of photos ``(3, h, w)`` (and of
     cut-outs ``(4, h, w)``, :func:`place_cutout`): ``{"image", "coarse" (1, H, W), "mask" (H, W)
     int64, "alpha" (H, W)}`` (see the module docstring). ``near``: the share of nearly exact
-    coarse masks (:func:`near_mask`; default :data:`NEAR`, none). ``large``: the share of cut-out
+    coarse masks (:func:`near_mask`; default :data:`NEAR`, none). ``grabcut``: the share of GrabCut
+    coarse masks (:data:`GRABCUT`, none). ``large``: the share of cut-out
     objects that cover :data:`LARGE_COVER` of the frame (default :data:`LARGE`, none; 0 draws the
     same composites as before it existed)."""
     with _OneThread():
-        return _compose(rng, photos, size, cutouts, near, large)
+        return _compose(rng, photos, size, cutouts, near, large, grabcut)
 
 
 def _object(rng: np.random.Generator, photos, size, i: int, cutouts,
@@ -468,7 +479,19 @@ def _object(rng: np.random.Generator, photos, size, i: int, cutouts,
     return _crop(rng, photos[int(rng.integers(n))], size), alpha
 
 
-def _compose(rng: np.random.Generator, photos, size, cutouts=(), near: float = NEAR, large: float = LARGE) -> dict:
+def _grabcut_coarse(rng: np.random.Generator, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+    """GrabCut's mask of ``target`` in ``image``, or None when it is not a usable coarse mask."""
+    from .grabcut import grabcut_mask
+
+    seed = int(rng.integers(2**31))  # drawn before the test below: the stream does not depend on the image
+    if not bool(target.any()):
+        return None
+    g = grabcut_mask(image.clamp(0, 1), target, seed)
+    return g if mask_iou(g >= 0.5, target >= 0.5) >= GRABCUT_MIN_IOU else None
+
+
+def _compose(rng: np.random.Generator, photos, size, cutouts=(), near: float = NEAR, large: float = LARGE,
+             grabcut: float = GRABCUT) -> dict:
     n = len(photos)
     i = int(rng.integers(n))
     bg = _crop(rng, photos[i], size)
@@ -491,11 +514,14 @@ def _compose(rng: np.random.Generator, photos, size, cutouts=(), near: float = N
         image = image + float(rng.uniform(0.002, 0.02)) * torch.from_numpy(
             rng.standard_normal(image.shape).astype(np.float32))
     target = (alpha >= 0.5).float()
-    u = rng.random()
-    if u < near:
-        coarse = near_mask(target, rng)
-    else:
-        coarse = perturb_mask(target, rng, strength=float(rng.uniform(0.1, 0.4)) if u < near + 1 / 6 else 1.0)
+    # no draw when grabcut is 0: the stream (and every composite) stays as it was without it
+    coarse = _grabcut_coarse(rng, image, target) if grabcut > 0 and rng.random() < grabcut else None
+    if coarse is None:
+        u = rng.random()
+        if u < near:
+            coarse = near_mask(target, rng)
+        else:
+            coarse = perturb_mask(target, rng, strength=float(rng.uniform(0.1, 0.4)) if u < near + 1 / 6 else 1.0)
     return {"image": image.clamp(0, 1).contiguous(), "coarse": coarse[None], "mask": target.long(),
             "alpha": alpha}
 
@@ -562,6 +588,8 @@ class CompositeDataset(Dataset):
         near: the share of nearly exact coarse masks (:func:`near_mask`; default :data:`NEAR`).
         large: the share of cut-out objects that fill the frame (:data:`LARGE_COVER` of it; default
             :data:`LARGE`).
+        grabcut: the share of GrabCut coarse masks (:func:`spn.data.grabcut.grabcut_mask`; default
+            :data:`GRABCUT`; needs ``opencv-python-headless``).
 
     Shape:
         - item["image"]: ``(3, H, W)``; item["coarse"]: ``(1, H, W)``; item["mask"]: ``(H, W)``
@@ -574,7 +602,7 @@ class CompositeDataset(Dataset):
 
     def __init__(self, source="skimage", split: str = "train", size=(384, 512), length: int | None = None,
                  seed: int = 0, photos=None, on_corrupt: str = "error", coarse=None, max_side: int = 1024,
-                 cutouts=None, near: float = NEAR, large: float = LARGE):
+                 cutouts=None, near: float = NEAR, large: float = LARGE, grabcut: float = GRABCUT):
         if coarse not in (None, "none"):
             raise ValueError(f"composites make their own coarse masks; got coarse source {coarse!r}")
         self.size = _check_size(size)
@@ -604,6 +632,14 @@ class CompositeDataset(Dataset):
         if isinstance(large, bool) or not isinstance(large, (int, float)) or not 0 <= large <= 1:
             raise ValueError(f"large must be a share in [0, 1], got {large!r}")
         self.large = float(large)
+        if isinstance(grabcut, bool) or not isinstance(grabcut, (int, float)) or not 0 <= grabcut <= 1:
+            raise ValueError(f"grabcut must be a share in [0, 1], got {grabcut!r}")
+        if grabcut > 0:
+            from importlib.util import find_spec
+
+            if find_spec("cv2") is None:
+                raise ValueError("grabcut needs OpenCV: pip install opencv-python-headless")
+        self.grabcut = float(grabcut)
 
     def __len__(self) -> int:
         return self.length
@@ -612,7 +648,7 @@ class CompositeDataset(Dataset):
         return {"dataset": type(self).__name__, "source": self.source, "split": self.split,
                 "size": self.length, "item_size": list(self.size), "photos": len(self.photos),
                 "photo_names": list(self.names), "cutouts": len(self.cutouts), "seed": self.seed, "near": self.near,
-                "large": self.large, "num_classes": 2}
+                "large": self.large, "grabcut": self.grabcut, "num_classes": 2}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -620,7 +656,7 @@ class CompositeDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         index = check_index(index, self.length, "composites")
         rng = np.random.default_rng([self.seed, SPLIT_CODES.get(self.split, 9), self.epoch, index])
-        item = compose(rng, self.photos, self.size, self.cutouts, self.near, self.large)
+        item = compose(rng, self.photos, self.size, self.cutouts, self.near, self.large, self.grabcut)
         item.pop("alpha")
         item["name"] = f"composite-{self.split}-{index:05d}"
         return item
@@ -656,7 +692,7 @@ class CompositePatches(CropSampler):
         index = check_index(index, len(self), "patches")
         rng = np.random.default_rng([self.seed, self.epoch, index])
         item = compose(rng, self.base.photos, (self.size, self.size), self.base.cutouts, self.base.near,
-                       self.base.large)
+                       self.base.large, self.base.grabcut)
         item.pop("alpha")
         item["name"] = f"composite-e{self.epoch}-{index}"
         return item

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spn.data.grabcut import grabcut_mask, grown_box
 from spn.data.masksets import EVAL_SETS, MASKSETS as _READERS
 from spn.metrics.boundary import BoundaryScores
 from spn.utils.config import ConfigBase, option
@@ -60,8 +61,6 @@ MASKSETS = EVAL_SETS
 #: with cut-outs), spn.peers.densecrf's default grid (mIoU 0.8187 on them, input 0.7939)
 TUNED_CRF = {"gauss_sxy": 3.0, "gauss_compat": 0.0, "bil_sxy": 80.0, "bil_srgb": 13.0, "bil_compat": 10.0,
              "iterations": 2, "min_prob": 1e-8, "unary_scale": 1.0}
-#: GrabCut's box: the object's box enlarged by this fraction of its width and height
-BOX_GROW = 0.10
 
 
 @dataclass
@@ -106,32 +105,6 @@ class ZeroShotConfig(ConfigBase):
 
 # ----------------------------------------------------------------------------------------------
 # coarse inputs
-def _grown_box(mask: np.ndarray, grow: float = BOX_GROW) -> tuple[int, int, int, int]:
-    """``(x0, y0, x1, y1)`` (exclusive ends) of ``mask``'s box enlarged by ``grow``, in the image."""
-    ys, xs = np.nonzero(mask)
-    H, W = mask.shape
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    dy, dx = (y1 - y0) * grow / 2, (x1 - x0) * grow / 2
-    return (max(0, int(math.floor(x0 - dx))), max(0, int(math.floor(y0 - dy))),
-            min(W, int(math.ceil(x1 + dx))), min(H, int(math.ceil(y1 + dy))))
-
-
-def grabcut(image: torch.Tensor, target: torch.Tensor, seed: int, iterations: int = 5) -> torch.Tensor:
-    """OpenCV's GrabCut from ``target``'s box enlarged by :data:`BOX_GROW`: float ``(H, W)`` 0/1."""
-    import cv2
-
-    rgb = (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
-    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-    x0, y0, x1, y1 = _grown_box(target.numpy() > 0)
-    if x1 - x0 >= bgr.shape[1] and y1 - y0 >= bgr.shape[0]:  # GrabCut needs some background
-        x0, y0, x1, y1 = 1, 1, bgr.shape[1] - 1, bgr.shape[0] - 1
-    mask = np.zeros(bgr.shape[:2], np.uint8)
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(int(seed))
-    cv2.grabCut(bgr, mask, (x0, y0, x1 - x0, y1 - y0), bgd, fgd, iterations, cv2.GC_INIT_WITH_RECT)
-    return torch.from_numpy(((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.float32))
-
-
 def selfie(image: torch.Tensor, target: torch.Tensor, _cache: dict = {}) -> torch.Tensor:  # noqa: B006
     """mediapipe's selfie segmenter (general model) inside ``target``'s enlarged box: ``(H, W)``.
     The photo's mask is computed once per photo (cached by the photo's bytes)."""
@@ -145,7 +118,7 @@ def selfie(image: torch.Tensor, target: torch.Tensor, _cache: dict = {}) -> torc
         with SelfieSegmentation(model_selection=0) as seg:
             _cache.clear()
             _cache[key] = torch.from_numpy(np.array(seg.process(rgb).segmentation_mask, np.float32))
-    x0, y0, x1, y1 = _grown_box(target.numpy() > 0)
+    x0, y0, x1, y1 = grown_box(target.numpy() > 0)
     out = torch.zeros_like(_cache[key])
     out[y0:y1, x0:x1] = _cache[key][y0:y1, x0:x1]
     return out.clamp(0, 1)
@@ -173,7 +146,7 @@ def make_coarse(source: str, item: dict, index: int, seed: int) -> torch.Tensor 
     if source == "truth":  # the human mask itself: what a method does to a perfect input
         return (target == 1).float()
     if source == "grabcut":
-        return grabcut(item["image"], target, seed + index)
+        return grabcut_mask(item["image"], target, seed + index)
     if source == "selfie":
         return selfie(item["image"], target) if item.get("label") == "person" else None
     raise ValueError(f"unknown coarse source {source!r}; valid: {', '.join(COARSE_SOURCES)}")
@@ -438,7 +411,7 @@ def _block(title: str, res: dict, extra: list, rows: list) -> list[str]:
 
 def _crop_box(mask: torch.Tensor, grow: float = 0.5, min_side: int = 48) -> tuple[int, int, int, int]:
     """A square (where the image allows) around the object's box enlarged by ``grow``."""
-    x0, y0, x1, y1 = _grown_box(mask.numpy() > 0, grow)
+    x0, y0, x1, y1 = grown_box(mask.numpy() > 0, grow)
     H, W = mask.shape
     side = max(x1 - x0, y1 - y0, min_side)
     cx, cy = (x0 + x1) // 2, (y0 + y1) // 2

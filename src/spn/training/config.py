@@ -28,7 +28,7 @@ DEFAULT_LR = {"sgd": 1e-4, "adam": 1e-3}
 #: fields a resumed run must share with the run it continues (they decide the weights)
 RESUME_MUST_MATCH = ("data", "data_options", "model", "model_cfg", "patch_size",
                      "patches_per_image", "flip", "global_batch_size", "optimizer", "lr",
-                     "momentum", "weight_decay", "grad_clip", "seed", "task", "task_options", "lr_schedule")
+                     "momentum", "weight_decay", "grad_clip", "seed", "task", "task_options", "lr_schedule", "init")
 
 _DATA, _MODEL, _OPTIM, _RUN = "data", "model", "optimisation", "run"
 
@@ -47,7 +47,8 @@ class TrainConfig(ConfigBase):
     ``patches_per_image`` per image and epoch, mirrored at random with ``flip``.
 
     Model: ``model`` (a name of :func:`spn.models.list_models`) and ``model_cfg`` (its options;
-    ``num_classes`` is taken from the data).
+    ``num_classes`` is taken from the data). ``init``: a run directory or checkpoint of the same
+    model and options whose weights the run starts from (a fine-tune: fresh optimizer and schedule).
 
     Optimisation: ``lr=None`` picks the optimizer's default (:data:`DEFAULT_LR`). ``batch_size`` is
     per process (the effective batch is ``world_size * batch_size``). Length: ``steps`` optimizer
@@ -71,6 +72,9 @@ class TrainConfig(ConfigBase):
     model: str = option("spn_three_way", help=" | ".join(list_models()), group=_MODEL)
     model_cfg: dict = option(default_factory=dict, flags=("--model-option",), metavar="KEY=VALUE", group=_MODEL,
                              help="any model option (repeatable), e.g. scale=1 or residual=false")
+    init: str | None = option(None, metavar="RUN", group=_MODEL,
+                              help="start from the weights of this run directory or checkpoint (the same model "
+                                   "and options: a fine-tune); the optimizer and the learning-rate schedule start afresh")
     patch_size: int = option(128, help="training patch side (128 in the paper)", minimum=1, group=_DATA)
     patches_per_image: int = option(4, help="patches per image and epoch", minimum=1, group=_DATA)
     flip: bool = option(True, help="random left-right flips", negative="--no-flip",
@@ -137,6 +141,8 @@ class TrainConfig(ConfigBase):
             raise TypeError(f"TrainConfig.task_options must be a dict, got {type(self.task_options).__name__}")
         if self.task is not None and (not isinstance(self.task, str) or not self.task):
             raise TypeError(f"TrainConfig.task must be a task name or None, got {self.task!r}")
+        if self.init is not None and (not isinstance(self.init, str) or not self.init):
+            raise TypeError(f"TrainConfig.init must be a run directory, a checkpoint or None, got {self.init!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
         if self.on_corrupt not in ON_CORRUPT:

@@ -157,7 +157,8 @@ def absolute_paths(cfg: TrainConfig) -> TrainConfig:
     what a run stores, so that ``--resume`` works from any directory (the task makes its own
     options' paths absolute in ``prepare``)."""
     data, opts = absolute_data_spec(cfg.data, cfg.data_options)
-    return cfg.replace(data=data, data_options=opts)
+    init = str(Path(cfg.init).expanduser().absolute()) if cfg.init else cfg.init
+    return cfg.replace(data=data, data_options=opts, init=init)
 
 
 def _resolved_dict(cfg: TrainConfig, model, world: int) -> dict:
@@ -398,6 +399,10 @@ def _train(cfg: TrainConfig, task: TrainingTask, ctx: D.DistContext, train_datas
                          "or choose another --out")
     D.barrier(ctx)
     _build_data_and_model(r, train_dataset, val_dataset)
+    if cfg.init and not (cfg.resume and has_ckpt):  # a resumed run's own checkpoint holds its weights
+        info = load_training_state(cfg.init, r.model)
+        if r.main:
+            log.info(f"starting from the weights of {info['checkpoint_dir']} (step {info.get('step')})")
     if cfg.resume:
         _resume(r, has_ckpt)
     if r.main:
