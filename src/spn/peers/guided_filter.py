@@ -18,95 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
+from spn.image.filters import box_filter, guided_filter  # noqa: F401 (re-exported)
+
 from ._base import Peer, renormalize
-
-
-def _box1d(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
-    """Window sums ``out[i] = sum x[max(0, i-r) .. min(n-1, i+r)]`` along ``dim``."""
-    n = x.shape[dim]
-    c = x.cumsum(dim)
-    last = c.narrow(dim, n - 1, 1)
-    if r >= n - 1:
-        upper = last.expand_as(c)
-    else:  # c[min(i + r, n - 1)]
-        upper = torch.cat([c.narrow(dim, r, n - r), last.expand(*[r if d == dim % x.dim() else -1
-                                                                 for d in range(x.dim())])], dim)
-    if r + 1 >= n:
-        return upper.clone()
-    shape = list(x.shape)
-    shape[dim] = r + 1
-    lower = torch.cat([x.new_zeros(shape), c.narrow(dim, 0, n - r - 1)], dim)  # c[i - r - 1]
-    return upper - lower
-
-
-def box_filter(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Sum over the ``(2r+1) x (2r+1)`` window around each pixel, clipped at the border.
-
-    Separable running sums (cumulative sums), O(1) per pixel whatever ``r``.
-
-    Args:
-        x: ``(..., H, W)``.
-    Returns:
-        ``(..., H, W)`` window sums (divide by ``box_filter(ones, r)`` for means).
-    """
-    if r < 0:
-        raise ValueError(f"box_filter: radius must be >= 0, got {r}")
-    return _box1d(_box1d(x, r, -2), r, -1)
-
-
-def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
-    """Colour guided filter.
-
-    Args:
-        guide: ``(3, H, W)`` guide image (float).
-        src: ``(K, H, W)`` maps to filter.
-        radius: window radius ``r`` (pixels).
-        eps: regularisation (in squared guide units).
-    Returns:
-        ``(K, H, W)`` filtered maps, computed in the promoted dtype of ``guide`` and ``src``
-        (float32 is accurate enough for images in [0, 1] and ``eps >= 1e-4``).
-    """
-    dtype = torch.promote_types(guide.dtype, src.dtype)
-    I = guide.to(dtype)
-    p = src.to(dtype)
-    H, W = I.shape[-2:]
-    n = box_filter(torch.ones(1, H, W, dtype=dtype), radius)  # (1, H, W)
-
-    def mean(t):
-        return box_filter(t, radius) / n
-
-    mu = mean(I)                                   # (3, H, W)
-    mp = mean(p)                                   # (K, H, W)
-    # covariance of the guide + eps U: the 6 distinct entries of a symmetric 3x3, each (H, W)
-    r, g, b = I[0], I[1], I[2]
-    prods = torch.stack([r * r, r * g, r * b, g * g, g * b, b * b])
-    m = mean(prods)
-    vrr = m[0] - mu[0] * mu[0] + eps
-    vrg = m[1] - mu[0] * mu[1]
-    vrb = m[2] - mu[0] * mu[2]
-    vgg = m[3] - mu[1] * mu[1] + eps
-    vgb = m[4] - mu[1] * mu[2]
-    vbb = m[5] - mu[2] * mu[2] + eps
-    # inverse by the adjugate (symmetric positive definite, det > 0)
-    irr = vgg * vbb - vgb * vgb
-    irg = vgb * vrb - vrg * vbb
-    irb = vrg * vgb - vgg * vrb
-    igg = vrr * vbb - vrb * vrb
-    igb = vrb * vrg - vrr * vgb
-    ibb = vrr * vgg - vrg * vrg
-    det = vrr * irr + vrg * irg + vrb * irb
-    # cross covariance of guide channel c and every map: (3, K, H, W)
-    cross = mean((I[:, None] * p[None]).reshape(-1, H, W)).reshape(3, -1, H, W) - mu[:, None] * mp[None]
-    cr, cg, cb = cross[0], cross[1], cross[2]
-    a = torch.stack([irr * cr + irg * cg + irb * cb,
-                     irg * cr + igg * cg + igb * cb,
-                     irb * cr + igb * cg + ibb * cb]) / det   # (3, K, H, W)
-    b0 = mp - (a * mu[:, None]).sum(0)             # (K, H, W)
-    K = p.shape[0]
-    ma = mean(a.reshape(3 * K, H, W)).reshape(3, K, H, W)
-    mb = mean(b0)
-    q = (ma * I[:, None]).sum(0) + mb
-    return q
 
 
 @dataclass
