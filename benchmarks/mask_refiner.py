@@ -51,7 +51,8 @@ import torch.nn.functional as F
 def _refiner(args):
     from spn.inference_mask import MaskRefiner
 
-    kw = {k: getattr(args, k) for k in ("reach", "flip", "keep", "confidence") if getattr(args, k, None) is not None}
+    kw = {k: getattr(args, k) for k in ("reach", "flip", "keep", "confidence", "snap")
+          if getattr(args, k, None) is not None}
     return MaskRefiner.from_checkpoint(args.checkpoint, **kw) if args.checkpoint else MaskRefiner.pretrained(**kw)
 
 
@@ -205,7 +206,7 @@ def cmd_speed(args) -> dict:
 
 
 def cmd_speed_settings(args) -> dict:
-    """The shipped settings against ``keep=False``, ``flip=False``, ``flip=False, reach=None``,
+    """The shipped settings against ``snap=False``, ``keep=False``, ``flip=False``, ``flip=False, reach=None``,
     the first file alone (``large_model=None``) and every mask sent to the second file
     (``large_cover=1e-6``), alternated runs on one photo (medians)."""
     from spn.inference_mask import MaskRefiner
@@ -213,7 +214,7 @@ def cmd_speed_settings(args) -> dict:
     torch.set_num_threads(args.threads)
     H, W = (int(v) for v in args.sizes[0].lower().split("x"))
     img, mask = _photo(H, W, args.source, args.seed)
-    variants = {"shipped": {}, "keep=False": {"keep": False}, "flip=False": {"flip": False},
+    variants = {"shipped": {}, "snap=False": {"snap": False}, "keep=False": {"keep": False}, "flip=False": {"flip": False},
                 "flip=False,reach=None": {"flip": False, "reach": None},
                 "large_model=None": {"large_model": None}, "large_cover=1e-6": {"large_cover": 1e-6}}
     refs = {k: MaskRefiner.pretrained(**kw) for k, kw in variants.items()}
@@ -483,10 +484,9 @@ def cmd_gate(args) -> dict:
 
     torch.set_num_threads(args.threads)
     base = _refiner(args)
-    large = MaskRefiner.from_checkpoint(args.large_checkpoint, reach=base.reach, flip=base.flip, keep=base.keep,
-                                        confidence=base.confidence)
-    gated = MaskRefiner(base.model, reach=base.reach, flip=base.flip, keep=base.keep, confidence=base.confidence,
-                        large_model=large.model, large_cover=args.large_cover)
+    same = {k: getattr(base, k) for k in ("reach", "flip", "keep", "confidence", "snap", "snap_radius", "snap_eps")}
+    large = MaskRefiner.from_checkpoint(args.large_checkpoint, **same)
+    gated = MaskRefiner(base.model, **same, large_model=large.model, large_cover=args.large_cover)
     methods = {"base": base, "large": large, "gated": gated}
 
     def score(items) -> dict:
@@ -520,7 +520,8 @@ def cmd_export(args) -> dict:
     ref = _refiner(args)
     settings = {"global_size": ref.global_size, "tile": ref.tile, "margin": ref.margin, "band": ref.band,
                 "crop_size": ref.crop_size, "context": ref.context, "reach": ref.reach, "flip": ref.flip,
-                "keep": ref.keep, "confidence": ref.confidence}
+                "keep": ref.keep, "confidence": ref.confidence, "snap": ref.snap, "snap_radius": ref.snap_radius,
+                "snap_eps": ref.snap_eps}
     info = ref.info or {}
     extra = {"step": info.get("step"), "train_config": json.dumps(info.get("train_config") or {}, default=str)}
     path = save_weights(ref.model, args.out, settings, half=True, extra=extra)
@@ -542,6 +543,8 @@ def main(argv=None) -> int:
         p.add_argument("--flip", action="store_true", default=None, help="MaskRefiner(flip=True)")
         p.add_argument("--no-keep", dest="keep", action="store_false", default=None, help="MaskRefiner(keep=False)")
         p.add_argument("--confidence", type=float, default=None, help="MaskRefiner(confidence=...)")
+        p.add_argument("--snap", action=argparse.BooleanOptionalAction, default=None,
+                       help="MaskRefiner(snap=...): the final guided filter (default: the stored setting)")
         p.add_argument("--near", type=float, default=None,
                        help="share of nearly exact coarse masks in the held-out composites (default: the data's)")
     ev = sub.choices["eval"]

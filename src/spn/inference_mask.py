@@ -31,6 +31,12 @@ How a photo of ``H x W`` pixels is refined:
    model card). The network was trained on 192-pixel crops holding whole objects; a tile that
    cuts an object is outside what it saw.
 
+4. **snap** (``snap=True``): the refined probability, inside the crop (or the whole photo), is
+   passed through the colour guided filter with the full-resolution photo as guide (radius
+   ``snap_radius`` = 8 pixels, ``eps`` = ``snap_eps`` = 1e-3; :func:`spn.image.filters.guided_filter`,
+   run in strips of bounded memory) and clamped to [0, 1]: the 0.5 level moves onto the photo's
+   own edges at full resolution, which a pass at 320 pixels cannot place.
+
 Several objects: :meth:`MaskRefiner.refine_labels` refines each label one-vs-rest and takes the
 argmax (a running maximum: memory does not grow with the number of labels).
 
@@ -59,12 +65,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from spn.data.coarse import check_coverage
+from spn.image.filters import guided_filter_strips
 from spn.image.io import image_from_pil
 from spn.models import create_model
 from spn.models.mask_refiner import MaskRefinerNet
 
 __all__ = ["LARGE_WEIGHTS_FILE", "MaskRefiner", "WEIGHTS_FILE", "as_mask_array", "as_photo_tensor", "crop_box",
-           "load_weights", "refine", "refine_crop", "refine_tiled", "save_weights", "shipped_large_weights",
+           "load_weights", "refine", "refine_crop", "refine_tiled", "save_weights", "shipped_large_weights", "snap",
            "shipped_weights"]
 
 #: the shipped weights, inside the package (``spn/weights/``)
@@ -73,7 +80,7 @@ WEIGHTS_FILE = "mask_refiner.safetensors"
 LARGE_WEIGHTS_FILE = "mask_refiner_large.safetensors"
 #: the inference settings stored beside the weights (:func:`save_weights`) that loading applies
 STORED_SETTINGS = ("global_size", "tile", "margin", "band", "crop_size", "context", "reach", "flip", "keep",
-                   "confidence")
+                   "confidence", "snap", "snap_radius", "snap_eps")
 #: uncertain band of the global result: probabilities strictly inside (LOW, 1 - LOW)
 BAND_LOW = 0.2
 
@@ -417,6 +424,34 @@ def shipped_large_weights() -> tuple[bytes, str]:
     return _package_weights(LARGE_WEIGHTS_FILE)
 
 
+def snap(image: torch.Tensor, prob: torch.Tensor, box, radius: int = 8, eps: float = 1e-3) -> torch.Tensor:
+    """Replace ``prob[y0:y1, x0:x1]`` (``box``) in place by its colour guided filter with
+    ``image (3, H, W)`` as guide (windows clipped at the box's border), clamped to [0, 1]; returns
+    ``prob``. Only the part of the box within ``2 * radius`` pixels of a place where ``prob`` is
+    not constant is computed: elsewhere every window the filter averages holds one value, so the
+    filter returns that value (``a = 0`` and ``b = p`` in each window, to rounding), and it is left
+    as it is. The part computed gets ``2 * radius`` more pixels of context, so it equals the
+    filter of the whole box."""
+    y0, y1, x0, x1 = box
+    p = prob[y0:y1, x0:x1]
+    h, w = p.shape
+    changes = torch.zeros(h, w, dtype=torch.bool)
+    changes[:, 1:] |= p[:, 1:] != p[:, :-1]
+    changes[:, :-1] |= p[:, 1:] != p[:, :-1]
+    changes[1:] |= p[1:] != p[:-1]
+    changes[:-1] |= p[1:] != p[:-1]
+    rows, cols = changes.any(1).nonzero(), changes.any(0).nonzero()
+    if not len(rows):
+        return prob
+    g = 2 * radius
+    c0, c1 = max(0, int(rows[0]) - g), min(h, int(rows[-1]) + 1 + g)  # the part that can change
+    d0, d1 = max(0, int(cols[0]) - g), min(w, int(cols[-1]) + 1 + g)
+    e0, e1, f0, f1 = max(0, c0 - g), min(h, c1 + g), max(0, d0 - g), min(w, d1 + g)  # with its context
+    q = guided_filter_strips(image[:, y0 + e0:y0 + e1, x0 + f0:x0 + f1], p[None, e0:e1, f0:f1], radius, eps)[0]
+    p[c0:c1, d0:d1] = q[c0 - e0:c1 - e0, d0 - f0:d1 - f0].clamp(0, 1)
+    return prob
+
+
 def _check_crop(crop, crop_size, context, min_context) -> None:
     """One clear error for a bad object-centred inference setting."""
     if not isinstance(crop, bool):
@@ -468,13 +503,18 @@ class MaskRefiner:
             (``--data-option large=...``), which are better on such objects and worse on the
             rest (docs/mask-refiner.md).
         large_cover: the share of the photo, in (0, 1], from which ``large_model`` is used.
+        snap: a final colour guided filter of the refined probability, guided by the photo at
+            full resolution, inside the crop (the whole photo without one), clamped to [0, 1]
+            (step 4 of the module docstring). ``snap_radius`` (pixels) and ``snap_eps`` (squared
+            intensity) are its window radius and regularisation.
     """
 
     def __init__(self, model: torch.nn.Module, *, global_size: int = 512, tile: int = 256, margin: int = 16,
                  band: float | None = None, crop: bool = True, crop_size: int = 320, context: float = 0.5,
                  min_context: int = 16, reach: float | None = None, flip: bool = False,
                  keep: bool = True, confidence: float = 0.0, large_model: torch.nn.Module | None = None,
-                 large_cover: float = 0.45, source: str | None = None):
+                 large_cover: float = 0.45, snap: bool = False, snap_radius: int = 8, snap_eps: float = 1e-3,
+                 source: str | None = None):
         if not isinstance(model, MaskRefinerNet):
             raise TypeError(f"MaskRefiner needs a mask_refiner model, got {type(model).__name__} "
                             "(train one with spn train --task mask, or use MaskRefiner.pretrained())")
@@ -504,6 +544,14 @@ class MaskRefiner:
         if (isinstance(large_cover, bool) or not isinstance(large_cover, (int, float))
                 or not math.isfinite(large_cover) or not 0 < large_cover <= 1):
             raise ValueError(f"large_cover must be a number in (0, 1], got {large_cover!r}")
+        if not isinstance(snap, bool):
+            raise ValueError(f"snap must be True or False, got {snap!r}")
+        if isinstance(snap_radius, bool) or not isinstance(snap_radius, int) or snap_radius < 1:
+            raise ValueError(f"snap_radius must be an int >= 1, got {snap_radius!r}")
+        if (isinstance(snap_eps, bool) or not isinstance(snap_eps, (int, float)) or not math.isfinite(snap_eps)
+                or snap_eps <= 0):
+            raise ValueError(f"snap_eps must be a number > 0, got {snap_eps!r}")
+        self.snap, self.snap_radius, self.snap_eps = snap, snap_radius, float(snap_eps)
         self.large_model = None if large_model is None else large_model.eval()
         self.large_cover = float(large_cover)
         self.source = source or "model"
@@ -514,6 +562,7 @@ class MaskRefiner:
                 f"margin={self.margin}, band={self.band}, crop={self.crop}, crop_size={self.crop_size}, "
                 f"context={self.context:g}, min_context={self.min_context}, reach={self.reach}, flip={self.flip}, "
                 f"keep={self.keep}, confidence={self.confidence:g}"
+                + (f", snap_radius={self.snap_radius}, snap_eps={self.snap_eps:g}" if self.snap else ", snap=False")
                 + ("" if self.large_model is None else f", large_model=..., large_cover={self.large_cover:g}") + ")")
 
     @classmethod
@@ -577,6 +626,9 @@ class MaskRefiner:
                 out = refine_tiled(model, img, p, global_size=self.global_size, tile=self.tile,
                                    margin=self.margin, band=self.band, reach=self.reach, flip=self.flip,
                                    keep=self.keep, confidence=self.confidence)
+                box = (0, H, 0, W)
+            if self.snap:
+                snap(img, out, box, self.snap_radius, self.snap_eps)
         return out.numpy()
 
     def refine(self, image, mask, threshold: float = 0.5) -> np.ndarray:

@@ -82,6 +82,10 @@ class MaskRefineOptions(ConfigBase):
                                       help="change the mask's decision only where the refiner's probability is at "
                                            "least C away from 0.5 (0 <= C < 0.5; larger leaves a nearly right mask "
                                            "more as it is)", default_help="the model's stored setting, 0")
+    snap: bool | None = option(None, help="end with the guided filter of the refined probability, guided by the photo "
+                                          "at full resolution (spn.image.filters.guided_filter, radius 8)",
+                               negative="--no-snap", negative_help="leave the refined probability unfiltered",
+                               default_help="the model's stored setting")
 
     def validate(self) -> "MaskRefineOptions":
         if self.soft and self.labels:
@@ -199,6 +203,8 @@ def refine_mask_files(cfg, opts: MaskRefineOptions) -> str:
     formats = {".npy": "NPY", **MASK_FORMATS} if soft_npy else MASK_FORMATS
     jobs = plan_jobs(cfg.image, opts.mask, cfg.out, opts.overlay, True, flag="--mask", out_formats=formats)
     kw = {} if opts.confidence is None else {"confidence": float(opts.confidence)}
+    if opts.snap is not None:
+        kw["snap"] = bool(opts.snap)
     refiner = (MaskRefiner.pretrained(**kw) if cfg.checkpoint is None
                else MaskRefiner.from_checkpoint(cfg.checkpoint, **kw))
     run_jobs(jobs, lambda job: _refine_job(refiner, job, opts), on_error=cfg.on_error, show=cfg.progress)
