@@ -214,7 +214,8 @@ def cmd_speed_settings(args) -> dict:
     torch.set_num_threads(args.threads)
     H, W = (int(v) for v in args.sizes[0].lower().split("x"))
     img, mask = _photo(H, W, args.source, args.seed)
-    variants = {"shipped": {}, "snap=False": {"snap": False}, "keep=False": {"keep": False}, "flip=False": {"flip": False},
+    variants = {"shipped": {}, "snap=False": {"snap": False}, "keep=False": {"keep": False},
+                "flip=False": {"flip": False},
                 "flip=False,reach=None": {"flip": False, "reach": None},
                 "large_model=None": {"large_model": None}, "large_cover=1e-6": {"large_cover": 1e-6}}
     refs = {k: MaskRefiner.pretrained(**kw) for k, kw in variants.items()}

@@ -69,8 +69,9 @@ from .base import check_index
 from .coarse import gaussian_blur
 from .patches import CropSampler
 
-__all__ = ["GRABCUT", "GRABCUT_MIN_IOU", "LARGE", "NEAR", "near_mask", "CompositeDataset", "CompositePatches", "compose", "dilate", "erode",
-           "object_alpha", "mask_iou", "perturb_mask", "place_cutout", "resample_blocky", "SPLIT_CODES"]
+__all__ = ["GRABCUT", "GRABCUT_MIN_IOU", "LARGE", "NEAR", "near_mask", "CompositeDataset", "CompositePatches",
+           "compose", "dilate", "erode", "object_alpha", "mask_iou", "perturb_mask", "place_cutout", "resample_blocky",
+           "SPLIT_CODES"]
 
 #: the split's number in the seed of its items (train and val never share a stream)
 SPLIT_CODES = {"train": 1, "val": 2, "test": 3, "all": 4}

@@ -28,7 +28,8 @@ DEFAULT_LR = {"sgd": 1e-4, "adam": 1e-3}
 #: fields a resumed run must share with the run it continues (they decide the weights)
 RESUME_MUST_MATCH = ("data", "data_options", "model", "model_cfg", "patch_size",
                      "patches_per_image", "flip", "global_batch_size", "optimizer", "lr",
-                     "momentum", "weight_decay", "grad_clip", "seed", "task", "task_options", "lr_schedule", "init")
+                     "momentum", "weight_decay", "grad_clip", "seed", "task", "task_options", "lr_schedule",
+                     "init")
 
 _DATA, _MODEL, _OPTIM, _RUN = "data", "model", "optimisation", "run"
 
@@ -74,7 +75,8 @@ class TrainConfig(ConfigBase):
                              help="any model option (repeatable), e.g. scale=1 or residual=false")
     init: str | None = option(None, metavar="RUN", group=_MODEL,
                               help="start from the weights of this run directory or checkpoint (the same model "
-                                   "and options: a fine-tune); the optimizer and the learning-rate schedule start afresh")
+                                   "and options: a fine-tune); the optimizer and the learning-rate schedule "
+                                   "start afresh")
     patch_size: int = option(128, help="training patch side (128 in the paper)", minimum=1, group=_DATA)
     patches_per_image: int = option(4, help="patches per image and epoch", minimum=1, group=_DATA)
     flip: bool = option(True, help="random left-right flips", negative="--no-flip",
