@@ -505,7 +505,9 @@ class MaskRefiner:
         large_cover: the share of the photo, in (0, 1], from which ``large_model`` is used.
         snap: a final colour guided filter of the refined probability, guided by the photo at
             full resolution, inside the crop (the whole photo without one), clamped to [0, 1]
-            (step 4 of the module docstring). ``snap_radius`` (pixels) and ``snap_eps`` (squared
+            (step 4 of the module docstring). It runs after ``keep`` and ``confidence``, so it can
+            move a kept boundary by a pixel or two onto the photo's edge (``snap=False`` returns
+            a kept decision exactly). ``snap_radius`` (pixels) and ``snap_eps`` (squared
             intensity) are its window radius and regularisation.
     """
 
