@@ -149,3 +149,32 @@ def test_spn_refine_snap_options_override_the_stored_setting(tmp_path, monkeypat
     np.testing.assert_allclose(out["--no-snap"], MaskRefiner(stored.model).refine_proba(img, mask), atol=1e-6)
     np.testing.assert_allclose(out["--snap"], out[""], atol=1e-6)
     assert np.abs(out[""] - out["--no-snap"]).max() > 0.05
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_snap_by_rectangles_equals_the_whole_box_filter_on_scattered_shapes(seed):
+    # several blobs, thin lines and soft patches over a box larger than one tile: many rectangles,
+    # some touching; the result must be the guided filter of the whole box (to rounding)
+    from spn.inference_mask import _changing_runs, snap
+
+    g = np.random.default_rng(seed)
+    H, W = 150, 230
+    yy, xx = np.mgrid[0:H, 0:W]
+    prob = np.zeros((H, W))
+    for _ in range(4):
+        cy, cx, r = g.uniform(0, H), g.uniform(0, W), g.uniform(3, 30)
+        prob[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 1.0
+    prob[int(g.integers(H)), :] = 1.0  # a one-pixel line across
+    prob[20:30, 150:170] = 0.6  # a soft patch
+    prob = torch.from_numpy(prob)
+    img = torch.rand(3, H, W, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    box = (3, H - 2, 5, W - 1)
+    y0, y1, x0, x1 = box
+    want = prob.clone()
+    want[y0:y1, x0:x1] = guided_filter(img[:, y0:y1, x0:x1], prob[None, y0:y1, x0:x1], 3, 1e-3)[0].clamp(0, 1)
+    got = snap(img, prob.clone(), box, 3, 1e-3)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-9)
+    runs = _changing_runs(prob[y0:y1, x0:x1], 6, tile=24)
+    assert len(runs) > 3
+    area = sum((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in runs)
+    assert area < (y1 - y0) * (x1 - x0)  # the flat parts are skipped

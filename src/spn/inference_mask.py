@@ -424,31 +424,61 @@ def shipped_large_weights() -> tuple[bytes, str]:
     return _package_weights(LARGE_WEIGHTS_FILE)
 
 
+def _changing_runs(p: torch.Tensor, g: int, tile: int = 64) -> list[tuple[int, int, int, int]]:
+    """Rectangles ``(r0, r1, c0, c1)`` of ``p (h, w)``, disjoint, that hold every pixel within
+    ``g`` pixels (chessboard distance) of a place where ``p`` changes (two neighbours differ):
+    the ``tile``-row bands of a grid of ``g``-pixel cells, cut into runs of marked tiles."""
+    h, w = p.shape
+    changes = torch.zeros(h, w, dtype=torch.bool)
+    dx, dy = p[:, 1:] != p[:, :-1], p[1:] != p[:-1]
+    changes[:, 1:] |= dx
+    changes[:, :-1] |= dx
+    changes[1:] |= dy
+    changes[:-1] |= dy
+    if not bool(changes.any()):
+        return []
+    k = max(1, tile // g)  # cells per tile side
+    T = k * g
+    hc, wc = -(-h // g), -(-w // g)
+    cells = F.pad(changes, (0, wc * g - w, 0, hc * g - h)).view(hc, g, wc, g).any(3).any(1)
+    near = F.max_pool2d(cells[None, None].float(), 3, 1, 1)[0, 0] > 0  # a change within one cell
+    ht, wt = -(-hc // k), -(-wc // k)
+    marked = F.pad(near, (0, wt * k - wc, 0, ht * k - hc)).view(ht, k, wt, k).any(3).any(1)
+    runs = []
+    for i in range(ht):
+        row = marked[i].tolist()
+        j = 0
+        while j < wt:
+            if not row[j]:
+                j += 1
+                continue
+            j0 = j
+            while j < wt and row[j]:
+                j += 1
+            runs.append((i * T, min(h, (i + 1) * T), j0 * T, min(w, j * T)))
+    return runs
+
+
 def snap(image: torch.Tensor, prob: torch.Tensor, box, radius: int = 8, eps: float = 1e-3) -> torch.Tensor:
     """Replace ``prob[y0:y1, x0:x1]`` (``box``) in place by its colour guided filter with
     ``image (3, H, W)`` as guide (windows clipped at the box's border), clamped to [0, 1]; returns
-    ``prob``. Only the part of the box within ``2 * radius`` pixels of a place where ``prob`` is
-    not constant is computed: elsewhere every window the filter averages holds one value, so the
-    filter returns that value (``a = 0`` and ``b = p`` in each window, to rounding), and it is left
-    as it is. The part computed gets ``2 * radius`` more pixels of context, so it equals the
-    filter of the whole box."""
+    ``prob``. Only the pixels within ``2 * radius`` of a place where ``prob`` changes are computed
+    (in rectangles along the contour, :func:`_changing_runs`, each with ``2 * radius`` pixels of
+    context, so they equal the filter of the whole box): elsewhere every window the filter
+    averages holds one value, so it returns that value (``a = 0`` and ``b = p`` in each window,
+    to rounding), and the pixel is left as it is. A large object's filter then costs its contour,
+    not its area."""
     y0, y1, x0, x1 = box
     p = prob[y0:y1, x0:x1]
     h, w = p.shape
-    changes = torch.zeros(h, w, dtype=torch.bool)
-    changes[:, 1:] |= p[:, 1:] != p[:, :-1]
-    changes[:, :-1] |= p[:, 1:] != p[:, :-1]
-    changes[1:] |= p[1:] != p[:-1]
-    changes[:-1] |= p[1:] != p[:-1]
-    rows, cols = changes.any(1).nonzero(), changes.any(0).nonzero()
-    if not len(rows):
-        return prob
     g = 2 * radius
-    c0, c1 = max(0, int(rows[0]) - g), min(h, int(rows[-1]) + 1 + g)  # the part that can change
-    d0, d1 = max(0, int(cols[0]) - g), min(w, int(cols[-1]) + 1 + g)
-    e0, e1, f0, f1 = max(0, c0 - g), min(h, c1 + g), max(0, d0 - g), min(w, d1 + g)  # with its context
-    q = guided_filter_strips(image[:, y0 + e0:y0 + e1, x0 + f0:x0 + f1], p[None, e0:e1, f0:f1], radius, eps)[0]
-    p[c0:c1, d0:d1] = q[c0 - e0:c1 - e0, d0 - f0:d1 - f0].clamp(0, 1)
+    done = []  # written after every rectangle is filtered: each reads the unfiltered map as context
+    for r0, r1, c0, c1 in _changing_runs(p, g):
+        e0, e1, f0, f1 = max(0, r0 - g), min(h, r1 + g), max(0, c0 - g), min(w, c1 + g)  # with context
+        q = guided_filter_strips(image[:, y0 + e0:y0 + e1, x0 + f0:x0 + f1], p[None, e0:e1, f0:f1], radius, eps)[0]
+        done.append((r0, r1, c0, c1, q[r0 - e0:r1 - e0, c0 - f0:c1 - f0].clamp(0, 1)))
+    for r0, r1, c0, c1, q in done:
+        p[r0:r1, c0:c1] = q
     return prob
 
 

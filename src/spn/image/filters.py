@@ -19,21 +19,15 @@ __all__ = ["box_filter", "guided_filter", "guided_filter_strips"]
 
 
 def _box1d(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
-    """Window sums ``out[i] = sum x[max(0, i-r) .. min(n-1, i+r)]`` along ``dim``."""
+    """Window sums ``out[i] = sum x[max(0, i-r) .. min(n-1, i+r)]`` along ``dim``: with the running
+    sum ``c`` padded by ``r + 1`` zeros in front and ``r`` copies of its last value behind, ``out[i]
+    = c[min(i + r, n - 1)] - c[i - r - 1]`` is the difference of two shifted slices."""
     n = x.shape[dim]
     c = x.cumsum(dim)
-    last = c.narrow(dim, n - 1, 1)
-    if r >= n - 1:
-        upper = last.expand_as(c)
-    else:  # c[min(i + r, n - 1)]
-        upper = torch.cat([c.narrow(dim, r, n - r), last.expand(*[r if d == dim % x.dim() else -1
-                                                                 for d in range(x.dim())])], dim)
-    if r + 1 >= n:
-        return upper.clone()
-    shape = list(x.shape)
-    shape[dim] = r + 1
-    lower = torch.cat([x.new_zeros(shape), c.narrow(dim, 0, n - r - 1)], dim)  # c[i - r - 1]
-    return upper - lower
+    front, back = list(x.shape), list(x.shape)
+    front[dim], back[dim] = r + 1, r
+    cp = torch.cat([x.new_zeros(front), c, c.narrow(dim, n - 1, 1).expand(*back)], dim)
+    return cp.narrow(dim, 2 * r + 1, n) - cp.narrow(dim, 0, n)
 
 
 def box_filter(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -109,7 +103,7 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
 
 
 def guided_filter_strips(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float,
-                         max_pixels: int = 1 << 18) -> torch.Tensor:
+                         max_pixels: int = 1 << 17) -> torch.Tensor:
     """:func:`guided_filter` computed in horizontal strips of at most about ``max_pixels``
     pixels each (plus ``2 * radius`` rows of context on each side), so that its temporaries stay
     bounded whatever the image's size. The result equals the whole-image filter (an output
