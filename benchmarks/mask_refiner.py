@@ -525,13 +525,10 @@ def cmd_gate(args) -> dict:
 
 def cmd_export(args) -> dict:
     """Write the weights of run ``--checkpoint`` (float16) with the default inference settings."""
-    from spn.inference_mask import save_weights
+    from spn.inference_mask import STORED_SETTINGS, save_weights
 
     ref = _refiner(args)
-    settings = {"global_size": ref.global_size, "tile": ref.tile, "margin": ref.margin, "band": ref.band,
-                "crop_size": ref.crop_size, "context": ref.context, "reach": ref.reach, "flip": ref.flip,
-                "keep": ref.keep, "confidence": ref.confidence, "snap": ref.snap, "snap_radius": ref.snap_radius,
-                "snap_eps": ref.snap_eps}
+    settings = {k: getattr(ref, k) for k in STORED_SETTINGS}  # what loading applies, nothing else
     info = ref.info or {}
     extra = {"step": info.get("step"), "train_config": json.dumps(info.get("train_config") or {}, default=str)}
     path = save_weights(ref.model, args.out, settings, half=True, extra=extra)

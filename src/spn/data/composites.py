@@ -487,7 +487,7 @@ def _grabcut_coarse(rng: np.random.Generator, image: torch.Tensor, target: torch
     seed = int(rng.integers(2**31))  # drawn before the test below: the stream does not depend on the image
     if not bool(target.any()):
         return None
-    g = grabcut_mask(image.clamp(0, 1), target, seed)
+    g = grabcut_mask(image, target, seed)  # it clamps the image to [0, 1] itself
     return g if mask_iou(g >= 0.5, target >= 0.5) >= GRABCUT_MIN_IOU else None
 
 
